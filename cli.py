@@ -1,0 +1,315 @@
+"""The ``codirector`` command line: parse, call ``Studio``, print. No logic of its own.
+
+Every query takes ``--json`` (stable keys, nothing else on stdout). Errors from the tree in
+``codirector.errors`` become one line of cause, one line of fix, and the error's exit code.
+Heavy modules are imported inside commands so ``codirector --help`` and queries start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from codirector.errors import CodirectorError
+
+if TYPE_CHECKING:
+    from codirector.engine.studio import Studio
+
+
+class _Group(TyperGroup):
+    """Turns ``CodirectorError`` into a short message and its exit code, for every command."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CodirectorError as e:
+            _print_error(e)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted; the log holds everything up to the last complete step — "
+                       "`codirector resume STORY` continues", err=True)
+            raise typer.Exit(130) from None
+
+
+def _print_error(e: CodirectorError) -> None:
+    typer.secho(f"error: {e.message}", fg=typer.colors.RED, err=True)
+    if e.hint:
+        typer.echo(f"  fix: {e.hint}", err=True)
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="codirector",
+    help=(
+        "Turn a story into a coherent multi-shot video, with a queryable, replayable record of how.\n\n"
+        "Start with `codirector demo` (offline, about a minute). Example session:\n\n"
+        "  codirector init\n\n"
+        "  codirector run examples/stories/lighthouse.yaml --profile preview\n\n"
+        "  codirector history lighthouse Mia_red_scarf"
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON (stable keys).")]
+BranchOpt = Annotated[str, typer.Option("--branch", "-b", help="Branch to read. Example: --branch alt_ending")]
+
+
+def _studio(ctx: typer.Context) -> Studio:
+    from codirector.engine.studio import Studio
+
+    obj = ctx.ensure_object(dict)
+    if "studio" not in obj:
+        obj["studio"] = Studio(home=obj.get("home"), db=obj.get("db"))
+    return obj["studio"]  # type: ignore[no-any-return]
+
+
+def _emit_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    # Piped output (scripts, tests) gets a wide page so names and ids are never wrapped.
+    return Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 200)
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    home: Annotated[
+        str | None,
+        typer.Option("--home", envvar="CODIRECTOR_HOME", help="Home folder (database, blobs, indexes). "
+                     "Default ./.codirector. Example: --home ~/films"),
+    ] = None,
+    db: Annotated[
+        str | None,
+        typer.Option("--db", envvar="CODIRECTOR_DB", help="Database URL; default SQLite in the home. "
+                     "Example: --db postgresql://me:pw@localhost/codirector"),
+    ] = None,
+) -> None:
+    ctx.ensure_object(dict).update(home=home, db=db)
+
+
+# ---------------------------------------------------------------------------- init
+
+
+@app.command()
+def init(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Create the home and database, or upgrade an existing database to this version.
+
+    Example: codirector --home ./films init
+    """
+    result = _studio(ctx).init()
+    if as_json:
+        _emit_json(result)
+        return
+    before = result["revision_before"]
+    if before is None:
+        state = "created"
+    else:
+        state = "already current" if before == result["revision"] else f"upgraded from {before}"
+    typer.echo(f"database {result['database']}: {state} (revision {result['revision']})")
+    typer.echo(f"home     {result['home']}")
+
+
+# ---------------------------------------------------------------------------- stories / log
+
+
+@app.command()
+def stories(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """List stories with their branches and status.
+
+    Example: codirector stories --json
+    """
+    data = _studio(ctx).stories()
+    if as_json:
+        _emit_json(data)
+        return
+    if not data:
+        typer.echo("no stories yet — try `codirector demo` or `codirector run STORY_FILE --profile preview`")
+        return
+    from rich.table import Table
+
+    table = Table("story", "title", "branch", "parent@fork", "events", "shots", "status")
+    for s in data:
+        for i, b in enumerate(s["branches"]):
+            fork = f"{b['parent']}@{b['fork_position']}" if b["parent"] else ""
+            table.add_row(s["id"] if i == 0 else "", s["title"] if i == 0 else "", b["name"], fork,
+                          str(b["events"]), str(b["shots_completed"]), b["status"])
+    _console().print(table)
+
+
+@app.command()
+def log(
+    ctx: typer.Context,
+    story: Annotated[str, typer.Argument(help="Story id (see `codirector stories`).")],
+    branch: BranchOpt = "main",
+    types: Annotated[list[str] | None, typer.Option("--type", "-t", help="Only this event type (repeatable). "
+                                                     "Example: --type EntityRegistered --type ViewAdded")] = None,
+    shot: Annotated[int | None, typer.Option("--shot", help="Only events of this shot (from 1).")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="At most this many events.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the events of a story branch, oldest first.
+
+    Example: codirector log lighthouse --type MemoryRetrieved --shot 3
+    """
+    events = _studio(ctx).log(story, branch, types=types or None, shot=shot, limit=limit)
+    if as_json:
+        _emit_json([e.summary() for e in events])
+        return
+    from rich.table import Table
+
+    table = Table("pos", "branch", "shot", "type", "summary")
+    for e in events:
+        table.add_row(str(e.position), e.branch, "" if e.shot is None else str(e.shot), e.type, _short(e.payload))
+    _console().print(table)
+
+
+def _short(payload: dict[str, Any], width: int = 90) -> str:
+    parts = []
+    for k, v in payload.items():
+        if v in (None, [], {}, ""):
+            continue
+        text = v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+        if isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v):
+            text = v[:10] + "…"
+        parts.append(f"{k}={text}")
+    line = " ".join(parts)
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+# ---------------------------------------------------------------------------- memory / history
+
+
+@app.command()
+def memory(
+    ctx: typer.Context,
+    story: Annotated[str, typer.Argument(help="Story id.")],
+    branch: BranchOpt = "main",
+    at_shot: Annotated[int | None, typer.Option("--at-shot", help="Memory shot N's keyframe was made with.")] = None,
+    at_position: Annotated[int | None, typer.Option("--at-position", help="Memory at log position P.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show entity memory as it stood (now, at a shot, or at a log position).
+
+    Example: codirector memory lighthouse --at-shot 5
+    """
+    if at_shot is not None and at_position is not None:
+        raise typer.BadParameter("give --at-shot or --at-position, not both")
+    bank = _studio(ctx).memory(story, branch, at_shot=at_shot, at_position=at_position)
+    if as_json:
+        _emit_json({"story": story, "branch": branch, "position": bank.position,
+                    "entities": [e.to_dict() for e in bank], "anomalies": bank.anomalies})
+        return
+    from rich.table import Table
+
+    table = Table("entity", "kind", "base_entity", "origin", "shot", "views", "description",
+                  title=f"{story}/{branch} memory at position {bank.position}")
+    for e in bank:
+        table.add_row(e.name, e.kind, e.base_entity or "", e.origin, "" if e.shot is None else str(e.shot),
+                      str(len(e.views)), e.description if len(e.description) < 60 else e.description[:59] + "…")
+    _console().print(table)
+    for a in bank.anomalies:
+        typer.secho(f"anomaly: {a}", fg=typer.colors.YELLOW, err=True)
+
+
+@app.command()
+def history(
+    ctx: typer.Context,
+    story: Annotated[str, typer.Argument(help="Story id.")],
+    entity: Annotated[str, typer.Argument(help="Entity name, e.g. Mia_red_scarf.")],
+    branch: BranchOpt = "main",
+    as_json: JsonOpt = False,
+) -> None:
+    """An entity's lineage (base_entity chain, derived states, views) and every event touching it.
+
+    Example: codirector history lighthouse Mia_red_scarf
+    """
+    data = _studio(ctx).history(story, entity, branch)
+    if as_json:
+        _emit_json(data)
+        return
+    con = _console()
+    ent = data["entity"]
+    con.print(f"[bold]{ent['name']}[/bold] ({ent['kind']}, origin {ent['origin']}, registered at shot "
+              f"{ent['registered']['shot']}, position {ent['registered']['position']})")
+    con.print(f"  {ent['description']}")
+    con.print("lineage: " + " → ".join(data["lineage"]["chain"])
+              + (f"   derived: {', '.join(data['lineage']['descendants'])}" if data["lineage"]["descendants"] else ""))
+    for member in data["lineage"]["entities"]:
+        for v in member["views"]:
+            frame = "" if v["frame_index"] is None else f" frame {v['frame_index']}"
+            con.print(f"  view of {member['name']}: {v['kind']} from shot {v['shot']}{frame} "
+                      f"(blob {v['blob'][:10]}…, position {v['position']})")
+    from rich.table import Table
+
+    table = Table("pos", "shot", "event", "role", "detail")
+    for e in data["events"]:
+        table.add_row(str(e["position"]), "" if e["shot"] is None else str(e["shot"]), e["type"], e["role"],
+                      _short(e["detail"], 70))
+    con.print(table)
+    if data["used_as_reference_in_shots"]:
+        con.print("used as a reference in shots: " + ", ".join(map(str, data["used_as_reference_in_shots"])))
+
+
+# ---------------------------------------------------------------------------- verify / reindex
+
+
+@app.command()
+def verify(
+    ctx: typer.Context,
+    story: Annotated[str | None, typer.Argument(help="Only this story (default: all).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check the hash chain, every referenced blob and the vector index. Exit 5 on damage.
+
+    Example: codirector verify lighthouse
+    """
+    report = _studio(ctx).verify(story)
+    if as_json:
+        _emit_json(report.to_json())
+    else:
+        typer.echo(f"checked {report.stories} stories, {report.branches} branches, {report.events} events, "
+                   f"{report.blobs} blobs, {report.vectors} vectors")
+        for p in report.problems:
+            typer.secho(f"DAMAGED {p.line()}", fg=typer.colors.RED)
+        if report.ok:
+            typer.secho("ok: the log, blobs and vector index are intact", fg=typer.colors.GREEN)
+    if not report.ok:
+        raise typer.Exit(5)
+
+
+@app.command()
+def reindex(
+    ctx: typer.Context,
+    story: Annotated[str | None, typer.Argument(help="Only this story (default: all).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Rebuild the FAISS vector index from the log (it is a projection; nothing is lost).
+
+    Example: codirector reindex
+    """
+    result = _studio(ctx).reindex(story)
+    if as_json:
+        _emit_json(result)
+        return
+    for r in result:
+        typer.echo(f"{r['story']}: {r['vectors']} vectors" + (f" of dimension {r['dim']}" if r["dim"] else ""))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

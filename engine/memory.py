@@ -1,0 +1,310 @@
+"""Entity memory as a fold of the log: M at (branch, position) = fold(memory events up to it).
+
+The paper's memory is M = {e_i = (n_i, d_i, P_i, b_i)}: name, description, reference views and an
+optional base entity for evolved states and new viewpoints. Here each entity also keeps its kind,
+origin, the shot/position that registered it and, per view, where the view came from.
+
+Invariants:
+- ``fold`` and ``apply`` are pure with respect to the log: the same events give the same memory.
+  ``apply(bank, event)`` returns a new bank; ``fold`` uses one private copy for speed.
+- Names are unique. A repeated registration or a view for an unknown entity (which the engine
+  never writes) is kept out of memory and listed in ``anomalies`` instead of failing the read.
+- Snapshots are a cache of ``to_json()``; ``MemoryReader`` is tested to give exactly the plain fold.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any, cast
+
+from codirector.errors import EntityNotFound, RunStateError, did_you_mean
+from codirector.events import MEMORY_EVENT_TYPES, EntityRegistered, RecordedEvent, ViewAdded
+from codirector.store.event_store import EventStore, Segment
+
+MEMORY_SNAPSHOT_KIND = "memory"
+MEMORY_SNAPSHOT_SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class View:
+    """One reference image of an entity."""
+
+    blob: str
+    kind: str
+    shot: int | None
+    round: int | None
+    frame_index: int | None
+    position: int
+    branch: str
+    embedding_id: int | None = None
+    embedding_blob: str | None = None
+
+    def source(self) -> dict[str, Any]:
+        return {"kind": self.kind, "shot": self.shot, "round": self.round, "frame_index": self.frame_index}
+
+
+@dataclass(frozen=True)
+class Entity:
+    """One entity state in memory (an evolved state is its own entity with ``base_entity``)."""
+
+    name: str
+    kind: str
+    description: str
+    base_entity: str | None
+    origin: str
+    position: int
+    branch: str
+    shot: int | None
+    text_embedding_id: int | None = None
+    text_embedding_blob: str | None = None
+    views: tuple[View, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "description": self.description,
+            "base_entity": self.base_entity,
+            "origin": self.origin,
+            "position": self.position,
+            "branch": self.branch,
+            "shot": self.shot,
+            "text_embedding_id": self.text_embedding_id,
+            "text_embedding_blob": self.text_embedding_blob,
+            "views": [v.__dict__ for v in self.views],
+        }
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> Entity:
+        views = tuple(View(**v) for v in d["views"])
+        return Entity(**{**d, "views": views})
+
+
+@dataclass
+class MemoryBank:
+    """The entity memory at ``position``; entities keep their registration order."""
+
+    position: int = 0
+    entities: dict[str, Entity] = field(default_factory=dict)
+    anomalies: list[str] = field(default_factory=list)
+
+    # -- queries ------------------------------------------------------------------------
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.entities
+
+    def __len__(self) -> int:
+        return len(self.entities)
+
+    def __iter__(self) -> Iterator[Entity]:
+        return iter(self.entities.values())
+
+    def names(self) -> list[str]:
+        return list(self.entities)
+
+    def get(self, name: str) -> Entity:
+        """The entity named ``name`` or ``EntityNotFound`` suggesting close names."""
+        try:
+            return self.entities[name]
+        except KeyError:
+            raise EntityNotFound(
+                f"no entity {name!r} in memory at position {self.position}",
+                hint=did_you_mean(name, self.entities, "entity"),
+            ) from None
+
+    def base_chain(self, name: str) -> list[str]:
+        """``name``'s ancestry from the root entity down to ``name`` (Mia, Mia_red_scarf, ...)."""
+        chain = [self.get(name).name]
+        seen = {name}
+        base = self.entities[name].base_entity
+        while base is not None and base in self.entities and base not in seen:
+            chain.append(base)
+            seen.add(base)
+            base = self.entities[base].base_entity
+        return list(reversed(chain))
+
+    def derived(self, name: str) -> list[str]:
+        """Entities whose ``base_entity`` is ``name`` (its evolved states and viewpoints)."""
+        return [e.name for e in self.entities.values() if e.base_entity == name]
+
+    def descendants(self, name: str) -> list[str]:
+        """Every entity derived from ``name``, directly or through other derived states."""
+        out: list[str] = []
+        todo = self.derived(name)
+        while todo:
+            n = todo.pop(0)
+            if n not in out:
+                out.append(n)
+                todo.extend(self.derived(n))
+        return out
+
+    def root_of(self, name: str) -> str:
+        return self.base_chain(name)[0]
+
+    def vector_owners(self) -> dict[int, tuple[str, View | None]]:
+        """Every embedding id visible in this memory -> (entity, view or None for its description)."""
+        owners: dict[int, tuple[str, View | None]] = {}
+        for e in self.entities.values():
+            if e.text_embedding_id is not None:
+                owners[e.text_embedding_id] = (e.name, None)
+            for v in e.views:
+                if v.embedding_id is not None:
+                    owners[v.embedding_id] = (e.name, v)
+        return owners
+
+    def copy(self) -> MemoryBank:
+        return MemoryBank(self.position, dict(self.entities), list(self.anomalies))
+
+    # -- serialisation (snapshots, --json) -----------------------------------------------
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"position": self.position, "entities": [e.to_dict() for e in self.entities.values()],
+             "anomalies": self.anomalies},
+            separators=(",", ":"),
+        )
+
+    @staticmethod
+    def from_json(text: str) -> MemoryBank:
+        data = json.loads(text)
+        entities = {d["name"]: Entity.from_dict(d) for d in data["entities"]}
+        return MemoryBank(int(data["position"]), entities, list(data.get("anomalies", [])))
+
+
+# ---------------------------------------------------------------------- the fold
+
+
+def _entity_registered(bank: MemoryBank, ev: RecordedEvent) -> None:
+    e = cast(EntityRegistered, ev.event)
+    if e.name in bank.entities:
+        bank.anomalies.append(f"position {ev.position}: {e.name!r} registered twice; first kept")
+        return
+    ref = e.text_embedding
+    bank.entities[e.name] = Entity(
+        name=e.name,
+        kind=e.kind,
+        description=e.description,
+        base_entity=e.base_entity,
+        origin=e.origin,
+        position=ev.position,
+        branch=ev.branch,
+        shot=ev.shot,
+        text_embedding_id=ref.id if ref else None,
+        text_embedding_blob=ref.blob if ref else None,
+    )
+
+
+def _view_added(bank: MemoryBank, ev: RecordedEvent) -> None:
+    e = cast(ViewAdded, ev.event)
+    entity = bank.entities.get(e.entity)
+    if entity is None:
+        bank.anomalies.append(f"position {ev.position}: view for unknown entity {e.entity!r} ignored")
+        return
+    src, ref = e.source, e.embedding
+    view = View(
+        blob=e.blob,
+        kind=src.kind,
+        shot=src.shot,
+        round=src.round,
+        frame_index=src.frame_index,
+        position=ev.position,
+        branch=ev.branch,
+        embedding_id=ref.id if ref else None,
+        embedding_blob=ref.blob if ref else None,
+    )
+    bank.entities[entity.name] = replace(entity, views=entity.views + (view,))
+
+
+_HANDLERS = {"EntityRegistered": _entity_registered, "ViewAdded": _view_added}
+
+
+def _mutate(bank: MemoryBank, ev: RecordedEvent) -> None:
+    handler = _HANDLERS.get(ev.type)
+    if handler is not None:
+        handler(bank, ev)
+    bank.position = max(bank.position, ev.position)
+
+
+def apply(bank: MemoryBank, ev: RecordedEvent) -> MemoryBank:
+    """The memory after one more event (a new bank; ``bank`` is unchanged)."""
+    new = bank.copy()
+    _mutate(new, ev)
+    return new
+
+
+def fold(events: Iterable[RecordedEvent], initial: MemoryBank | None = None) -> MemoryBank:
+    """The memory after ``events`` (starting from ``initial``, which is not changed)."""
+    bank = initial.copy() if initial is not None else MemoryBank()
+    for ev in events:
+        _mutate(bank, ev)
+    return bank
+
+
+# ---------------------------------------------------------------------- reading with snapshots
+
+
+def owner_of(segments: list[Segment], position: int) -> str:
+    """The branch whose own events hold ``position`` in a lineage."""
+    for seg in reversed(segments):
+        if position > seg.lo and (seg.hi is None or position <= seg.hi):
+            return seg.branch
+    return segments[0].branch
+
+
+class MemoryReader:
+    """Memory at any (branch, position), from the newest snapshot plus the events after it."""
+
+    def __init__(self, store: EventStore, *, snapshot_after: int = 200, use_snapshots: bool = True) -> None:
+        self.store = store
+        self.snapshot_after = snapshot_after
+        self.use_snapshots = use_snapshots
+
+    def at(self, story_id: str, branch: str = "main", position: int | None = None) -> MemoryBank:
+        """Memory of ``branch`` as it stood at ``position`` (default: its head)."""
+        info = self.store.branch(story_id, branch)
+        upto = info.head_position if position is None else position
+        if upto < 0 or upto > info.head_position:
+            raise RunStateError(
+                f"position {upto} is outside {story_id!r}/{branch!r}, which has positions 1..{info.head_position}"
+            )
+        start, after = MemoryBank(), 0
+        if self.use_snapshots:
+            snap = self.store.latest_snapshot(
+                story_id, branch, MEMORY_SNAPSHOT_KIND, upto=upto, schema_version=MEMORY_SNAPSHOT_SCHEMA
+            )
+            if snap is not None:
+                after, start = snap[0], MemoryBank.from_json(snap[1])
+        events = self.store.read(story_id, branch, after=after, upto=upto, types=MEMORY_EVENT_TYPES)
+        bank = fold(events, start)
+        bank.position = upto
+        if self.use_snapshots and len(events) >= self.snapshot_after:
+            self.snapshot(story_id, branch, bank)
+        return bank
+
+    def snapshot(self, story_id: str, branch: str, bank: MemoryBank) -> None:
+        """Cache ``bank`` under the branch that owns its position."""
+        segments = self.store.lineage(story_id, branch)
+        owner = owner_of(segments, bank.position) if bank.position else branch
+        self.store.save_snapshot(
+            story_id, owner, MEMORY_SNAPSHOT_KIND, bank.position, MEMORY_SNAPSHOT_SCHEMA, bank.to_json()
+        )
+
+
+def position_at_shot(events: Iterable[RecordedEvent], shot: int) -> int:
+    """The position whose memory shot ``shot``'s keyframe was made with (its ``KeyframeSelected``)."""
+    last_seen = 0
+    for ev in events:
+        if ev.shot is not None:
+            last_seen = max(last_seen, ev.shot)
+        if ev.type == "KeyframeSelected" and ev.shot == shot:
+            return ev.position
+    hint = f"this branch has reached shot {last_seen}" if last_seen else "no shot has run on this branch yet"
+    raise RunStateError(f"shot {shot} has no selected keyframe on this branch", hint=hint)
+
+
+__all__ = [
+    "MEMORY_EVENT_TYPES", "Entity", "MemoryBank", "MemoryReader", "View", "apply", "fold", "owner_of",
+    "position_at_shot",
+]

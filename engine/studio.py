@@ -1,0 +1,162 @@
+"""``Studio``: the Python API. Every CLI command is a thin call into one method here.
+
+    from codirector import Studio
+    studio = Studio(home="./.codirector")          # or Studio() for CODIRECTOR_HOME / ./.codirector
+    studio.memory("lighthouse", at_shot=5)         # MemoryBank
+    studio.history("lighthouse", "Mia_red_scarf")  # dict, same as `codirector history --json`
+
+A Studio owns one home (database + blobs + vector indexes). It holds no state of its own beyond
+open handles: everything it returns is computed from the log.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from codirector.engine.history import entity_history
+from codirector.engine.memory import MemoryBank, MemoryReader, position_at_shot
+from codirector.errors import RunStateError, StoreError, did_you_mean
+from codirector.events import RecordedEvent, event_types
+from codirector.store.blobs import BlobStore
+from codirector.store.db import current_revision, head_revision, make_engine, upgrade
+from codirector.store.event_store import MAIN, EventStore
+from codirector.store.home import Home
+from codirector.store.vector_index import (
+    VECTOR_EVENT_TYPES,
+    VectorIndex,
+    expected_entries,
+    index_path,
+    sync,
+)
+from codirector.store.verify import VerifyReport, verify
+
+
+class Studio:
+    """One codirector home: run, query, branch, replay, audit and verify stories."""
+
+    def __init__(self, home: str | os.PathLike[str] | None = None, db: str | None = None) -> None:
+        self.home = Home.resolve(home, db)
+        self._store: EventStore | None = None
+        self.blobs = BlobStore(self.home.blobs_dir)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def init(self) -> dict[str, Any]:
+        """Create or upgrade the database and the home folders (what `codirector init` does)."""
+        self.home.ensure()
+        engine = make_engine(self.home.db_url)
+        before = current_revision(engine)
+        upgrade(engine)
+        engine.dispose()
+        return {"home": str(self.home.root), "database": self.home.describe_db(),
+                "revision_before": before, "revision": head_revision()}
+
+    @property
+    def store(self) -> EventStore:
+        if self._store is None:
+            if self.home.is_sqlite and not Path(self.home.db_url.split("///", 1)[-1]).exists():
+                raise StoreError(
+                    f"no codirector database at {self.home.root}",
+                    hint="run `codirector init` first, or pass --home DIR / set CODIRECTOR_HOME to an existing home",
+                )
+            self._store = EventStore.open(self.home.db_url)
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def __enter__(self) -> Studio:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- queries ------------------------------------------------------------------------
+
+    def stories(self) -> list[dict[str, Any]]:
+        """Every story with its branches and each branch's status."""
+        out = []
+        for story in self.store.stories():
+            branches = []
+            for b in story.branches:
+                own = self.store.read(story.id, b.name, after=b.fork_position,
+                                      types=["StoryCompleted", "ShotCompleted", "BranchCreated"])
+                done = any(e.type == "StoryCompleted" for e in own)
+                shots = sorted({e.shot for e in self.store.read(story.id, b.name, types=["ShotCompleted"])
+                                if e.shot is not None})
+                branches.append({
+                    "name": b.name, "parent": b.parent, "fork_position": b.fork_position,
+                    "events": b.head_position, "shots_completed": len(shots),
+                    "status": "completed" if done else ("empty" if b.head_position == 0 else "in progress"),
+                    "created_at": b.created_at,
+                })
+            out.append({"id": story.id, "title": story.title, "created_at": story.created_at, "branches": branches})
+        return out
+
+    def log(
+        self, story_id: str, branch: str = MAIN, *, types: list[str] | None = None, shot: int | None = None,
+        after: int = 0, upto: int | None = None, limit: int | None = None,
+    ) -> list[RecordedEvent]:
+        """The events of a branch (its lineage included), optionally filtered."""
+        if types:
+            known = event_types()
+            for t in types:
+                if t not in known:
+                    raise RunStateError(f"unknown event type {t!r}", hint=did_you_mean(t, known, "event type"))
+        return self.store.read(story_id, branch, types=types, shot=shot, after=after, upto=upto, limit=limit)
+
+    def memory(
+        self, story_id: str, branch: str = MAIN, *, at_shot: int | None = None, at_position: int | None = None
+    ) -> MemoryBank:
+        """Entity memory as it stood: at a shot's keyframe, at a position, or now."""
+        position = at_position
+        if at_shot is not None:
+            if at_shot < 1:
+                raise RunStateError(f"--at-shot must be 1 or more (shots are numbered from 1), got {at_shot}")
+            position = position_at_shot(self.store.read(story_id, branch, types=["KeyframeSelected"]), at_shot)
+        return MemoryReader(self.store).at(story_id, branch, position)
+
+    def history(self, story_id: str, entity: str, branch: str = MAIN) -> dict[str, Any]:
+        """An entity's lineage and every event that touched it."""
+        return entity_history(self.store.read(story_id, branch), entity, story_id=story_id, branch=branch)
+
+    # -- the vector index ---------------------------------------------------------------
+
+    def index(self, story_id: str) -> VectorIndex:
+        """The story's vector index, caught up with the log (and saved if it was behind)."""
+        entries = expected_entries(self.store.read_story(story_id, types=VECTOR_EVENT_TYPES))
+        index = VectorIndex(index_path(self.home.vectors_dir, story_id))
+        if sync(index, entries, self.blobs):
+            index.save()
+        return index
+
+    def reindex(self, story_id: str | None = None) -> list[dict[str, Any]]:
+        """Rebuild vector indexes from the log (every story, or one)."""
+        ids = [story_id] if story_id is not None else [s.id for s in self.store.stories()]
+        self.home.vectors_dir.mkdir(parents=True, exist_ok=True)
+        out = []
+        for sid in ids:
+            self.store.story(sid)
+            path = index_path(self.home.vectors_dir, sid)
+            entries = expected_entries(self.store.read_story(sid, types=VECTOR_EVENT_TYPES))
+            tmp = path.with_suffix(".rebuild")
+            tmp.unlink(missing_ok=True)
+            index = VectorIndex(tmp)
+            sync(index, entries, self.blobs)
+            if entries:
+                index.save()
+                os.replace(tmp, path)
+            else:
+                path.unlink(missing_ok=True)
+            out.append({"story": sid, "vectors": len(index), "dim": index.dim, "path": str(path)})
+        return out
+
+    def verify(self, story_id: str | None = None) -> VerifyReport:
+        """Hash chain, blobs and vector index; ``report.ok`` is False on any damage."""
+        if story_id is not None:
+            self.store.story(story_id)
+        return verify(self.store, self.blobs, self.home.vectors_dir, story_id)

@@ -1,0 +1,76 @@
+"""Story and branch events: what was asked for and how far the run got.
+
+A story's first event is ``StoryCreated`` on branch ``main``; it carries everything needed to
+resume or replay the run (the normalised story spec and the run settings, never secrets).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from codirector.events.base import Event
+
+
+class StoryCreated(Event):
+    """A story was started from a story file (or a brief)."""
+
+    title: str
+    seed: int
+    spec: dict[str, Any] = Field(default_factory=dict)
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class ShotPlanned(Event):
+    """The plan for one shot: the keyframe prompt q0 and the motion prompt m0."""
+
+    keyframe_prompt: str
+    motion_prompt: str
+    uses: list[str] = Field(default_factory=list)
+    evolves: list[dict[str, Any]] = Field(default_factory=list)
+    group: str | None = None
+    planner: str = "story file"
+
+
+class ShotPlanRevised(Event):
+    """A planned shot's prompt was changed before it ran (a branch override, a user edit)."""
+
+    field: str
+    before: str
+    after: str
+    reason: str
+
+
+class BranchCreated(Event):
+    """This branch was forked from ``parent`` after ``fork_position`` (shots >= from_shot run anew)."""
+
+    name: str
+    parent: str
+    fork_position: int
+    from_shot: int | None = None
+    overrides: dict[str, str] = Field(default_factory=dict)
+
+
+class ShotStarted(Event):
+    """Shot generation began with this keyframe prompt q_t (after any inter-shot refinement)."""
+
+    keyframe_prompt: str
+    motion_prompt: str
+
+
+class ShotCompleted(Event):
+    """A shot's keyframe and clip are final."""
+
+    keyframe_blob: str
+    video_blob: str
+    frames: int
+    fps: float
+    keyframe_round: int
+
+
+class StoryCompleted(Event):
+    """Every planned shot of the branch is complete."""
+
+    shots: int
+    frames: int

@@ -1,0 +1,1 @@
+"""Model backends behind small interfaces: VLM, image, video and embedder; registry and profiles."""

@@ -1,0 +1,127 @@
+"""Opening the database and migrating it: SQLite by default, PostgreSQL by URL.
+
+SQLite connections get WAL, foreign keys and a busy timeout on every connect. Migrations are
+Alembic scripts shipped in ``store/migrations``; ``upgrade(engine)`` brings any database to head
+and is what ``codirector init`` runs. Opening a database that is behind head raises ``StoreError``
+naming the fix instead of failing later on a missing column.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event as sa_event
+from sqlalchemy import inspect
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
+from sqlmodel import create_engine
+
+from codirector.errors import StoreError
+from codirector.store.home import mask_url
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+BUSY_TIMEOUT_MS = 10_000
+
+
+def normalise_url(url: str) -> str:
+    """Accept ``postgres://`` and plain ``postgresql://`` and use the psycopg 3 driver."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine for ``url`` with codirector's connection settings."""
+    url = normalise_url(url)
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}, **kwargs
+        )
+
+        @sa_event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        return engine
+    if url.startswith("postgresql"):
+        return create_engine(url, pool_pre_ping=True, **kwargs)
+    raise StoreError(
+        f"unsupported database URL {mask_url(url)!r}",
+        hint="use sqlite:///path/to/file.db or postgresql://user:pass@host:5432/dbname",
+    )
+
+
+def alembic_config(engine: Engine) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False).replace("%", "%%"))
+    return cfg
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Migrate the database to ``revision`` (default: head). Safe to run repeatedly."""
+    from alembic import command
+
+    cfg = alembic_config(engine)
+    try:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+    except OperationalError as e:
+        raise StoreError(
+            f"cannot migrate the database at {mask_url(str(engine.url))}: {e.orig}",
+            hint="check that the path is writable and no other process holds a write lock",
+        ) from e
+
+
+def head_revision() -> str:
+    """The newest migration shipped with this code."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory(str(MIGRATIONS_DIR))
+    head = script.get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at, or None for an empty database."""
+    from alembic.runtime.migration import MigrationContext
+
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    except OperationalError as e:
+        raise StoreError(
+            f"cannot open the database at {mask_url(str(engine.url))}: {e.orig}",
+            hint="check --db / CODIRECTOR_DB, and that the server is running",
+        ) from e
+
+
+def require_current(engine: Engine) -> None:
+    """Raise ``StoreError`` unless the database is migrated to head."""
+    current = current_revision(engine)
+    if current == head_revision():
+        return
+    if current is None and not inspect(engine).get_table_names():
+        raise StoreError(
+            f"the database at {mask_url(str(engine.url))} is empty",
+            hint="run `codirector init` to create it (or pass --home / --db to use another)",
+        )
+    raise StoreError(
+        f"the database at {mask_url(str(engine.url))} is at revision {current}, this code needs {head_revision()}",
+        hint="run `codirector init` to upgrade it",
+    )

@@ -1,0 +1,197 @@
+"""``codirector verify``: recompute the hash chain, check every referenced blob and the index.
+
+Invariant checked: for each branch, its own rows are positions fork+1..head with no gap, each
+row's ``prev_hash`` is the previous row's ``hash`` (the parent's event at the fork for the first),
+its payload text is canonical JSON, and its ``hash`` recomputes from its content. The first
+row that fails is named; later rows of that branch are not trusted and not listed. Blobs are
+re-hashed; the vector index must hold exactly the vectors the log names, equal to their blobs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from codirector.events.base import RecordedEvent, canonical_json, referenced_blobs
+from codirector.store.blobs import BlobStore
+from codirector.store.event_store import EventStore
+from codirector.store.vector_index import VECTOR_EVENT_TYPES, VectorIndex, check, expected_entries, index_path
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong: where (story, branch, position) and what."""
+
+    story_id: str
+    branch: str | None
+    position: int | None
+    kind: str  # chain | blob | index
+    what: str
+
+    def line(self) -> str:
+        where = self.story_id if self.branch is None else f"{self.story_id}/{self.branch}"
+        at = f" position {self.position}" if self.position is not None else ""
+        return f"{where}{at}: {self.what}"
+
+
+@dataclass
+class VerifyReport:
+    stories: int = 0
+    branches: int = 0
+    events: int = 0
+    blobs: int = 0
+    vectors: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "stories": self.stories,
+            "branches": self.branches,
+            "events": self.events,
+            "blobs": self.blobs,
+            "vectors": self.vectors,
+            "problems": [p.__dict__ for p in self.problems],
+        }
+
+
+def _row_event(row: Any, payload: dict[str, Any]) -> RecordedEvent:
+    return RecordedEvent.model_construct(
+        id=row.id, story_id=row.story_id, branch=row.branch, position=row.position, type=row.type,
+        schema_version=row.schema_version, payload=payload, shot=row.shot, recorded_at=row.recorded_at,
+        prev_hash=row.prev_hash, hash=row.hash, causation_id=row.causation_id,
+    )
+
+
+def verify_chain(store: EventStore, story_id: str, report: VerifyReport) -> dict[str, list[RecordedEvent]]:
+    """Check every branch's chain; returns each branch's own events that passed."""
+    info = store.story(story_id)
+    report.stories += 1
+    good: dict[str, list[RecordedEvent]] = {}
+    hashes: dict[tuple[str, int], str] = {}
+    # parents before children: a branch's fork hash comes from its parent's checked rows
+    pending = list(info.branches)
+    ordered = []
+    done: set[str | None] = {None}
+    while pending:
+        progressed = False
+        for b in list(pending):
+            if b.parent in done:
+                ordered.append(b)
+                done.add(b.name)
+                pending.remove(b)
+                progressed = True
+        if not progressed:
+            for b in pending:
+                what = f"parent branch {b.parent!r} is missing"
+                report.problems.append(Problem(story_id, b.name, None, "chain", what))
+            break
+    for b in ordered:
+        report.branches += 1
+        passed: list[RecordedEvent] = []
+        good[b.name] = passed
+        if b.fork_position == 0:
+            prev = "0" * 64
+        else:
+            prev = _hash_in_lineage(store, story_id, b.parent or "main", b.fork_position, hashes)
+        expected = b.fork_position + 1
+        rows = store.raw_rows(story_id, b.name)
+        report.events += len(rows)
+        problem = None
+        for row in rows:
+            if row.position != expected:
+                problem = Problem(story_id, b.name, expected, "chain",
+                                  f"event missing (the next stored position is {row.position})")
+                break
+            try:
+                payload = json.loads(row.payload)
+            except ValueError:
+                problem = Problem(story_id, b.name, row.position, "chain", "payload is not valid JSON")
+                break
+            if canonical_json(payload) != row.payload:
+                problem = Problem(story_id, b.name, row.position, "chain", "payload bytes altered (not canonical)")
+                break
+            if row.prev_hash != prev:
+                problem = Problem(story_id, b.name, row.position, "chain",
+                                  "prev_hash does not match the previous event (rows deleted, reordered or altered)")
+                break
+            ev = _row_event(row, payload)
+            if ev.expected_hash() != row.hash:
+                problem = Problem(story_id, b.name, row.position, "chain",
+                                  f"content does not match its hash ({row.type} altered)")
+                break
+            prev = row.hash
+            hashes[(b.name, row.position)] = row.hash
+            passed.append(ev)
+            expected += 1
+        if problem is None and expected - 1 != b.head_position:
+            problem = Problem(story_id, b.name, expected, "chain",
+                              f"events missing: the branch head is position {b.head_position}")
+        if problem is None and b.head_hash != prev:
+            problem = Problem(story_id, b.name, b.head_position, "chain",
+                              "branch head hash does not match its last event")
+        if problem is not None:
+            report.problems.append(problem)
+    return good
+
+
+def _hash_in_lineage(
+    store: EventStore, story_id: str, branch: str, position: int, hashes: dict[tuple[str, int], str]
+) -> str:
+    for seg in reversed(store.lineage(story_id, branch)):
+        if position > seg.lo and (seg.hi is None or position <= seg.hi):
+            return hashes.get((seg.branch, position), "?")
+    return "?"
+
+
+def verify_blobs(
+    story_id: str, good: dict[str, list[RecordedEvent]], blobs: BlobStore, report: VerifyReport,
+    cache: dict[str, str | None],
+) -> None:
+    for branch, events in good.items():
+        for ev in events:
+            for digest in sorted(referenced_blobs(ev.payload)):
+                if digest not in cache:
+                    try:
+                        cache[digest] = blobs.check(digest)
+                    except Exception as e:  # a malformed digest in a payload
+                        cache[digest] = str(e)
+                    report.blobs += 1
+                if cache[digest] is not None:
+                    report.problems.append(
+                        Problem(story_id, branch, ev.position, "blob",
+                                f"{ev.type} names blob {digest[:12]}…, which is {cache[digest]}")
+                    )
+                    break
+
+
+def verify_index(store: EventStore, story_id: str, blobs: BlobStore, vectors_dir: Any, report: VerifyReport) -> None:
+    entries = expected_entries(store.read_story(story_id, types=VECTOR_EVENT_TYPES))
+    path = index_path(vectors_dir, story_id)
+    if not entries and not path.exists():
+        return
+    if not path.exists():
+        what = f"the vector index is missing ({len(entries)} vectors expected); run `codirector reindex`"
+        report.problems.append(Problem(story_id, None, None, "index", what))
+        return
+    index = VectorIndex(path)
+    report.vectors += len(index)
+    for line in check(index, entries, blobs):
+        report.problems.append(Problem(story_id, None, None, "index", line + "; run `codirector reindex`"))
+
+
+def verify(store: EventStore, blobs: BlobStore, vectors_dir: Any, story_id: str | None = None) -> VerifyReport:
+    """Check one story, or every story in the database."""
+    report = VerifyReport()
+    ids = [story_id] if story_id is not None else [s.id for s in store.stories()]
+    cache: dict[str, str | None] = {}
+    for sid in ids:
+        good = verify_chain(store, sid, report)
+        verify_blobs(sid, good, blobs, report, cache)
+        verify_index(store, sid, blobs, vectors_dir, report)
+    return report

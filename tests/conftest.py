@@ -1,0 +1,69 @@
+"""Fixtures for every test: an isolated home, databases (SQLite and a real PostgreSQL), tiny models."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from support import PostgresServer, pg_bindir, register_tiny_clip
+
+REQUIRE_PG = os.environ.get("CODIRECTOR_REQUIRE_PG") == "1"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own CODIRECTOR_HOME and no inherited database URL or API key."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("CODIRECTOR_HOME", str(home))
+    monkeypatch.delenv("CODIRECTOR_DB", raising=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return home
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    bindir = pg_bindir()
+    if bindir is None:
+        if REQUIRE_PG:
+            pytest.fail("CODIRECTOR_REQUIRE_PG=1 but no PostgreSQL binaries found (apt-get install postgresql)")
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql); .ci/run installs it")
+    server = PostgresServer(bindir).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server: PostgresServer) -> str:
+    return pg_server.create_database("t_" + uuid.uuid4().hex[:12])
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'store.db'}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same test on SQLite and on a real PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return request.getfixturevalue("pg_url")  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session")
+def tiny_clip() -> str:
+    """Name of a tiny open_clip config (random weights, 32-d), registered with open_clip."""
+    return register_tiny_clip()
+
+
+@pytest.fixture(scope="session")
+def tiny_embedder(tiny_clip: str):  # type: ignore[no-untyped-def]
+    from codirector.generators.embedder import OpenClipEmbedder
+
+    return OpenClipEmbedder(tiny_clip, "none", device="cpu")

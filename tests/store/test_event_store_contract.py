@@ -1,0 +1,205 @@
+"""The event store's contract, run against SQLite and a real PostgreSQL server (same tests)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from codirector.errors import BranchNotFound, RunStateError, StoryNotFound, VersionConflict
+from codirector.events import GENESIS, EntityRegistered, ModelCalled, ShotStarted, StoryCreated, ViewAdded, ViewSource
+from codirector.store.event_store import EventStore
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[EventStore]:
+    s = EventStore.open(db_url, create=True)
+    yield s
+    s.close()
+
+
+def ent(name: str, base: str | None = None) -> EntityRegistered:
+    return EntityRegistered(name=name, kind="character", description=f"{name} desc", base_entity=base, origin="cast")
+
+
+def started(n: int) -> ShotStarted:
+    return ShotStarted(keyframe_prompt=f"shot {n}", motion_prompt="walks")
+
+
+def new_story(store: EventStore, story: str = "s", n: int = 0) -> None:
+    store.create_story(story, title="T", events=[StoryCreated(title="T", seed=1).at()])
+    if n:
+        store.append(story, "main", [started(i).at(i) for i in range(1, n + 1)], expected_position=1)
+
+
+class TestAppend:
+    def test_positions_start_at_one_and_are_contiguous(self, store: EventStore) -> None:
+        new_story(store, n=4)
+        events = store.read("s")
+        assert [e.position for e in events] == [1, 2, 3, 4, 5]
+        assert [e.type for e in events] == ["StoryCreated"] + ["ShotStarted"] * 4
+        assert [e.shot for e in events] == [None, 1, 2, 3, 4]
+        assert store.head("s") == 5
+
+    def test_hash_chain_links_every_event(self, store: EventStore) -> None:
+        new_story(store, n=3)
+        events = store.read("s")
+        assert events[0].prev_hash == GENESIS
+        for prev, ev in zip(events, events[1:], strict=False):
+            assert ev.prev_hash == prev.hash
+        assert all(e.expected_hash() == e.hash for e in events)
+        assert store.branch("s").head_hash == events[-1].hash
+
+    def test_version_conflict_writes_nothing(self, store: EventStore) -> None:
+        new_story(store, n=2)
+        before = store.read("s")
+        with pytest.raises(VersionConflict) as info:
+            store.append("s", "main", [started(9).at(9), started(10).at(10)], expected_position=1)
+        assert (info.value.expected, info.value.actual) == (1, 3)
+        assert store.read("s") == before
+        assert store.head("s") == 3
+
+    def test_ahead_expectation_is_a_conflict_too(self, store: EventStore) -> None:
+        new_story(store)
+        with pytest.raises(VersionConflict):
+            store.append("s", "main", [started(1).at(1)], expected_position=5)
+        assert store.head("s") == 1
+
+    def test_empty_append_is_a_no_op(self, store: EventStore) -> None:
+        new_story(store)
+        assert store.append("s", "main", [], expected_position=1) == []
+        assert store.head("s") == 1
+
+    def test_duplicate_story_id_is_refused_clearly(self, store: EventStore) -> None:
+        new_story(store)
+        with pytest.raises(RunStateError, match="already exists"):
+            new_story(store)
+
+    def test_payload_round_trips_typed_and_exact(self, store: EventStore) -> None:
+        new_story(store)
+        source = ViewSource(kind="video_frame", shot=2, round=1, frame_index=17)
+        view = ViewAdded(entity="Mia", blob="a" * 64, source=source)
+        store.append("s", "main", [ent("Mia").at(1), view.at(2)], expected_position=1)
+        events = store.read("s")
+        assert events[1].event == ent("Mia")
+        assert events[2].event == view
+        assert events[2].payload["source"]["frame_index"] == 17
+
+    def test_unicode_and_floats_survive_exactly(self, store: EventStore) -> None:
+        new_story(store)
+        called = ModelCalled(kind="vlm", backend="x", model="m", request_key="k" * 64,
+                             request={"text": "Mïa — «rouge» 🧣", "temperature": 0.1},
+                             response={"score": 0.30000000000000004}, duration_ms=12.5)
+        store.append("s", "main", [called.at()], expected_position=1)
+        got = store.read("s")[-1]
+        assert got.payload["request"]["text"] == "Mïa — «rouge» 🧣"
+        assert got.payload["response"]["score"] == 0.30000000000000004
+        assert got.expected_hash() == got.hash
+
+
+class TestRead:
+    def test_filters(self, store: EventStore) -> None:
+        new_story(store, n=3)
+        store.append("s", "main", [ent("Mia").at(2)], expected_position=4)
+        assert [e.position for e in store.read("s", types=["EntityRegistered"])] == [5]
+        assert [e.position for e in store.read("s", shot=2)] == [3, 5]
+        assert [e.position for e in store.read("s", after=2, upto=4)] == [3, 4]
+        assert [e.position for e in store.read("s", limit=2)] == [1, 2]
+
+    def test_unknown_story_and_branch_suggest_close_names(self, store: EventStore) -> None:
+        new_story(store, "lighthouse")
+        with pytest.raises(StoryNotFound) as info:
+            store.read("lighthuose")
+        assert "lighthouse" in str(info.value.hint)
+        with pytest.raises(BranchNotFound) as binfo:
+            store.read("lighthouse", "mian")
+        assert "'main'" in str(binfo.value.hint)
+
+    def test_find_by_key_sees_only_the_lineage(self, store: EventStore) -> None:
+        new_story(store)
+        call = ModelCalled(kind="vlm", backend="b", model="m", request_key="k1", response={"x": 1})
+        store.create_branch("s", "alt", at_position=1)
+        store.append("s", "main", [call.at()], expected_position=1)
+        assert store.find_by_key("s", "main", "k1") is not None
+        assert store.find_by_key("s", "alt", "k1") is None
+        assert store.find_by_key("s", "main", "nope") is None
+
+
+class TestBranches:
+    def test_child_reads_parent_prefix_then_its_own(self, store: EventStore) -> None:
+        new_story(store, n=4)  # positions 1..5
+        store.create_branch("s", "alt", parent="main", at_position=3)
+        store.append("s", "alt", [started(30).at(30)], expected_position=3)
+        store.append("s", "main", [started(6).at(6)], expected_position=5)
+        alt = store.read("s", "alt")
+        assert [(e.branch, e.position) for e in alt] == [("main", 1), ("main", 2), ("main", 3), ("alt", 4)]
+        assert alt[3].prev_hash == alt[2].hash
+        main = store.read("s", "main")
+        assert all(e.branch == "main" for e in main) and len(main) == 6
+
+    def test_branch_of_a_branch_and_a_fork_inside_the_grandparent(self, store: EventStore) -> None:
+        new_story(store, n=4)
+        store.create_branch("s", "b1", at_position=3)
+        store.append("s", "b1", [started(i).at(i) for i in (40, 41)], expected_position=3)  # 4, 5
+        store.create_branch("s", "b2", parent="b1", at_position=4)
+        store.append("s", "b2", [started(50).at(50)], expected_position=4)
+        assert [(e.branch, e.position) for e in store.read("s", "b2")] == [
+            ("main", 1), ("main", 2), ("main", 3), ("b1", 4), ("b2", 5)]
+        store.create_branch("s", "b3", parent="b1", at_position=2)  # inside main's part of b1
+        assert [(e.branch, e.position) for e in store.read("s", "b3")] == [("main", 1), ("main", 2)]
+
+    def test_fork_beyond_head_or_duplicate_name_is_refused(self, store: EventStore) -> None:
+        new_story(store, n=1)
+        with pytest.raises(RunStateError, match="positions 1..2"):
+            store.create_branch("s", "x", at_position=3)
+        store.create_branch("s", "x", at_position=2)
+        with pytest.raises(RunStateError, match="already has a branch"):
+            store.create_branch("s", "x", at_position=1)
+
+    def test_branch_creation_with_events_is_atomic(self, store: EventStore) -> None:
+        new_story(store, n=1)
+        info = store.create_branch("s", "x", at_position=2, events=[started(3).at(3)])
+        assert info.head_position == 3 and info.fork_position == 2
+        assert store.read("s", "x")[-1].branch == "x"
+
+    def test_snapshots_are_found_along_the_lineage_only(self, store: EventStore) -> None:
+        new_story(store, n=4)
+        store.create_branch("s", "alt", at_position=3)
+        store.save_snapshot("s", "main", "memory", 2, 1, "at2")
+        store.save_snapshot("s", "main", "memory", 5, 1, "at5")
+        assert store.latest_snapshot("s", "alt", "memory", upto=3, schema_version=1) == (2, "at2")
+        assert store.latest_snapshot("s", "main", "memory", upto=9, schema_version=1) == (5, "at5")
+        assert store.latest_snapshot("s", "main", "memory", upto=1, schema_version=1) is None
+        assert store.latest_snapshot("s", "main", "memory", upto=9, schema_version=2) is None
+
+
+class TestAppendOnly:
+    def test_update_and_delete_are_refused_by_the_database(self, store: EventStore) -> None:
+        new_story(store, n=1)
+        for sql in ("UPDATE events SET payload = '{}'", "DELETE FROM events"):
+            with pytest.raises(DBAPIError, match="append-only"):
+                with store.engine.begin() as conn:
+                    conn.execute(text(sql))
+        assert len(store.read("s")) == 2
+
+
+class TestUpcasting:
+    def test_v1_payload_is_read_as_v2_and_never_rewritten(self, store: EventStore) -> None:
+        new_story(store)
+        v1 = {"name": "bg_harbour", "description": "a grey harbour", "base": None}
+        with store.engine.begin() as conn:
+            conn.execute(
+                text("INSERT INTO events (id, story_id, branch, position, type, schema_version, payload, shot, "
+                     "recorded_at, prev_hash, hash, causation_id, lookup_key) VALUES "
+                     "('v1', 's', 'main', 2, 'EntityRegistered', 1, :p, NULL, 'now', 'x', 'y', NULL, NULL)"),
+                {"p": json.dumps(v1, separators=(",", ":"), sort_keys=True)},
+            )
+        ev = store.read("s")[-1]
+        assert ev.schema_version == 1 and ev.payload == v1  # stored as written
+        typed = ev.event
+        assert isinstance(typed, EntityRegistered)
+        assert (typed.name, typed.kind, typed.base_entity, typed.origin) == ("bg_harbour", "background", None,
+                                                                             "memory_controller")

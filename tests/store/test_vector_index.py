@@ -1,0 +1,67 @@
+"""The FAISS projection: exact filtered search, persistence with merge, dimension checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from codirector.errors import IntegrityViolation
+from codirector.store.vector_index import VectorIndex, embedding_id, normalised
+
+
+def brute_force(x: np.ndarray, ids: np.ndarray, q: np.ndarray, allowed: set[int], k: int) -> list[int]:
+    scores = normalised(x) @ normalised(q)[0]
+    order = [int(ids[i]) for i in np.argsort(-scores) if int(ids[i]) in allowed]
+    return order[:k]
+
+
+@pytest.mark.parametrize("fraction", [0.02, 0.3, 0.9, 1.0])
+def test_filtered_search_is_exact(tmp_path: Path, fraction: float) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3000, 48)).astype(np.float32)
+    ids = rng.choice(2**40, size=3000, replace=False).astype(np.int64)
+    index = VectorIndex(tmp_path / "i.faiss", dim=48)
+    assert index.add(ids, x) == 3000
+    for _ in range(5):
+        allowed = {int(i) for i in ids if rng.random() < fraction}
+        q = rng.standard_normal((1, 48)).astype(np.float32)
+        got = [i for i, _ in index.search(q, 8, allowed)]
+        assert got == brute_force(x, ids, q, allowed, 8)
+    assert index.search(q, 8, set()) == []
+    assert index.search(q, 8, {999}) == []  # unknown ids are ignored
+
+
+def test_add_skips_existing_ids_and_save_merges_concurrent_writers(tmp_path: Path) -> None:
+    path = tmp_path / "i.faiss"
+    a, b = VectorIndex(path, dim=4), VectorIndex(path, dim=4)
+    a.add([1, 2], np.eye(4, dtype=np.float32)[:2])
+    assert a.add([2], np.ones((1, 4), dtype=np.float32)) == 0
+    b.add([3], np.eye(4, dtype=np.float32)[2:3])
+    a.save()
+    b.save()  # b never saw 1 and 2: the save merges instead of dropping them
+    assert VectorIndex(path).ids() == {1, 2, 3}
+    np.testing.assert_allclose(VectorIndex(path).reconstruct(2), [0, 1, 0, 0])
+
+
+def test_dimension_mismatch_is_refused(tmp_path: Path) -> None:
+    index = VectorIndex(tmp_path / "i.faiss", dim=4)
+    with pytest.raises(IntegrityViolation, match="dimension 5"):
+        index.add([1], np.ones((1, 5), dtype=np.float32))
+
+
+def test_embedding_ids_are_stable_and_entity_scoped() -> None:
+    a = embedding_id("story", "Mia", "b" * 64)
+    assert a == embedding_id("story", "Mia", "b" * 64)
+    assert a != embedding_id("story", "Tom", "b" * 64)
+    assert a != embedding_id("other", "Mia", "b" * 64)
+    assert 0 <= a < 2**63
+
+
+def test_unreadable_index_file_names_reindex(tmp_path: Path) -> None:
+    path = tmp_path / "i.faiss"
+    path.write_bytes(b"not faiss")
+    with pytest.raises(IntegrityViolation) as info:
+        VectorIndex(path)
+    assert "reindex" in str(info.value.hint)

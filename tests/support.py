@@ -1,0 +1,178 @@
+"""Shared test helpers: a local PostgreSQL server, tiny open_clip models, small builders.
+
+Nothing here mocks codirector's own code; these are the real edges (a real database server,
+a real open_clip model at toy size) made small enough for CPU tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from glob import glob
+from pathlib import Path
+
+TINY_CLIP = "codirector-tiny-clip"
+TINY_CLIP_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 32},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+def register_tiny_clip() -> str:
+    """Register a 3.6M-parameter open_clip config (random weights; nothing downloaded)."""
+    import open_clip
+
+    if TINY_CLIP not in open_clip.list_models():
+        d = Path(tempfile.mkdtemp(prefix="codirector-clipcfg-"))
+        (d / f"{TINY_CLIP}.json").write_text(json.dumps(TINY_CLIP_CONFIG))
+        open_clip.add_model_config(d)
+    return TINY_CLIP
+
+
+def pg_bindir() -> Path | None:
+    found = sorted(glob("/usr/lib/postgresql/*/bin/initdb"))
+    if found:
+        return Path(found[-1]).parent
+    exe = shutil.which("initdb")
+    return Path(exe).parent if exe else None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL cluster on 127.0.0.1, started with the Debian binaries."""
+
+    def __init__(self, bindir: Path) -> None:
+        self.bindir = bindir
+        self.base = Path(tempfile.mkdtemp(prefix="codirector-pg-"))
+        self.data = self.base / "data"
+        self.port = free_port()
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:  # postgres refuses to run as root
+            shutil.chown(self.base, "postgres")
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+
+    def _run(self, *args: str) -> None:
+        subprocess.run([*self.as_user, *args], check=True, capture_output=True, timeout=120)
+
+    def start(self) -> PostgresServer:
+        self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", "codirector", "--auth=trust",
+                  "-E", "UTF8", "--no-sync")
+        opts = f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50"
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", opts, "-l", str(self.base / "log"),
+                  "-w", "start")
+        return self
+
+    def url(self, dbname: str = "postgres") -> str:
+        return f"postgresql://codirector@127.0.0.1:{self.port}/{dbname}"
+
+    def create_database(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def stop(self) -> None:
+        try:
+            self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
+        finally:
+            time.sleep(0.1)
+            shutil.rmtree(self.base, ignore_errors=True)
+
+
+def png_bytes(color: tuple[int, int, int], size: int = 64, mark: int = 0) -> bytes:
+    """A small PNG of one colour, with a stripe so different marks give different images."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    im = Image.new("RGB", (size, size), color)
+    ImageDraw.Draw(im).rectangle([mark % size, 0, mark % size + 7, size], fill=(255 - color[0], 40, 90))
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def build_lineage_story(studio, embedder, story_id: str = "lighthouse"):  # type: ignore[no-untyped-def]
+    """A small logged story: Mia -> Mia_red_scarf -> Mia_red_scarf_back, with views and embeddings.
+
+    Shot 1 registers Mia (cast) and Tom; shot 2's video gives Mia_red_scarf (frame 12);
+    shot 3's video gives Mia_red_scarf_back (frame 30). Returns the recorded events.
+    """
+    import io
+
+    from PIL import Image
+
+    from codirector.engine.vectors import store_embedding
+    from codirector.events import (
+        EntityRegistered,
+        KeyframeSelected,
+        MemoryRetrieved,
+        Reference,
+        StoryCreated,
+        ViewAdded,
+        ViewSource,
+    )
+
+    blobs = studio.blobs
+
+    def entity(name, desc, base, origin, kind="character"):  # type: ignore[no-untyped-def]
+        vec = embedder.embed_texts([desc])[0]
+        ref = store_embedding(blobs, story_id, name, vec, embedder.name)
+        return EntityRegistered(name=name, kind=kind, description=desc, base_entity=base, origin=origin,
+                                text_embedding=ref)
+
+    def view(name, color, kind, shot, frame):  # type: ignore[no-untyped-def]
+        data = png_bytes(color, mark=frame)
+        blob = blobs.put(data)
+        vec = embedder.embed_images([Image.open(io.BytesIO(data))])[0]
+        ref = store_embedding(blobs, story_id, name, vec, embedder.name)
+        source = ViewSource(kind=kind, shot=shot, round=1 if kind == "reference" else None,
+                            frame_index=frame if kind == "video_frame" else None)
+        return ViewAdded(entity=name, blob=blob, source=source, embedding=ref), blob
+
+    store = studio.store
+    title = "The Lighthouse Keeper"
+    store.create_story(story_id, title=title, events=[StoryCreated(title=title, seed=7).at()])
+    mia_view, mia_blob = view("Mia", (200, 180, 160), "reference", 1, 0)
+    tom_view, _ = view("Tom", (60, 60, 200), "reference", 1, 0)
+    kf1 = blobs.put(png_bytes((10, 10, 10), mark=1))
+    drafts = [
+        entity("Mia", "a young woman with short black hair and a grey coat", None, "cast").at(1),
+        mia_view.at(1),
+        entity("Tom", "an old lighthouse keeper with a white beard", None, "cast").at(1),
+        tom_view.at(1),
+        MemoryRetrieved(round=1, query="Mia and Tom at the door", retrieved_existing=["Mia", "Tom"],
+                        references=[Reference(entity="Mia", blob=mia_blob, view_position=3, score=0.5)]).at(1),
+        KeyframeSelected(round=1, blob=kf1, how="accepted", why="accepted in round 1").at(1),
+    ]
+    scarf_view, scarf_blob = view("Mia_red_scarf", (220, 20, 30), "video_frame", 2, 12)
+    drafts += [
+        entity("Mia_red_scarf", "a young woman with short black hair and a grey coat, now wearing a red scarf",
+               "Mia", "video_analyzer").at(2),
+        scarf_view.at(2),
+        KeyframeSelected(round=1, blob=kf1, how="accepted", why="accepted in round 1").at(3),
+    ]
+    back_view, _ = view("Mia_red_scarf_back", (180, 30, 40), "video_frame", 3, 30)
+    drafts += [
+        MemoryRetrieved(round=1, query="Mia in her red scarf", retrieved_existing=["Mia_red_scarf"],
+                        references=[Reference(entity="Mia_red_scarf", blob=scarf_blob, view_position=9,
+                                              score=0.7)]).at(4),
+        entity("Mia_red_scarf_back", "the same as Mia_red_scarf, seen from the back", "Mia_red_scarf",
+               "video_analyzer").at(3),
+        back_view.at(3),
+    ]
+    store.append(story_id, "main", drafts, expected_position=1)
+    studio.index(story_id)  # bring the vector projection up to date
+    return store.read(story_id)
