@@ -14,10 +14,12 @@ Invariants:
 
 from __future__ import annotations
 
-import json
+import gc
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, replace
-from typing import Any, cast
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, cast
+
+import orjson
 
 from codirector.errors import EntityNotFound, RunStateError, did_you_mean
 from codirector.events import MEMORY_EVENT_TYPES, EntityRegistered, RecordedEvent, ViewAdded
@@ -27,9 +29,8 @@ MEMORY_SNAPSHOT_KIND = "memory"
 MEMORY_SNAPSHOT_SCHEMA = 1
 
 
-@dataclass(frozen=True)
-class View:
-    """One reference image of an entity."""
+class View(NamedTuple):
+    """One reference image of an entity, and where it came from."""
 
     blob: str
     kind: str
@@ -39,14 +40,15 @@ class View:
     position: int
     branch: str
     embedding_id: int | None = None
-    embedding_blob: str | None = None
 
     def source(self) -> dict[str, Any]:
         return {"kind": self.kind, "shot": self.shot, "round": self.round, "frame_index": self.frame_index}
 
+    def to_dict(self) -> dict[str, Any]:
+        return self._asdict()
 
-@dataclass(frozen=True)
-class Entity:
+
+class Entity(NamedTuple):
     """One entity state in memory (an evolved state is its own entity with ``base_entity``)."""
 
     name: str
@@ -58,28 +60,12 @@ class Entity:
     branch: str
     shot: int | None
     text_embedding_id: int | None = None
-    text_embedding_blob: str | None = None
     views: tuple[View, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "description": self.description,
-            "base_entity": self.base_entity,
-            "origin": self.origin,
-            "position": self.position,
-            "branch": self.branch,
-            "shot": self.shot,
-            "text_embedding_id": self.text_embedding_id,
-            "text_embedding_blob": self.text_embedding_blob,
-            "views": [v.__dict__ for v in self.views],
-        }
-
-    @staticmethod
-    def from_dict(d: dict[str, Any]) -> Entity:
-        views = tuple(View(**v) for v in d["views"])
-        return Entity(**{**d, "views": views})
+        d = self._asdict()
+        d["views"] = [v._asdict() for v in self.views]
+        return d
 
 
 @dataclass
@@ -160,16 +146,26 @@ class MemoryBank:
     # -- serialisation (snapshots, --json) -----------------------------------------------
 
     def to_json(self) -> str:
-        return json.dumps(
-            {"position": self.position, "entities": [e.to_dict() for e in self.entities.values()],
-             "anomalies": self.anomalies},
-            separators=(",", ":"),
-        )
+        """Compact snapshot form: entities and views as positional rows (field order of the tuples)."""
+        return orjson.dumps(
+            {"position": self.position, "entities": list(self.entities.values()), "anomalies": self.anomalies},
+            default=tuple,  # Entity/View are NamedTuples: written as plain arrays
+        ).decode()
 
     @staticmethod
     def from_json(text: str) -> MemoryBank:
-        data = json.loads(text)
-        entities = {d["name"]: Entity.from_dict(d) for d in data["entities"]}
+        data = orjson.loads(text)
+        make_view, make_entity = View._make, Entity._make
+        entities: dict[str, Entity] = {}
+        was_enabled = gc.isenabled()
+        gc.disable()  # thousands of new objects, none cyclic: don't let the collector scan them all
+        try:
+            for row in data["entities"]:
+                row[-1] = tuple(map(make_view, row[-1]))
+                entities[row[0]] = make_entity(row)
+        finally:
+            if was_enabled:
+                gc.enable()
         return MemoryBank(int(data["position"]), entities, list(data.get("anomalies", [])))
 
 
@@ -192,7 +188,6 @@ def _entity_registered(bank: MemoryBank, ev: RecordedEvent) -> None:
         branch=ev.branch,
         shot=ev.shot,
         text_embedding_id=ref.id if ref else None,
-        text_embedding_blob=ref.blob if ref else None,
     )
 
 
@@ -212,9 +207,8 @@ def _view_added(bank: MemoryBank, ev: RecordedEvent) -> None:
         position=ev.position,
         branch=ev.branch,
         embedding_id=ref.id if ref else None,
-        embedding_blob=ref.blob if ref else None,
     )
-    bank.entities[entity.name] = replace(entity, views=entity.views + (view,))
+    bank.entities[entity.name] = entity._replace(views=entity.views + (view,))
 
 
 _HANDLERS = {"EntityRegistered": _entity_registered, "ViewAdded": _view_added}
@@ -290,6 +284,31 @@ class MemoryReader:
         self.store.save_snapshot(
             story_id, owner, MEMORY_SNAPSHOT_KIND, bank.position, MEMORY_SNAPSHOT_SCHEMA, bank.to_json()
         )
+
+
+def stale_snapshots(store: EventStore, story_id: str) -> list[tuple[str, int]]:
+    """Memory snapshots that differ from the plain fold at their position: (branch, position)."""
+    bad: list[tuple[str, int]] = []
+    by_branch: dict[str, list[tuple[int, int, str]]] = {}
+    for branch, position, schema, state in store.snapshots(story_id, MEMORY_SNAPSHOT_KIND):
+        by_branch.setdefault(branch, []).append((position, schema, state))
+    for branch, snaps in by_branch.items():
+        events = store.read(story_id, branch, upto=max(p for p, _, _ in snaps), types=MEMORY_EVENT_TYPES)
+        bank, i = MemoryBank(), 0
+        for position, schema, state in snaps:
+            while i < len(events) and events[i].position <= position:
+                _mutate(bank, events[i])
+                i += 1
+            bank.position = position
+            if schema != MEMORY_SNAPSHOT_SCHEMA:
+                continue  # an old format is never read, so it cannot mislead
+            try:
+                same = MemoryBank.from_json(state).to_json() == bank.to_json()
+            except (ValueError, TypeError, IndexError, KeyError):
+                same = False
+            if not same:
+                bad.append((branch, position))
+    return bad
 
 
 def position_at_shot(events: Iterable[RecordedEvent], shot: int) -> int:

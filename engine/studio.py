@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from codirector.engine.history import entity_history
-from codirector.engine.memory import MemoryBank, MemoryReader, position_at_shot
+from codirector.engine.memory import MemoryBank, MemoryReader, position_at_shot, stale_snapshots
 from codirector.errors import RunStateError, StoreError, did_you_mean
 from codirector.events import RecordedEvent, event_types
 from codirector.store.blobs import BlobStore
@@ -30,7 +30,7 @@ from codirector.store.vector_index import (
     index_path,
     sync,
 )
-from codirector.store.verify import VerifyReport, verify
+from codirector.store.verify import Problem, VerifyReport, verify
 
 
 class Studio:
@@ -152,11 +152,18 @@ class Studio:
                 os.replace(tmp, path)
             else:
                 path.unlink(missing_ok=True)
-            out.append({"story": sid, "vectors": len(index), "dim": index.dim, "path": str(path)})
+            dropped = self.store.drop_snapshots(sid)  # a cache too: rebuilt on the next reads
+            out.append({"story": sid, "vectors": len(index), "dim": index.dim, "path": str(path),
+                        "snapshots_dropped": dropped})
         return out
 
     def verify(self, story_id: str | None = None) -> VerifyReport:
         """Hash chain, blobs and vector index; ``report.ok`` is False on any damage."""
         if story_id is not None:
             self.store.story(story_id)
-        return verify(self.store, self.blobs, self.home.vectors_dir, story_id)
+        report = verify(self.store, self.blobs, self.home.vectors_dir, story_id)
+        for sid in [story_id] if story_id is not None else [s.id for s in self.store.stories()]:
+            for branch, position in stale_snapshots(self.store, sid):
+                report.problems.append(Problem(sid, branch, position, "snapshot",
+                                               "cached memory snapshot differs from the log; run `codirector reindex`"))
+        return report

@@ -3,7 +3,8 @@
 Invariants kept here (no I/O in this package):
 - An event type is a frozen pydantic model with a stable, past-tense ``type`` string and a
   ``schema_version``. A type string is never reused for another meaning.
-- ``canonical_json`` is a pure function of the value: sorted keys, no whitespace, UTF-8, no NaN.
+- ``canonical_json`` is a pure function of the value: sorted keys, no whitespace, UTF-8, no NaN
+  (orjson's compact form, fixed here for good: every stored hash depends on it).
 - ``hash = sha256(prev_hash + canonical_json(envelope without hash))``; the first event of a
   story has ``prev_hash == GENESIS``. Changing any byte of any earlier event changes every later hash.
 - Payloads are stored as written; old ``schema_version`` payloads are upgraded on read by the pure
@@ -13,13 +14,13 @@ Invariants kept here (no I/O in this package):
 from __future__ import annotations
 
 import hashlib
-import json
-import math
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any, ClassVar
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 GENESIS = "0" * 64
@@ -30,7 +31,7 @@ _REGISTRY: dict[str, type[Event]] = {}
 class Event(BaseModel):
     """Base class of every domain event: a frozen statement of something that happened."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     type: ClassVar[str]
     schema_version: ClassVar[int] = 1
@@ -45,11 +46,7 @@ class Event(BaseModel):
 
     def payload(self) -> dict[str, Any]:
         """The JSON payload exactly as it is stored."""
-        return self.model_dump(mode="json")
-
-    def lookup_key(self) -> str | None:
-        """A key the store indexes for direct lookup (the request key of a recorded call)."""
-        return None
+        return self.__pydantic_serializer__.to_python(self, mode="json")  # model_dump, minus its wrapper
 
     def at(self, shot: int | None = None, *, cause: str | None = None) -> Draft:
         """Wrap this event for appending, with the envelope fields the writer chooses."""
@@ -85,21 +82,18 @@ def event_class(type_name: str) -> type[Event]:
         ) from None
 
 
-def _check_finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"non-finite number {value!r} cannot be stored in an event")
-    return value
-
-
 def canonical_json(value: Any) -> str:
-    """Deterministic JSON text: sorted keys, compact separators, UTF-8 kept, NaN refused."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    """Deterministic JSON text: keys sorted, no whitespace, UTF-8 kept (orjson's compact form).
+
+    Non-finite floats never reach here: events refuse them on validation.
+    """
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def chain_hash(prev_hash: str, envelope_without_hash: dict[str, Any]) -> str:
     """The hash of one event given the previous event's hash."""
-    text = prev_hash + canonical_json(envelope_without_hash)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    data = orjson.dumps(envelope_without_hash, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(prev_hash.encode() + data).hexdigest()
 
 
 def utc_now() -> str:
@@ -107,10 +101,9 @@ def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class RecordedEvent(BaseModel):
+@dataclass(frozen=True)
+class RecordedEvent:
     """An event as it stands in the log: envelope plus the stored payload."""
-
-    model_config = ConfigDict(frozen=True)
 
     id: str
     story_id: str
@@ -119,11 +112,18 @@ class RecordedEvent(BaseModel):
     type: str
     schema_version: int
     payload: dict[str, Any]
-    shot: int | None = None
+    shot: int | None
     recorded_at: str
     prev_hash: str
     hash: str
     causation_id: str | None = None
+
+    @classmethod
+    def trusted(cls, fields: dict[str, Any]) -> RecordedEvent:
+        """Build from a complete field dict without per-field checks (rows we wrote, events we sealed)."""
+        obj = object.__new__(cls)
+        obj.__dict__.update(fields)
+        return obj
 
     def hashed_fields(self) -> dict[str, Any]:
         """The envelope without ``hash``: exactly what the hash covers."""
@@ -171,11 +171,9 @@ class RecordedEvent(BaseModel):
 
 def seal(
     draft: Draft, *, story_id: str, branch: str, position: int, prev_hash: str, recorded_at: str
-) -> RecordedEvent:
-    """Turn a draft into a recorded event by filling the envelope and computing its hash."""
+) -> tuple[RecordedEvent, str]:
+    """Fill a draft's envelope and hash it; returns the event and its record (the exact text hashed)."""
     event = draft.event
-    payload = event.payload()
-    canonical_json(payload)  # refuses NaN/inf early, with the event type in the traceback
     fields: dict[str, Any] = {
         "id": draft.id,
         "story_id": story_id,
@@ -183,13 +181,27 @@ def seal(
         "position": position,
         "type": event.type,
         "schema_version": event.schema_version,
-        "payload": payload,
+        "payload": event.payload(),
         "shot": draft.shot,
         "recorded_at": recorded_at,
         "prev_hash": prev_hash,
         "causation_id": draft.causation_id,
     }
-    return RecordedEvent.model_construct(**fields, hash=chain_hash(prev_hash, fields))
+    record = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)  # == canonical_json(fields), as bytes
+    fields["hash"] = hashlib.sha256(prev_hash.encode() + record).hexdigest()
+    return RecordedEvent.trusted(fields), record.decode()
+
+
+def from_record(record: str, hash_: str) -> RecordedEvent:
+    """The event stored as ``record`` (its canonical envelope text) with hash ``hash_``."""
+    fields = orjson.loads(record)
+    fields["hash"] = hash_
+    return RecordedEvent.trusted(fields)
+
+
+def record_hash(prev_hash: str, record: str) -> str:
+    """What the hash of an event stored as ``record`` must be, given the previous event's hash."""
+    return hashlib.sha256(prev_hash.encode() + record.encode()).hexdigest()
 
 
 def referenced_blobs(payload: Any) -> set[str]:

@@ -30,6 +30,3 @@ class ModelCalled(Event):
     duration_ms: float = 0.0
     usage: dict[str, Any] | None = None
     error: str | None = None
-
-    def lookup_key(self) -> str | None:
-        return self.request_key if self.error is None else None

@@ -14,7 +14,7 @@ Decision = Literal["accept", "regen_same_desc", "regen_refined_desc"]
 class AlignmentReport(BaseModel):
     """The analyzer's per-aspect check of a keyframe (the paper's alignment_report)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     main_character_count: Literal["ok", "missing", "duplicate", "unclear"]
     main_character_appearance: Literal["ok", "partial", "mismatch", "unclear"]

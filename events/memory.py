@@ -21,7 +21,7 @@ ViewKind = Literal["reference", "video_frame", "cast_file", "keyframe"]
 class EmbeddingRef(BaseModel):
     """A vector in the index: its id (the FAISS id), the blob holding it, and the model that made it."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     id: int
     blob: str
@@ -31,7 +31,7 @@ class EmbeddingRef(BaseModel):
 class ViewSource(BaseModel):
     """Where a reference view came from: which shot and keyframe round, which clip frame."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     kind: ViewKind
     shot: int | None = None

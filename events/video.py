@@ -31,7 +31,7 @@ class VideoGenerated(Event):
 class EntityUpdate(BaseModel):
     """One memory update proposed by the video analyzer (the paper's entity_updates item)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     name: str
     description: str

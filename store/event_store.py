@@ -14,14 +14,13 @@ Invariants (each has a test in ``tests/store``):
 
 from __future__ import annotations
 
-import json
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -33,7 +32,7 @@ from codirector.errors import (
     VersionConflict,
     did_you_mean,
 )
-from codirector.events.base import GENESIS, Draft, RecordedEvent, canonical_json, seal, utc_now
+from codirector.events.base import GENESIS, Draft, RecordedEvent, from_record, seal, utc_now
 from codirector.store.db import make_engine, require_current, upgrade
 from codirector.store.home import mask_url
 from codirector.store.tables import BranchRow, EventRow, SnapshotRow, StoryRow
@@ -44,6 +43,7 @@ STORIES = StoryRow.__table__  # type: ignore[attr-defined]
 SNAPSHOTS = SnapshotRow.__table__  # type: ignore[attr-defined]
 
 MAIN = "main"
+_EVENT_COLUMNS = ("story_id", "branch", "position", "type", "shot", "record", "hash")
 MAX_NAME = 200
 
 
@@ -95,20 +95,7 @@ def check_name(value: str, what: str) -> str:
 
 
 def _row_to_event(row: Row[Any]) -> RecordedEvent:
-    return RecordedEvent.model_construct(
-        id=row.id,
-        story_id=row.story_id,
-        branch=row.branch,
-        position=row.position,
-        type=row.type,
-        schema_version=row.schema_version,
-        payload=json.loads(row.payload),
-        shot=row.shot,
-        recorded_at=row.recorded_at,
-        prev_hash=row.prev_hash,
-        hash=row.hash,
-        causation_id=row.causation_id,
-    )
+    return from_record(row.record, row.hash)
 
 
 def _branch_info(row: Row[Any]) -> BranchInfo:
@@ -129,6 +116,14 @@ class EventStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._forks: dict[tuple[str, str], tuple[str | None, int]] = {}
+        m = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+        self._sql = {
+            "claim": f"UPDATE branches SET head_position = {m} WHERE story_id = {m} AND name = {m} "
+                     f"AND head_position = {m} RETURNING head_hash",
+            "insert": f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) "
+                      f"VALUES ({', '.join([m] * len(_EVENT_COLUMNS))})",
+            "set_hash": f"UPDATE branches SET head_hash = {m} WHERE story_id = {m} AND name = {m}",
+        }
 
     @classmethod
     def open(cls, url: str, *, create: bool = False) -> EventStore:
@@ -258,55 +253,31 @@ class EventStore:
         if not drafts:
             return []
         n = len(drafts)
-        where = and_(
-            BRANCHES.c.story_id == story_id, BRANCHES.c.name == branch, BRANCHES.c.head_position == expected
-        )
-        # The UPDATE comes first: it takes the write lock (SQLite) / the row lock (PostgreSQL),
-        # so the head hash read below cannot change under us.
-        result = conn.execute(update(BRANCHES).where(where).values(head_position=expected + n))
-        if result.rowcount != 1:
+        # Claiming the positions comes first: the UPDATE takes the write lock (SQLite) / the row
+        # lock (PostgreSQL), so the head hash it returns cannot change under us. Plain SQL: this is
+        # the hot path. No row back means another writer moved the head: nothing is written.
+        prev = conn.exec_driver_sql(self._sql["claim"], (expected + n, story_id, branch, expected)).scalar()
+        if prev is None:
             actual = self._branch(conn, story_id, branch).head_position
             raise VersionConflict(
                 f"append to {story_id!r}/{branch!r} expected last position {expected}, but it is {actual}",
                 expected=expected,
                 actual=actual,
             )
-        prev = conn.execute(
-            select(BRANCHES.c.head_hash).where(BRANCHES.c.story_id == story_id, BRANCHES.c.name == branch)
-        ).scalar_one()
         recorded_at = utc_now()
         sealed: list[RecordedEvent] = []
-        rows: list[dict[str, Any]] = []
+        rows: list[tuple[Any, ...]] = []
         for i, draft in enumerate(drafts):
-            ev = seal(
+            ev, record = seal(
                 draft, story_id=story_id, branch=branch, position=expected + 1 + i,
                 prev_hash=prev, recorded_at=recorded_at,
             )
             prev = ev.hash
             sealed.append(ev)
-            rows.append(
-                {
-                    "id": ev.id,
-                    "story_id": story_id,
-                    "branch": branch,
-                    "position": ev.position,
-                    "type": ev.type,
-                    "schema_version": ev.schema_version,
-                    "payload": canonical_json(ev.payload),
-                    "shot": ev.shot,
-                    "recorded_at": recorded_at,
-                    "prev_hash": ev.prev_hash,
-                    "hash": ev.hash,
-                    "causation_id": ev.causation_id,
-                    "lookup_key": draft.event.lookup_key(),
-                }
-            )
-        conn.execute(insert(EVENTS), rows)
-        conn.execute(
-            update(BRANCHES)
-            .where(BRANCHES.c.story_id == story_id, BRANCHES.c.name == branch)
-            .values(head_hash=prev)
-        )
+            rows.append((story_id, branch, ev.position, ev.type, ev.shot, record, ev.hash))
+        # A driver-level executemany: appending is the hot path, and the row shape is fixed.
+        conn.exec_driver_sql(self._sql["insert"], rows)
+        conn.exec_driver_sql(self._sql["set_hash"], (prev, story_id, branch))
         return sealed
 
     # ------------------------------------------------------------------ reading
@@ -358,18 +329,6 @@ class EventStore:
                 query = query.where(EVENTS.c.type.in_(list(types)))
             rows = conn.execute(query.order_by(EVENTS.c.position, EVENTS.c.branch)).all()
         return [_row_to_event(r) for r in rows]
-
-    def find_by_key(
-        self, story_id: str, branch: str, key: str, *, upto: int | None = None
-    ) -> RecordedEvent | None:
-        """The first event visible on ``branch`` whose lookup key is ``key`` (recorded model calls)."""
-        with self._connect() as conn:
-            segments = self._lineage(conn, story_id, branch)
-            query = select(EVENTS).where(EVENTS.c.lookup_key == key, self._visible(story_id, segments))
-            if upto is not None:
-                query = query.where(EVENTS.c.position <= upto)
-            row = conn.execute(query.order_by(EVENTS.c.position).limit(1)).first()
-        return _row_to_event(row) if row is not None else None
 
     def lineage(self, story_id: str, branch: str = MAIN) -> list[Segment]:
         """The branch's lineage, oldest ancestor first."""
@@ -430,6 +389,16 @@ class EventStore:
             ).first()
         return (row.position, row.state) if row is not None else None
 
+    def snapshots(self, story_id: str, kind: str) -> list[tuple[str, int, int, str]]:
+        """Every cached state of a story: (branch, position, schema_version, state), by position."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                select(SNAPSHOTS.c.branch, SNAPSHOTS.c.position, SNAPSHOTS.c.schema_version, SNAPSHOTS.c.state)
+                .where(SNAPSHOTS.c.story_id == story_id, SNAPSHOTS.c.kind == kind)
+                .order_by(SNAPSHOTS.c.branch, SNAPSHOTS.c.position)
+            ).all()
+        return [(r.branch, r.position, r.schema_version, r.state) for r in rows]
+
     def drop_snapshots(self, story_id: str | None = None) -> int:
         from sqlalchemy import delete
 
@@ -442,13 +411,13 @@ class EventStore:
     # ------------------------------------------------------------------ raw rows, for verify
 
     def raw_rows(self, story_id: str, branch: str) -> list[Row[Any]]:
-        """The branch's own rows exactly as stored (payload text unparsed), by position."""
+        """The branch's own rows exactly as stored (record text unparsed), by position."""
         with self._connect() as conn:
             return list(
                 conn.execute(
                     select(EVENTS)
                     .where(EVENTS.c.story_id == story_id, EVENTS.c.branch == branch)
-                    .order_by(EVENTS.c.position, EVENTS.c.id)
+                    .order_by(EVENTS.c.position, EVENTS.c.seq)
                 ).all()
             )
 

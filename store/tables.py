@@ -3,7 +3,7 @@
 - ``events`` is append-only (the migrations add triggers that refuse UPDATE and DELETE).
   ``(story_id, branch, position)`` is unique; positions of a branch continue its parent's
   numbering after ``fork_position``, so a branch read through its lineage is 1..head, contiguous.
-- ``payload`` is the canonical JSON text exactly as hashed (TEXT, not JSON/JSONB, so no database
+- ``record`` is the canonical JSON text exactly as hashed (TEXT, not JSON/JSONB, so no database
   re-formats a number or reorders a key).
 - ``branches.head_position``/``head_hash`` are the optimistic-concurrency token and the chain anchor:
   an append updates them only where ``head_position`` still equals the writer's expectation.
@@ -53,22 +53,20 @@ class EventRow(SQLModel, table=True):
         UniqueConstraint("story_id", "branch", "position"),
         ForeignKeyConstraint(["story_id", "branch"], ["branches.story_id", "branches.name"]),
         Index("ix_events_story_id_branch_type_position", "story_id", "branch", "type", "position"),
-        Index("ix_events_lookup_key", "lookup_key"),
     )
 
-    id: str = Field(primary_key=True)
+    # ``seq`` is insertion order across the database (rows land at the end of the table).
+    # ``record`` is the canonical JSON of the envelope without its hash: exactly the bytes hashed,
+    # so ``hash == sha256(prev_hash + record)``. The key columns repeat what the record says, for
+    # indexing; verify checks that they agree.
+    seq: int | None = Field(default=None, primary_key=True)
     story_id: str
     branch: str
     position: int
     type: str
-    schema_version: int
-    payload: str = Field(sa_column=Column(Text, nullable=False))
     shot: int | None = Field(default=None)
-    recorded_at: str
-    prev_hash: str
+    record: str = Field(sa_column=Column(Text, nullable=False))
     hash: str
-    causation_id: str | None = Field(default=None)
-    lookup_key: str | None = Field(default=None)
 
 
 class SnapshotRow(SQLModel, table=True):

@@ -19,7 +19,7 @@ import fcntl
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from codirector.errors import IntegrityViolation
 from codirector.store.blobs import BlobStore
 
 VECTOR_EVENT_TYPES = ("EntityRegistered", "ViewAdded")
-_SELECTOR_FRACTION = 0.25
+_SELECTOR_FRACTION = 0.05  # below this share of ids, a FAISS selector beats scan-then-filter
 
 
 def embedding_id(story_id: str, entity: str, vector_blob: str) -> int:
@@ -182,25 +182,32 @@ class VectorIndex:
     def reconstruct(self, vector_id: int) -> np.ndarray:
         return np.asarray(self._index.reconstruct(int(vector_id)), dtype=np.float32)
 
-    def search(self, query: np.ndarray, k: int, allowed: Iterable[int]) -> list[tuple[int, float]]:
-        """The ``k`` best (id, cosine) among ``allowed`` ids, best first. Exact."""
-        allowed_ids = {int(a) for a in allowed} & self._ids
-        if not allowed_ids or self._index is None or k <= 0:
+    def search(self, query: np.ndarray, k: int, allowed: Collection[int]) -> list[tuple[int, float]]:
+        """The ``k`` best (id, cosine) among ``allowed`` ids, best first. Exact.
+
+        ``allowed`` should support fast ``in`` (a set, or a dict's keys); ids the index does not
+        hold are ignored.
+        """
+        if not allowed or self._index is None or k <= 0 or not self._ids:
             return []
-        k = min(k, len(allowed_ids))
         q = normalised(query)
-        if len(allowed_ids) >= _SELECTOR_FRACTION * len(self._ids):
+        total = len(self._ids)
+        if len(allowed) >= _SELECTOR_FRACTION * total:
             # Most ids are allowed: an unfiltered scan (BLAS) then a filter is faster than a
             # selector, and exact as soon as k allowed ids come back in the over-fetched top.
-            fetch = min(len(self._ids), max(4 * k, int(k * len(self._ids) / len(allowed_ids)) * 2))
+            fetch = min(total, max(4 * k, 2 * k * total // len(allowed)))
             while True:
                 scores, labels = self._index.search(q, fetch)
-                hits = [(int(i), float(s)) for i, s in zip(labels[0], scores[0], strict=True) if int(i) in allowed_ids]
-                if len(hits) >= k or fetch >= len(self._ids):
+                hits = [(int(i), float(s)) for i, s in zip(labels[0], scores[0], strict=True) if int(i) in allowed]
+                if len(hits) >= k or fetch >= total:
                     return hits[:k]
-                fetch = min(len(self._ids), fetch * 4)
-        selector = self._faiss.IDSelectorBatch(np.fromiter(allowed_ids, dtype=np.int64, count=len(allowed_ids)))
-        scores, labels = self._index.search(q, k, params=self._faiss.SearchParameters(sel=selector))  # type: ignore[call-arg]
+                fetch = min(total, fetch * 4)
+        wanted = np.fromiter((a for a in allowed if a in self._ids), dtype=np.int64)
+        if wanted.size == 0:
+            return []
+        selector = self._faiss.IDSelectorBatch(wanted)
+        params = self._faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
+        scores, labels = self._index.search(q, min(k, wanted.size), params=params)
         return [(int(i), float(s)) for i, s in zip(labels[0], scores[0], strict=True) if int(i) != -1]
 
     # -- helpers ------------------------------------------------------------------------

@@ -2,18 +2,20 @@
 
 Invariant checked: for each branch, its own rows are positions fork+1..head with no gap, each
 row's ``prev_hash`` is the previous row's ``hash`` (the parent's event at the fork for the first),
-its payload text is canonical JSON, and its ``hash`` recomputes from its content. The first
+its key columns agree with its record, and ``hash == sha256(prev_hash + record)`` over the exact
+stored bytes. The first
 row that fails is named; later rows of that branch are not trusted and not listed. Blobs are
 re-hashed; the vector index must hold exactly the vectors the log names, equal to their blobs.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from codirector.events.base import RecordedEvent, canonical_json, referenced_blobs
+import orjson
+
+from codirector.events.base import RecordedEvent, from_record, record_hash, referenced_blobs
 from codirector.store.blobs import BlobStore
 from codirector.store.event_store import EventStore
 from codirector.store.vector_index import VECTOR_EVENT_TYPES, VectorIndex, check, expected_entries, index_path
@@ -26,7 +28,7 @@ class Problem:
     story_id: str
     branch: str | None
     position: int | None
-    kind: str  # chain | blob | index
+    kind: str  # chain | blob | index | snapshot
     what: str
 
     def line(self) -> str:
@@ -58,14 +60,6 @@ class VerifyReport:
             "vectors": self.vectors,
             "problems": [p.__dict__ for p in self.problems],
         }
-
-
-def _row_event(row: Any, payload: dict[str, Any]) -> RecordedEvent:
-    return RecordedEvent.model_construct(
-        id=row.id, story_id=row.story_id, branch=row.branch, position=row.position, type=row.type,
-        schema_version=row.schema_version, payload=payload, shot=row.shot, recorded_at=row.recorded_at,
-        prev_hash=row.prev_hash, hash=row.hash, causation_id=row.causation_id,
-    )
 
 
 def verify_chain(store: EventStore, story_id: str, report: VerifyReport) -> dict[str, list[RecordedEvent]]:
@@ -109,19 +103,20 @@ def verify_chain(store: EventStore, story_id: str, report: VerifyReport) -> dict
                                   f"event missing (the next stored position is {row.position})")
                 break
             try:
-                payload = json.loads(row.payload)
-            except ValueError:
-                problem = Problem(story_id, b.name, row.position, "chain", "payload is not valid JSON")
+                ev = from_record(row.record, row.hash)
+                keys = (ev.story_id, ev.branch, ev.position, ev.type, ev.shot)
+            except (orjson.JSONDecodeError, AttributeError, TypeError):
+                problem = Problem(story_id, b.name, row.position, "chain", "record is not a valid event envelope")
                 break
-            if canonical_json(payload) != row.payload:
-                problem = Problem(story_id, b.name, row.position, "chain", "payload bytes altered (not canonical)")
+            if keys != (row.story_id, row.branch, row.position, row.type, row.shot):
+                problem = Problem(story_id, b.name, row.position, "chain",
+                                  "row key columns disagree with the stored record (rows moved or edited)")
                 break
-            if row.prev_hash != prev:
+            if ev.prev_hash != prev:
                 problem = Problem(story_id, b.name, row.position, "chain",
                                   "prev_hash does not match the previous event (rows deleted, reordered or altered)")
                 break
-            ev = _row_event(row, payload)
-            if ev.expected_hash() != row.hash:
+            if record_hash(prev, row.record) != row.hash:
                 problem = Problem(story_id, b.name, row.position, "chain",
                                   f"content does not match its hash ({row.type} altered)")
                 break

@@ -46,9 +46,9 @@ def test_intact_store_exits_zero(home: Path) -> None:
 
 def test_changed_payload_byte(home: Path) -> None:
     with raw(home) as conn:
-        (payload,) = conn.execute("SELECT payload FROM events WHERE position = 4").fetchone()
-        assert "old lighthouse keeper" in payload
-        conn.execute("UPDATE events SET payload = ? WHERE position = 4", (payload.replace("old", "odd", 1),))
+        (record,) = conn.execute("SELECT record FROM events WHERE position = 4").fetchone()
+        assert "old lighthouse keeper" in record
+        conn.execute("UPDATE events SET record = ? WHERE position = 4", (record.replace("old", "odd", 1),))
     code, out = run_verify(home)
     assert code == 5
     assert "lighthouse/main position 4" in out and "altered" in out
@@ -118,3 +118,22 @@ def test_verify_json(home: Path) -> None:
     result = runner.invoke(app, ["--home", str(home), "verify", "--json"])
     data = json.loads(result.output)
     assert data["ok"] is True and data["events"] == 13 and data["vectors"] == 8
+
+
+def test_tampered_memory_snapshot_is_reported_and_reindex_drops_it(home: Path) -> None:
+    studio = Studio(home)
+    from codirector.engine.memory import MemoryReader
+
+    reader = MemoryReader(studio.store)
+    reader.snapshot("lighthouse", "main", reader.at("lighthouse", "main", 9))
+    assert run_verify(home)[0] == 0
+    conn = sqlite3.connect(home / "codirector.db")
+    with conn:
+        (state,) = conn.execute("SELECT state FROM snapshots").fetchone()
+        conn.execute("UPDATE snapshots SET state = ?", (state.replace("Mia_red_scarf", "Mia_blue_scarf"),))
+    code, out = run_verify(home)
+    assert code == 5 and "lighthouse/main position 9: cached memory snapshot differs" in out
+    # the tampered cache would mislead a read; reindex drops it and memory is the fold again
+    assert runner.invoke(app, ["--home", str(home), "reindex"]).exit_code == 0
+    assert run_verify(home)[0] == 0
+    assert "Mia_red_scarf" in Studio(home).memory("lighthouse", at_position=9).names()

@@ -40,25 +40,19 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('story_id', 'name', name=op.f('pk_branches'))
     )
     op.create_table('events',
-    sa.Column('id', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('seq', sa.Integer(), nullable=False),
     sa.Column('story_id', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('branch', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('position', sa.Integer(), nullable=False),
     sa.Column('type', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-    sa.Column('schema_version', sa.Integer(), nullable=False),
-    sa.Column('payload', sa.Text(), nullable=False),
     sa.Column('shot', sa.Integer(), nullable=True),
-    sa.Column('recorded_at', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-    sa.Column('prev_hash', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('record', sa.Text(), nullable=False),
     sa.Column('hash', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-    sa.Column('causation_id', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-    sa.Column('lookup_key', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.ForeignKeyConstraint(['story_id', 'branch'], ['branches.story_id', 'branches.name'], name=op.f('fk_events_story_id_branch_branches')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_events')),
+    sa.PrimaryKeyConstraint('seq', name=op.f('pk_events')),
     sa.UniqueConstraint('story_id', 'branch', 'position', name=op.f('uq_events_story_id_branch_position'))
     )
     with op.batch_alter_table('events', schema=None) as batch_op:
-        batch_op.create_index('ix_events_lookup_key', ['lookup_key'], unique=False)
         batch_op.create_index('ix_events_story_id_branch_type_position', ['story_id', 'branch', 'type', 'position'], unique=False)
 
     op.create_table('snapshots',
@@ -80,7 +74,6 @@ def downgrade() -> None:
     op.drop_table('snapshots')
     with op.batch_alter_table('events', schema=None) as batch_op:
         batch_op.drop_index('ix_events_story_id_branch_type_position')
-        batch_op.drop_index('ix_events_lookup_key')
 
     op.drop_table('events')
     op.drop_table('branches')
