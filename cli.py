@@ -261,6 +261,153 @@ def history(
         con.print("used as a reference in shots: " + ", ".join(map(str, data["used_as_reference_in_shots"])))
 
 
+# ---------------------------------------------------------------------------- runs
+
+
+class _RichProgress:
+    """Shot bar plus the current step (keyframe round, generation, analysis), with elapsed time."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.fields[step]}"), transient=False, console=_console_err(),
+        )
+        self._task: Any = None
+
+    def __enter__(self) -> _RichProgress:
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._progress.__exit__(*exc)
+
+    def shot(self, shot: int, total: int, prompt: str) -> None:
+        if self._task is None:
+            self._task = self._progress.add_task("shots", total=total, completed=shot - 1, step="")
+        self._progress.update(self._task, description=f"shot {shot}/{total}", step=prompt[:50])
+
+    def step(self, what: str) -> None:
+        if self._task is not None:
+            self._progress.update(self._task, step=what)
+
+    def done(self, shot: int) -> None:
+        if self._task is not None:
+            self._progress.update(self._task, completed=shot, step="done")
+
+
+def _console_err() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def _report_run(result: Any, as_json: bool) -> None:
+    if as_json:
+        _emit_json(result.to_json())
+        return
+    for note in result.notes:
+        typer.secho(f"note: {note}", fg=typer.colors.YELLOW, err=True)
+    c = result.calls
+    typer.echo(f"{result.story_id}/{result.branch}: {'complete' if result.completed else 'stopped'} at position "
+               f"{result.head} ({result.written} events written, {result.matched} matched from the log; model calls: "
+               f"{c.live} made, {c.matched + c.reused} answered by the recording)")
+    typer.echo(f"next: codirector memory {result.story_id} --branch {result.branch}   |   "
+               f"codirector export {result.story_id} --branch {result.branch} -o {result.story_id}.mp4")
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    story_file: Annotated[str | None, typer.Argument(help="Story file (YAML or JSON). Example: "
+                                                     "examples/stories/lighthouse.yaml")] = None,
+    profile: Annotated[str | None, typer.Option("--profile", "-p", help="preview (offline), openai, or local.")] = None,
+    config: Annotated[str | None, typer.Option("--config", "-c", help="TOML config overriding the profile.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Story seed (default: the file's `seed`).")] = None,
+    max_rounds: Annotated[int | None, typer.Option("--max-rounds", help="Keyframe rounds K (default 3).")] = None,
+    story_id: Annotated[str | None, typer.Option("--story-id", help="Id for the new story (default: "
+                                                 "the file name).")] = None,
+    story: Annotated[str | None, typer.Option("--story", help="With --branch: the story whose branch "
+                                              "to run.")] = None,
+    branch: Annotated[str | None, typer.Option("--branch", "-b", help="With --story: run this branch "
+                                               "from its fork.")] = None,
+    no_memory: Annotated[bool, typer.Option("--no-memory", help="Ablation: independent shots, no entity "
+                                            "memory.")] = False,
+    no_synergy: Annotated[bool, typer.Option("--no-synergy", help="Ablation: no analyzer (keeps pre-keyframe "
+                                             "memory updates).")] = False,
+    no_refine: Annotated[bool, typer.Option("--no-refine", help="Ablation: never rewrite prompts.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a story file through the loop, or (with --story and --branch) run a branch from its fork.
+
+    Examples: codirector run examples/stories/lighthouse.yaml --profile preview
+              codirector run --story lighthouse --branch storm
+    """
+    studio = _studio(ctx)
+    progress = None if as_json else _RichProgress()
+    with progress if progress is not None else _nullcontext():
+        if story is not None or branch is not None:
+            if story is None or branch is None or story_file is not None:
+                raise typer.BadParameter("to run a branch give --story STORY --branch NAME and no story file")
+            result = studio.run_branch(story, branch, progress=progress)
+        else:
+            if story_file is None:
+                raise typer.BadParameter("give a story file, e.g. examples/stories/lighthouse.yaml")
+            result = studio.run(story_file, profile=profile, config=config, seed=seed, max_rounds=max_rounds,
+                                story_id=story_id, no_memory=no_memory, no_synergy=no_synergy, no_refine=no_refine,
+                                progress=progress)
+    _report_run(result, as_json)
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+@app.command()
+def resume(
+    ctx: typer.Context,
+    story: Annotated[str, typer.Argument(help="Story id.")],
+    branch: BranchOpt = "main",
+    as_json: JsonOpt = False,
+) -> None:
+    """Continue an interrupted run from its last event. Recorded model calls are never made again.
+
+    Example: codirector resume lighthouse
+    """
+    studio = _studio(ctx)
+    progress = None if as_json else _RichProgress()
+    with progress if progress is not None else _nullcontext():
+        result = studio.resume(story, branch, progress=progress)
+    _report_run(result, as_json)
+
+
+@app.command()
+def export(
+    ctx: typer.Context,
+    story: Annotated[str, typer.Argument(help="Story id.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Output MP4 path. Example: -o lighthouse.mp4")],
+    branch: BranchOpt = "main",
+    as_json: JsonOpt = False,
+) -> None:
+    """Assemble the branch's clips, in shot order, into one MP4.
+
+    Example: codirector export lighthouse -o lighthouse.mp4
+    """
+    result = _studio(ctx).export(story, out, branch)
+    if as_json:
+        _emit_json(result)
+        return
+    shots = len(result["shots"])
+    partial = "" if result["complete"] else f" (the branch has {shots} of {result['planned_shots']} shots)"
+    typer.echo(f"wrote {result['path']}: {len(result['shots'])} shots, {result['frames']} frames at "
+               f"{result['fps']:g} fps{partial}")
+
+
 # ---------------------------------------------------------------------------- verify / reindex
 
 

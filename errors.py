@@ -109,6 +109,14 @@ class ReplayDivergence(CodirectorError):
 
     exit_code = 9
 
+    def __init__(self, message: str, *, hint: str | None = None, kind: str | None = None, shot: int | None = None,
+                 agent: str | None = None, diff: list[str] | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.kind = kind
+        self.shot = shot
+        self.agent = agent
+        self.diff = list(diff or [])
+
 
 class RunStateError(CodirectorError):
     """A run, resume or branch request does not fit the story's current state."""

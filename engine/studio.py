@@ -15,8 +15,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from codirector.engine.export import export_branch
 from codirector.engine.history import entity_history
 from codirector.engine.memory import MemoryBank, MemoryReader, position_at_shot, stale_snapshots
+from codirector.engine.runs import RunResult, create_branch, execute, start_run
 from codirector.errors import RunStateError, StoreError, did_you_mean
 from codirector.events import RecordedEvent, event_types
 from codirector.store.blobs import BlobStore
@@ -123,6 +125,44 @@ class Studio:
     def history(self, story_id: str, entity: str, branch: str = MAIN) -> dict[str, Any]:
         """An entity's lineage and every event that touched it."""
         return entity_history(self.store.read(story_id, branch), entity, story_id=story_id, branch=branch)
+
+    # -- runs -----------------------------------------------------------------------------
+
+    def run(
+        self, story_file: str | os.PathLike[str], *, profile: str | None = None,
+        config: str | os.PathLike[str] | None = None, seed: int | None = None, max_rounds: int | None = None,
+        story_id: str | None = None, no_memory: bool = False, no_synergy: bool = False, no_refine: bool = False,
+        backends: Any = None, progress: Any = None,
+    ) -> RunResult:
+        """Start a story from a file and run it to the end (``codirector run``)."""
+        self._ensure_initialised()
+        return start_run(self, story_file, profile=profile, config=config, seed=seed, max_rounds=max_rounds,
+                         story_id=story_id, backends=backends, progress=progress,
+                         ablations={"no_memory": no_memory, "no_synergy": no_synergy, "no_refine": no_refine})
+
+    def resume(self, story_id: str, branch: str = MAIN, *, backends: Any = None, progress: Any = None) -> RunResult:
+        """Continue an interrupted run; recorded calls are served from the log (``codirector resume``)."""
+        return execute(self, story_id, branch, backends=backends, progress=progress)
+
+    def run_branch(self, story_id: str, branch: str, *, backends: Any = None, progress: Any = None) -> RunResult:
+        """Run a branch from its fork (``codirector run --story S --branch B``)."""
+        if branch == MAIN:
+            raise RunStateError("`run --story` continues a branch; the main branch is continued by `resume`")
+        return execute(self, story_id, branch, backends=backends, progress=progress)
+
+    def branch(self, story_id: str, *, from_shot: int, name: str, parent: str = MAIN,
+               overrides: dict[str, str] | None = None) -> dict[str, Any]:
+        """Fork a branch just before ``from_shot`` with optional prompt overrides (``codirector branch``)."""
+        return create_branch(self, story_id, from_shot=from_shot, name=name, parent=parent, overrides=overrides)
+
+    def export(self, story_id: str, out: str | os.PathLike[str], branch: str = MAIN) -> dict[str, Any]:
+        """Assemble the branch's clips into one MP4 (``codirector export``)."""
+        return export_branch(self, story_id, branch, out)
+
+    def _ensure_initialised(self) -> None:
+        """``run`` creates the home on first use (every other command needs an existing one)."""
+        if self.home.is_sqlite and not Path(self.home.db_url.split("///", 1)[-1]).exists():
+            self.init()
 
     # -- the vector index ---------------------------------------------------------------
 

@@ -57,10 +57,46 @@ def cached_weights(model: str, tag: str) -> tuple[str | None, list[str]]:
     return None, looked
 
 
+def _register_config(path: str, model: str) -> None:
+    """Make an open_clip model config file (``<name>.json``) known, so ``model`` can name it."""
+    import open_clip
+
+    cfg = Path(path)
+    if not cfg.is_file():
+        raise BackendError(f"open_clip model config {path} does not exist",
+                           hint="[embedder] model_config must point at an open_clip JSON config file")
+    if cfg.stem != model:
+        raise BackendError(f"[embedder] model is {model!r} but model_config is {cfg.name}",
+                           hint=f"name the model after its config file: model = {cfg.stem!r}")
+    if model not in open_clip.list_models():
+        open_clip.add_model_config(cfg)
+
+
+def check(model: str = "ViT-B-32", pretrained: str | None = "laion2b_s34b_b79k", offline: bool = False,
+          allow_random: bool = False, **_: Any) -> tuple[bool, str]:
+    """Whether the embedder can load here, without loading it."""
+    pretrained = pretrained or "none"
+    if pretrained == "none":
+        return True, "random weights (tests only: retrieval scores carry no meaning)"
+    if _is_path(pretrained):
+        return (True, "local checkpoint") if Path(pretrained).is_file() else (False, f"{pretrained} does not exist")
+    try:
+        local, looked = cached_weights(model, pretrained)
+    except BackendError as e:
+        return False, e.message
+    if local:
+        return True, f"weights cached at {local}"
+    if allow_random:
+        return True, "weights not on disk: an untrained model of the same shape (scores carry no meaning)"
+    if offline:
+        return False, "weights not on disk and downloads are off"
+    return True, "weights will be downloaded on first use"
+
+
 class OpenClipEmbedder:
     """Text and image embeddings from an open_clip model, loaded on first use."""
 
-    kind = "open_clip"
+    backend = "open_clip"
 
     def __init__(
         self,
@@ -72,6 +108,7 @@ class OpenClipEmbedder:
         offline: bool = False,
         allow_random: bool = False,
         seed: int = 0,
+        model_config: str | None = None,
     ) -> None:
         self.model_name = model
         self.pretrained = pretrained or "none"
@@ -80,6 +117,7 @@ class OpenClipEmbedder:
         self.offline = offline
         self.allow_random = allow_random
         self.seed = seed
+        self.model_config = model_config
         self._model: Any = None
         self._preprocess: Any = None
         self._tokenizer: Any = None
@@ -118,10 +156,8 @@ class OpenClipEmbedder:
         if local is not None:
             return local
         if self.allow_random:
-            log.warning(
-                "open_clip weights %s/%s are not on disk; using an untrained model of the same shape "
-                "(retrieval scores carry no meaning)", self.model_name, self.pretrained,
-            )
+            log.info("open_clip weights %s/%s are not on disk; using an untrained model of the same shape",
+                     self.model_name, self.pretrained)
             self.meaningful = False
             self.weights = "random"
             return None
@@ -137,8 +173,14 @@ class OpenClipEmbedder:
         import open_clip
         import torch
 
+        if self.model_config is not None:
+            _register_config(self.model_config, self.model_name)
         weights = self._resolve_weights()
         device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        root = logging.getLogger()
+        level = root.level
+        if weights is None:
+            root.setLevel(logging.ERROR)  # open_clip warns on the root logger about random init; we say it once
         try:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.seed)
@@ -157,6 +199,8 @@ class OpenClipEmbedder:
                 f"cannot load open_clip weights {self.model_name}/{self.pretrained}: {e}",
                 hint="check the network, or set [embedder] pretrained to a local checkpoint path",
             ) from e
+        finally:
+            root.setLevel(level)
         model.eval()
         self._model = model
         self._preprocess = preprocess

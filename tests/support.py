@@ -176,3 +176,142 @@ def build_lineage_story(studio, embedder, story_id: str = "lighthouse"):  # type
     store.append(story_id, "main", drafts, expected_position=1)
     studio.index(story_id)  # bring the vector projection up to date
     return store.read(story_id)
+
+
+# ---------------------------------------------------------------------------- scripted backends
+
+
+class ScriptedVLM:
+    """A VLM at the backend interface: answers queued per agent, else the plan-driven preview answer.
+
+    ``calls`` lists every request it answered (agent, request), so tests can count real calls.
+    """
+
+    backend = "scripted"
+    model = "scripted-vlm"
+
+    def __init__(self) -> None:
+        from codirector.generators.preview import PreviewVLM
+
+        self._fallback = PreviewVLM()
+        self.queues: dict[str, list[object]] = {}
+        self.calls: list[tuple[str, object]] = []
+
+    def enqueue(self, agent: str, *answers: object) -> ScriptedVLM:
+        self.queues.setdefault(agent, []).extend(answers)
+        return self
+
+    def complete(self, request):  # type: ignore[no-untyped-def]
+        import json as _json
+
+        from codirector.generators.base import VLMAnswer
+
+        self.calls.append((request.agent, request))
+        queue = self.queues.get(request.agent)
+        if queue:
+            answer = queue.pop(0)
+            if callable(answer):
+                answer = answer(request)
+            text = answer if isinstance(answer, str) else _json.dumps(answer)
+            return VLMAnswer(text=text, model=self.model)
+        return self._fallback.complete(request)
+
+
+class HashEmbedder:
+    """Deterministic unit vectors from content hashes; ``controlled`` pins chosen texts to vectors."""
+
+    backend = "hash"
+
+    def __init__(self, dim: int = 16, meaningful: bool = True, controlled: dict[str, list[float]] | None = None):
+        self.dim = dim
+        self.meaningful = meaningful
+        self.name = f"hash-{dim}"
+        self.controlled = controlled or {}
+        self.calls = 0
+
+    def _vec(self, data: bytes):  # type: ignore[no-untyped-def]
+        import hashlib
+
+        import numpy as np
+
+        seed = int.from_bytes(hashlib.sha256(data).digest()[:8], "big")
+        v = np.random.default_rng(seed).standard_normal(self.dim).astype("float32")
+        return v / np.linalg.norm(v)
+
+    def embed_texts(self, texts):  # type: ignore[no-untyped-def]
+        import numpy as np
+
+        self.calls += 1
+        out = []
+        for t in texts:
+            if t in self.controlled:
+                v = np.asarray(self.controlled[t], dtype="float32")
+                out.append(v / np.linalg.norm(v))
+            else:
+                out.append(self._vec(t.encode()))
+        return np.stack(out)
+
+    def embed_images(self, images):  # type: ignore[no-untyped-def]
+        import numpy as np
+
+        self.calls += 1
+        return np.stack([self._vec(im.tobytes()) for im in images])
+
+
+def scripted_backends(vlm=None, embedder=None):  # type: ignore[no-untyped-def]
+    """Preview image/video generators with a scripted VLM and a hash embedder."""
+    from codirector.generators.base import Backends
+    from codirector.generators.preview import AnimaticVideoGenerator, StoryboardImageGenerator
+
+    return Backends(vlm=vlm or ScriptedVLM(), image=StoryboardImageGenerator(), video=AnimaticVideoGenerator(),
+                    embedder=embedder or HashEmbedder())
+
+
+def write_story(path, shots: int = 3, **extra):  # type: ignore[no-untyped-def]
+    """A small two-character story file with a costume change at shot 2 (tests' default)."""
+    import yaml
+
+    cast = [
+        {"name": "Ada", "kind": "character", "description": "a tall woman with grey hair and a blue raincoat"},
+        {"name": "Ben", "kind": "character", "description": "a small boy with red hair and a yellow jumper"},
+    ]
+    plan = [
+        {"keyframe": "Ada and Ben on a pier at dawn", "motion": "they walk to the end of the pier",
+         "uses": ["Ada", "Ben"], "group": "A"},
+        {"keyframe": "Ada in a green hat beside Ben", "motion": "Ada adjusts her hat and laughs",
+         "uses": ["Ada_hat", "Ben"], "group": "B",
+         "evolves": [{"name": "Ada_hat", "base_entity": "Ada",
+                      "description": "a tall woman with grey hair and a blue raincoat, now in a green hat"}]},
+        {"keyframe": "Ben alone fishing off the pier", "motion": "Ben casts a line into the water",
+         "uses": ["Ben"], "group": "B"},
+        {"keyframe": "Ada in her green hat waving from a boat", "motion": "the boat drifts away",
+         "uses": ["Ada_hat"], "group": "B"},
+    ]
+    data = {"title": "The Pier", "seed": 3, "cast": cast, "shots": [plan[i % len(plan)] for i in range(shots)]}
+    data.update(extra)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+FAST_RUN = {"width": 64, "height": 48, "num_frames": 5, "fps": 4.0}
+
+
+def fast_config(path, **run):  # type: ignore[no-untyped-def]
+    """A config file: the preview profile with tiny frames (and any [run] overrides)."""
+    table = {**FAST_RUN, **run}
+    lines = ['profile = "preview"', "[run]"] + [f"{k} = {v!r}".replace("'", '"').replace("True", "true")
+                                               .replace("False", "false") for k, v in table.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def shape(events):  # type: ignore[no-untyped-def]
+    """Event types, with model calls spelled out (kind and agent), for exact sequence assertions."""
+    out = []
+    for e in events:
+        if e.type == "ModelCalled":
+            p = e.payload
+            out.append(f"call:{p['kind']}" + (f":{p['agent']}" if p.get("agent") else ""))
+        else:
+            out.append(e.type)
+    return out

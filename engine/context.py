@@ -1,0 +1,105 @@
+"""What one run of a branch holds while it executes: settings, writer, recorder, memory, index.
+
+Invariant: ``memory`` is always the fold of every event the writer has written or matched so far
+(a listener keeps it current), so the loop never reasons about a memory the log does not hold.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from codirector.engine.agents.base import AgentContext
+from codirector.engine.memory import MemoryBank, _mutate
+from codirector.engine.recorder import CallRecorder
+from codirector.engine.state import RunState
+from codirector.engine.writer import RunWriter
+from codirector.events import RecordedEvent
+from codirector.generators.base import ImageInput
+from codirector.store.blobs import BlobStore
+from codirector.store.vector_index import VectorIndex
+
+
+class Progress(Protocol):
+    """Where a run reports what it is doing (the CLI draws bars; the API may log)."""
+
+    def shot(self, shot: int, total: int, prompt: str) -> None: ...
+
+    def step(self, what: str) -> None: ...
+
+    def done(self, shot: int) -> None: ...
+
+
+class QuietProgress:
+    def shot(self, shot: int, total: int, prompt: str) -> None:
+        pass
+
+    def step(self, what: str) -> None:
+        pass
+
+    def done(self, shot: int) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The loop's own settings (the ``[run]`` table of the config), recorded with the story."""
+
+    width: int = 512
+    height: int = 288
+    num_frames: int = 17
+    fps: float = 8.0
+    max_rounds: int = 3
+    shortlist: int = 12
+    duplicate_threshold: float = 0.93
+    agent_attempts: int = 3
+    frames_for_analysis: int = 8
+    no_memory: bool = False
+    no_synergy: bool = False
+    no_refine: bool = False
+
+    @classmethod
+    def from_table(cls, table: dict[str, Any]) -> RunSettings:
+        known = {k: v for k, v in table.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def derive_seed(story_seed: int, shot: int, round_: int, purpose: str) -> int:
+    """Seeds derive from (story seed, shot, round, purpose): replay and branches regenerate exactly."""
+    digest = hashlib.sha256(f"{story_seed}/{shot}/{round_}/{purpose}".encode()).hexdigest()
+    return int(digest[:8], 16) & 0x7FFFFFFF
+
+
+@dataclass
+class RunContext:
+    """Everything a branch run needs; built by ``engine.runs``."""
+
+    story_id: str
+    branch: str
+    state: RunState
+    settings: RunSettings
+    writer: RunWriter
+    recorder: CallRecorder
+    blobs: BlobStore
+    index: VectorIndex
+    memory: MemoryBank
+    progress: Progress = field(default_factory=QuietProgress)
+    scores_meaningful: bool | None = None
+
+    def __post_init__(self) -> None:
+        self.writer.listeners.append(self._fold)
+
+    def _fold(self, ev: RecordedEvent) -> None:
+        _mutate(self.memory, ev)
+
+    @property
+    def agents(self) -> AgentContext:
+        return AgentContext(self.recorder, self.writer, self.settings.agent_attempts)
+
+    def image_input(self, label: str, digest: str) -> ImageInput:
+        """A stored image as a model input (label, digest, bytes)."""
+        return ImageInput(label=label, digest=digest, data=self.blobs.get(digest))
+
+    def seed(self, shot: int, round_: int, purpose: str) -> int:
+        return derive_seed(self.state.seed, shot, round_, purpose)

@@ -1,0 +1,34 @@
+"""Assembling a branch's clips into one MP4, in shot order.
+
+Invariant: the file holds exactly the frames of the branch's completed clips (their sum is
+checked by decoding the result), so what is exported is what the log says was generated.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from codirector.engine.state import fold_run_state
+from codirector.errors import RunStateError
+from codirector.generators.video_io import concat_mp4, frame_count
+
+
+def export_branch(studio: Any, story_id: str, branch: str, out: str | Path) -> dict[str, Any]:
+    """Write the branch's video to ``out``; returns shots, frames and the file's path."""
+    state = fold_run_state(studio.store.read(story_id, branch))
+    if not state.completed:
+        raise RunStateError(f"{story_id}/{branch} has no completed shot to export",
+                            hint=f"run it first: `codirector resume {story_id}`")
+    shots = sorted(state.completed)
+    clips = [studio.blobs.get(state.completed[s]["video_blob"]) for s in shots]
+    fps = float(state.completed[shots[0]]["fps"])
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    written = concat_mp4(clips, out, fps)
+    expected = sum(int(state.completed[s]["frames"]) for s in shots)
+    counted = frame_count(out)
+    if counted != expected or written != expected:
+        raise RunStateError(f"exported {counted} frames but the clips hold {expected}", hint="report this as a bug")
+    return {"story": story_id, "branch": branch, "path": str(out), "shots": shots, "frames": counted, "fps": fps,
+            "complete": state.story_completed, "planned_shots": state.num_shots}

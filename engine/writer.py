@@ -1,0 +1,95 @@
+"""The run writer: the only way a run puts events on its branch.
+
+A run re-executes deterministically from its start (the story's first event, or the branch's
+fork). The writer is given the events the branch already holds after that start:
+- while re-execution produces exactly those events, they are matched, not written (``resume``);
+- once it runs past them, new events are appended with optimistic concurrency;
+- if it produces something else, the code or settings changed since the log was written, and the
+  run stops with ``RunStateError`` instead of silently forking history.
+Every event written or matched is passed to the listeners (the loop's memory fold, progress).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from codirector.errors import RunStateError, VersionConflict
+from codirector.events import Draft, RecordedEvent
+from codirector.store.event_store import EventStore
+
+Listener = Callable[[RecordedEvent], None]
+
+
+def same_event(draft: Draft, recorded: RecordedEvent) -> bool:
+    """Whether a draft is what the log holds (ids and timestamps aside)."""
+    return (
+        draft.event.type == recorded.type
+        and draft.shot == recorded.shot
+        and draft.causation_id == recorded.causation_id
+        and draft.event.payload() == recorded.payload
+    )
+
+
+class RunWriter:
+    """Appends a run's events to ``story``/``branch`` after ``head``, matching ``existing`` first."""
+
+    def __init__(
+        self, store: EventStore, story_id: str, branch: str, *, head: int,
+        existing: Sequence[RecordedEvent] = (),
+    ) -> None:
+        self.store = store
+        self.story_id = story_id
+        self.branch = branch
+        self.position = head - len(existing)
+        self._existing = list(existing)
+        self._cursor = 0
+        self.listeners: list[Listener] = []
+        self.written = 0
+        self.matched = 0
+
+    @property
+    def catching_up(self) -> bool:
+        """True while re-execution is still inside what the log already holds."""
+        return self._cursor < len(self._existing)
+
+    def peek(self) -> RecordedEvent | None:
+        """The next event the log already holds (while catching up)."""
+        return self._existing[self._cursor] if self.catching_up else None
+
+    def append(self, drafts: Sequence[Draft]) -> list[RecordedEvent]:
+        """Write (or match) ``drafts`` in order; returns them as recorded."""
+        out: list[RecordedEvent] = []
+        i = 0
+        while i < len(drafts) and self.catching_up:
+            have = self._existing[self._cursor]
+            if not same_event(drafts[i], have):
+                raise RunStateError(
+                    f"{self.story_id!r}/{self.branch!r} holds {have.type} at position {have.position}, but re-running "
+                    f"it now produces {drafts[i].event.type}: the code or settings changed since it was written",
+                    hint="`codirector replay` shows the difference; `codirector branch` from an earlier shot "
+                    "continues with this code",
+                )
+            out.append(have)
+            self._cursor += 1
+            self.position = have.position
+            self.matched += 1
+            i += 1
+        if i < len(drafts):
+            try:
+                written = self.store.append(self.story_id, self.branch, drafts[i:], expected_position=self.position)
+            except VersionConflict as e:
+                raise RunStateError(
+                    f"another process wrote to {self.story_id!r}/{self.branch!r} while this run was writing "
+                    f"(expected position {e.expected}, found {e.actual})",
+                    hint="only one run per branch at a time; wait for the other one, then `codirector resume`",
+                ) from e
+            self.position = written[-1].position
+            self.written += len(written)
+            out.extend(written)
+        for ev in out:
+            for listener in self.listeners:
+                listener(ev)
+        return out
+
+    def one(self, draft: Draft) -> RecordedEvent:
+        return self.append([draft])[0]

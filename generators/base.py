@@ -1,0 +1,195 @@
+"""The interfaces every model backend implements, and the requests and results they exchange.
+
+Four kinds: a VLM (text + images in, JSON text out), an image generator (prompt + reference
+images in, an image out), a video generator (keyframe + motion prompt in, a clip out) and an
+embedder (texts or images in, unit vectors out). The engine talks to models only through these.
+
+Invariants:
+- Requests are plain data: everything that affects the output is a field, so the call recorder
+  can hash a request into a key (``request_fields``) and replay can diff two requests.
+- Images travel as bytes plus their blob digest (the digest goes into the key, the bytes to the
+  model). No request or result ever carries an API key.
+- Backends raise ``BackendError`` (with a fix) for failures they understand; results are data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """An image handed to a model: a label the prompt refers to, its blob digest, its bytes."""
+
+    label: str
+    digest: str
+    data: bytes = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class VLMRequest:
+    """One agent turn: instructions, text and images in; JSON matching ``schema`` out.
+
+    ``plan`` is structured context from the story plan (what a shot uses, what evolves). The
+    plan-driven preview backend answers from it; real models never see it. ``schema_name`` and
+    ``json_schema`` describe the expected output for structured-output APIs.
+    """
+
+    agent: str
+    system: str
+    user: str
+    images: tuple[ImageInput, ...] = ()
+    schema_name: str = ""
+    json_schema: dict[str, Any] = field(default_factory=dict)
+    plan: dict[str, Any] = field(default_factory=dict)
+    temperature: float = 0.0
+
+
+@dataclass(frozen=True)
+class VLMAnswer:
+    """What a VLM returned: the raw text (validated by the agent), usage and the exact model."""
+
+    text: str
+    model: str
+    usage: dict[str, Any] | None = None
+    refusal: str | None = None
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """Generate one image: a keyframe (with entity references) or an entity's reference view."""
+
+    prompt: str
+    purpose: str  # "keyframe" | "reference"
+    seed: int
+    width: int
+    height: int
+    references: tuple[ImageInput, ...] = ()
+    style: str | None = None
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """A generated image as PNG bytes."""
+
+    png: bytes
+    width: int
+    height: int
+    model: str
+
+
+@dataclass(frozen=True)
+class VideoRequest:
+    """Animate one keyframe following a motion prompt."""
+
+    keyframe: ImageInput
+    prompt: str
+    seed: int
+    num_frames: int
+    fps: float
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class VideoResult:
+    """A generated clip as MP4 bytes, with its exact frame count and rate."""
+
+    mp4: bytes
+    frames: int
+    fps: float
+    width: int
+    height: int
+    model: str
+
+
+@runtime_checkable
+class VLM(Protocol):
+    """A vision-language model answering agents with JSON text."""
+
+    backend: str
+    model: str
+
+    def complete(self, request: VLMRequest) -> VLMAnswer: ...
+
+
+@runtime_checkable
+class ImageGenerator(Protocol):
+    backend: str
+    model: str
+
+    def generate(self, request: ImageRequest) -> ImageResult: ...
+
+
+@runtime_checkable
+class VideoGenerator(Protocol):
+    backend: str
+    model: str
+
+    def generate(self, request: VideoRequest) -> VideoResult: ...
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Text and images into one space of unit vectors (float32, shape (n, dim))."""
+
+    backend: str
+    name: str
+    meaningful: bool
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray: ...
+
+    def embed_images(self, images: list[Any]) -> np.ndarray: ...
+
+
+@dataclass
+class Backends:
+    """The set of backends one run uses (built from a profile and config)."""
+
+    vlm: VLM
+    image: ImageGenerator
+    video: VideoGenerator
+    embedder: Embedder
+    notes: list[str] = field(default_factory=list)
+
+
+def image_fields(images: tuple[ImageInput, ...]) -> list[dict[str, str]]:
+    """How images appear in a request key: label and blob digest, never bytes."""
+    return [{"label": im.label, "blob": im.digest} for im in images]
+
+
+def request_fields(request: VLMRequest | ImageRequest | VideoRequest) -> dict[str, Any]:
+    """Everything in a request that affects the output, as plain JSON (the recorder hashes this)."""
+    if isinstance(request, VLMRequest):
+        return {
+            "agent": request.agent,
+            "system": request.system,
+            "user": request.user,
+            "images": image_fields(request.images),
+            "schema_name": request.schema_name,
+            "json_schema": request.json_schema,
+            "plan": request.plan,
+            "temperature": request.temperature,
+        }
+    if isinstance(request, ImageRequest):
+        return {
+            "prompt": request.prompt,
+            "purpose": request.purpose,
+            "seed": request.seed,
+            "width": request.width,
+            "height": request.height,
+            "references": image_fields(request.references),
+            "style": request.style,
+        }
+    return {
+        "keyframe": image_fields((request.keyframe,))[0],
+        "prompt": request.prompt,
+        "seed": request.seed,
+        "num_frames": request.num_frames,
+        "fps": request.fps,
+        "width": request.width,
+        "height": request.height,
+    }

@@ -1,0 +1,244 @@
+"""The offline ``preview`` backends: plan-driven agents, storyboard panels, animatic clips.
+
+They let the whole engine (log, memory, retrieval, replay, branches, audit) run with no model at
+all, in seconds on a CPU. Invariants:
+- Deterministic: the same request gives the same bytes (no clocks, no global randomness).
+- Honest: the plan-driven VLM answers from the story's declared plan (``request.plan``), says
+  "no judge in preview" when it accepts a keyframe, and never pretends to have looked at pixels.
+- Visible: storyboard panels composite the reference images they were given, so a reader of a
+  keyframe can see which memory views conditioned it; the prompt is the caption.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import textwrap
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from codirector.generators.base import (
+    ImageRequest,
+    ImageResult,
+    VideoRequest,
+    VideoResult,
+    VLMAnswer,
+    VLMRequest,
+)
+from codirector.generators.video_io import encode_mp4
+
+
+def _digest_int(*parts: Any) -> int:
+    return int(hashlib.sha256("\x00".join(map(str, parts)).encode()).hexdigest()[:12], 16)
+
+
+def _colour(*parts: Any, light: bool = False) -> tuple[int, int, int]:
+    h = _digest_int(*parts)
+    base = 150 if light else 40
+    span = 90 if light else 110
+    return (base + h % span, base + (h >> 8) % span, base + (h >> 16) % span)
+
+
+def _font(size: int) -> Any:
+    return ImageFont.load_default(size=size)
+
+
+def _png(im: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------- VLM
+
+
+class PreviewVLM:
+    """Plan-driven agents: every answer follows from the story plan carried in ``request.plan``."""
+
+    backend = "preview"
+
+    def __init__(self, model: str = "plan-driven") -> None:
+        self.model = model
+
+    def complete(self, request: VLMRequest) -> VLMAnswer:
+        handler = getattr(self, f"_{request.agent}", None)
+        if handler is None:
+            raise NotImplementedError(f"the preview backend has no plan-driven answer for agent {request.agent!r}")
+        return VLMAnswer(text=json.dumps(handler(request.plan), ensure_ascii=False), model=self.model)
+
+    @staticmethod
+    def _planner(plan: dict[str, Any]) -> dict[str, Any]:
+        sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", plan.get("story", "").strip()) if s.strip()]
+        n = int(plan.get("num_shots") or 1)
+        if not sentences:
+            sentences = ["An establishing shot."]
+        shots = []
+        for i in range(n):
+            chunk = sentences[i * len(sentences) // n : max(i * len(sentences) // n + 1, (i + 1) * len(sentences) // n)]
+            text = " ".join(chunk) if chunk else sentences[-1]
+            shots.append({"keyframe_prompt": text, "motion_prompt": f"The action continues: {text}"})
+        return {"shots": shots}
+
+    @staticmethod
+    def _memory_controller(plan: dict[str, Any]) -> dict[str, Any]:
+        known = set(plan.get("known", []))
+        cast = plan.get("cast", {})
+        evolving = {e["name"]: e for e in plan.get("evolves", [])}
+        retrieved: list[dict[str, Any]] = []
+        new: list[dict[str, Any]] = []
+        for name in [*plan.get("uses", []), *(n for n in evolving if n not in plan.get("uses", []))]:
+            if name in known:
+                if {"name": name} not in retrieved:
+                    retrieved.append({"name": name})
+            elif all(n["name"] != name for n in new):
+                evo = evolving.get(name)
+                if evo is not None:
+                    new.append({"name": name, "description": evo["description"], "base_entity": evo["base_entity"]})
+                else:
+                    desc = cast.get(name, {}).get("description") or name.replace("_", " ")
+                    new.append({"name": name, "description": desc, "base_entity": None})
+        return {"retrieved_existing": retrieved, "new_entities": new}
+
+    @staticmethod
+    def _keyframe_analyzer(plan: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "decision": "accept",
+            "reasons": ["no judge in preview"],
+            "alignment_report": {"main_character_count": "unclear", "main_character_appearance": "unclear",
+                                 "environment": "unclear"},
+            "refined_keyframe_prompt": "",
+        }
+
+    @staticmethod
+    def _motion_refiner(plan: dict[str, Any]) -> dict[str, Any]:
+        motion = plan.get("motion", "")
+        return {"refined_video_motion_prompt": f"Starting from the keyframe as composed: {motion}"}
+
+    @staticmethod
+    def _video_analyzer(plan: dict[str, Any]) -> dict[str, Any]:
+        known = set(plan.get("known", []))
+        last = max(0, int(plan.get("frames", 1)) - 1)
+        updates = [
+            {"name": e["name"], "description": e["description"], "frame_index": last,
+             "base_entity": e.get("base_entity")}
+            for e in plan.get("next_evolves", []) if e["name"] not in known
+        ][:4]
+        prompt = plan.get("next_keyframe", "")
+        carried = [n for n in plan.get("carry", []) if n]
+        if carried:
+            prompt = f"{prompt} Keep the look of {', '.join(carried)} from the previous shot."
+        return {"entity_updates": updates, "refined_next_shot": {"keyframe_prompt": prompt}}
+
+
+# ---------------------------------------------------------------------------- images
+
+
+class StoryboardImageGenerator:
+    """Storyboard panels: a backdrop, the reference views composited in, the prompt as caption."""
+
+    backend = "storyboard"
+
+    def __init__(self, model: str = "storyboard-v1") -> None:
+        self.model = model
+
+    def generate(self, request: ImageRequest) -> ImageResult:
+        w, h = request.width, request.height
+        im = self._backdrop(request, w, h)
+        draw = ImageDraw.Draw(im)
+        if request.purpose == "reference":
+            self._figure(im, request)
+        refs = [Image.open(io.BytesIO(r.data)).convert("RGB") for r in request.references]
+        if refs:
+            self._composite(im, refs, [r.label for r in request.references], request)
+        self._caption(draw, request.prompt, w, h)
+        draw.rectangle([0, 0, w - 1, h - 1], outline=(20, 20, 20), width=2)
+        return ImageResult(png=_png(im), width=w, height=h, model=self.model)
+
+    @staticmethod
+    def _backdrop(request: ImageRequest, w: int, h: int) -> Image.Image:
+        top = np.array(_colour("sky", request.prompt, request.seed, light=True), dtype=np.float32)
+        bottom = np.array(_colour("ground", request.prompt), dtype=np.float32)
+        t = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None, None]
+        grad = (top * (1 - t) + bottom * t).repeat(w, axis=1)
+        im = Image.fromarray(grad.astype(np.uint8), "RGB")
+        draw = ImageDraw.Draw(im)
+        horizon = int(h * (0.45 + (request.seed % 17) / 100))
+        draw.line([(0, horizon), (w, horizon)], fill=_colour("line", request.prompt), width=2)
+        return im
+
+    @staticmethod
+    def _figure(im: Image.Image, request: ImageRequest) -> None:
+        """A simple silhouette for an entity's reference view (no references given)."""
+        draw = ImageDraw.Draw(im)
+        w, h = im.size
+        c = _colour("figure", request.prompt)
+        cx, base = w // 2, int(h * 0.8)
+        head = max(8, h // 10)
+        draw.ellipse([cx - head, base - 5 * head, cx + head, base - 3 * head], fill=c)
+        body = [cx - int(1.6 * head), base - 3 * head, cx + int(1.6 * head), base]
+        draw.rounded_rectangle(body, radius=head // 2, fill=c)
+
+    @staticmethod
+    def _composite(im: Image.Image, refs: list[Image.Image], labels: list[str], request: ImageRequest) -> None:
+        w, h = im.size
+        n = len(refs)
+        slot_w = (w - 16) // n
+        box_h = int(h * 0.62)
+        shift = (request.seed % 9) - 4  # rounds differ visibly, a little
+        draw = ImageDraw.Draw(im)
+        font = _font(max(9, h // 26))
+        for i, (ref, label) in enumerate(zip(refs, labels, strict=True)):
+            thumb = ref.copy()
+            thumb.thumbnail((slot_w - 10, box_h - 18))
+            x = 8 + i * slot_w + (slot_w - thumb.width) // 2 + shift
+            y = int(h * 0.08) + (box_h - 18 - thumb.height) // 2
+            im.paste(thumb, (x, y))
+            draw.rectangle([x - 1, y - 1, x + thumb.width, y + thumb.height], outline=(255, 255, 255), width=1)
+            draw.text((x, y + thumb.height + 2), label[:24], fill=(255, 255, 255), font=font,
+                      stroke_width=1, stroke_fill=(0, 0, 0))
+
+    @staticmethod
+    def _caption(draw: ImageDraw.ImageDraw, prompt: str, w: int, h: int) -> None:
+        size = max(9, h // 24)
+        font = _font(size)
+        lines = textwrap.wrap(prompt, width=max(20, int(w / (size * 0.55))))[:3]
+        band = (len(lines) * (size + 3)) + 8
+        draw.rectangle([0, h - band, w, h], fill=(15, 15, 20))
+        for i, line in enumerate(lines):
+            draw.text((6, h - band + 4 + i * (size + 3)), line, fill=(240, 240, 235), font=font)
+
+
+# ---------------------------------------------------------------------------- video
+
+
+class AnimaticVideoGenerator:
+    """A slow pan and zoom over the keyframe: deterministic, instant, no model."""
+
+    backend = "animatic"
+
+    def __init__(self, model: str = "animatic-v1") -> None:
+        self.model = model
+
+    def generate(self, request: VideoRequest) -> VideoResult:
+        w, h = request.width, request.height
+        key = Image.open(io.BytesIO(request.keyframe.data)).convert("RGB").resize((w, h), Image.Resampling.BICUBIC)
+        h0 = _digest_int(request.prompt, request.seed)
+        zoom_in = h0 % 2 == 0
+        pan = ((h0 >> 1) % 3 - 1) * 0.06  # left, none or right, as a share of the width
+        frames = []
+        n = request.num_frames
+        for i in range(n):
+            t = i / max(1, n - 1)
+            z = 1.0 + 0.12 * (t if zoom_in else 1 - t)
+            cw, ch = w / z, h / z
+            cx = w / 2 + pan * w * (t - 0.5)
+            left = min(max(0.0, cx - cw / 2), w - cw)
+            top = (h - ch) / 2
+            crop = key.resize((w, h), Image.Resampling.BICUBIC, box=(left, top, left + cw, top + ch))
+            frames.append(np.asarray(crop))
+        data = encode_mp4(frames, request.fps)
+        return VideoResult(mp4=data, frames=n, fps=request.fps, width=w, height=h, model=self.model)

@@ -1,0 +1,145 @@
+"""The backend registry: one path by which every backend, built-in or third-party, becomes known.
+
+Built-in backends are registered by ``_register_builtins`` through the same ``register`` call a
+plugin uses. Plugins are found through the ``codirector.backends`` entry-point group (installed
+packages) and the ``CODIRECTOR_PLUGINS`` environment variable (comma-separated module names,
+for backends that are not packaged); either way a plugin is a function
+``register_backends(register)``. Factories are import paths, loaded only when a backend
+is created, so listing backends imports no torch, diffusers or openai.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+from codirector.errors import ConfigError, did_you_mean
+
+KINDS = ("vlm", "image", "video", "embedder")
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """A registered backend: what it is, what it needs, and how to build and check it."""
+
+    kind: str
+    name: str
+    factory: str  # "module:callable" taking the backend's options as keyword arguments
+    summary: str
+    needs: str
+    check: str | None = None  # "module:callable" -> (usable: bool, why: str), cheap, no downloads
+
+
+_REGISTRY: dict[tuple[str, str], BackendInfo] = {}
+_LOADED = False
+
+
+def register(info: BackendInfo) -> None:
+    """Make a backend known (a later registration of the same kind and name replaces it)."""
+    if info.kind not in KINDS:
+        raise ConfigError(f"backend {info.name!r} has unknown kind {info.kind!r}", hint=f"kinds are {', '.join(KINDS)}")
+    _REGISTRY[(info.kind, info.name)] = info
+
+
+def _register_builtins(reg: Callable[[BackendInfo], None]) -> None:
+    g = "codirector.generators"
+    reg(BackendInfo("vlm", "preview", f"{g}.preview:PreviewVLM",
+                    "plan-driven agents: answers from the story's cast/uses/evolves, accepts every keyframe",
+                    "nothing"))
+    reg(BackendInfo("vlm", "openai", f"{g}.openai_backends:OpenAIVLM",
+                    "any OpenAI-compatible chat API (OpenAI, vLLM, Ollama, LM Studio) with structured output",
+                    "OPENAI_API_KEY (or api_key_env) and network access to base_url",
+                    f"{g}.openai_backends:check_vlm"))
+    reg(BackendInfo("image", "storyboard", f"{g}.preview:StoryboardImageGenerator",
+                    "deterministic storyboard panels: references composited, prompt as caption", "nothing"))
+    reg(BackendInfo("image", "openai", f"{g}.openai_backends:OpenAIImageGenerator",
+                    "OpenAI Images API: images.generate, images.edit with the reference list",
+                    "OPENAI_API_KEY (or api_key_env) and network access",
+                    f"{g}.openai_backends:check_images"))
+    reg(BackendInfo("image", "diffusers", f"{g}.diffusers_image:DiffusersImageGenerator",
+                    "diffusers text-to-image with references (QwenImageEditPlus, FLUX.2, SD/SDXL + IP-Adapter)",
+                    "diffusers weights on disk or downloadable; a GPU for useful speed",
+                    f"{g}.diffusers_image:check"))
+    reg(BackendInfo("video", "animatic", f"{g}.preview:AnimaticVideoGenerator",
+                    "deterministic pan/zoom over the keyframe (no model)", "nothing"))
+    reg(BackendInfo("video", "diffusers", f"{g}.diffusers_video:DiffusersVideoGenerator",
+                    "diffusers image-to-video: Wan2.2 I2V, LTX-Video, CogVideoX I2V",
+                    "CUDA and the model weights", f"{g}.diffusers_video:check"))
+    reg(BackendInfo("embedder", "open_clip", f"{g}.embedder:OpenClipEmbedder",
+                    "open_clip text and image embeddings (a pretrained tag or a local checkpoint)",
+                    "the weights on disk (or network for a tag); 'none' = random weights",
+                    f"{g}.embedder:check"))
+
+
+def _load() -> None:
+    global _LOADED
+    if _LOADED:
+        return
+    _LOADED = True
+    _register_builtins(register)
+    for ep in entry_points(group="codirector.backends"):
+        try:
+            ep.load()(register)
+        except Exception as e:  # a broken plugin must not take the tool down
+            import logging
+
+            logging.getLogger(__name__).warning("backend plugin %s failed to load: %s", ep.name, e)
+    for module in filter(None, (m.strip() for m in os.environ.get("CODIRECTOR_PLUGINS", "").split(","))):
+        try:
+            hook = importlib.import_module(module).register_backends
+        except (ImportError, AttributeError) as e:
+            raise ConfigError(f"CODIRECTOR_PLUGINS names {module!r}, which cannot be loaded ({e})",
+                              hint="a plugin module must be importable and define register_backends(register)") from e
+        hook(register)
+
+
+def backends() -> list[BackendInfo]:
+    """Every registered backend, by kind then name."""
+    _load()
+    return sorted(_REGISTRY.values(), key=lambda b: (KINDS.index(b.kind), b.name))
+
+
+def info(kind: str, name: str) -> BackendInfo:
+    """The registration of ``kind``/``name``, or ``ConfigError`` listing the known ones."""
+    _load()
+    try:
+        return _REGISTRY[(kind, name)]
+    except KeyError:
+        known = [n for (k, n) in _REGISTRY if k == kind]
+        raise ConfigError(
+            f"unknown {kind} backend {name!r}", hint=did_you_mean(name, known, f"{kind} backend")
+        ) from None
+
+
+def _resolve(path: str) -> Any:
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def create(kind: str, name: str, options: dict[str, Any] | None = None) -> Any:
+    """Build backend ``kind``/``name`` with ``options`` (its config table minus ``backend``)."""
+    reg = info(kind, name)
+    factory = _resolve(reg.factory)
+    try:
+        return factory(**(options or {}))
+    except TypeError as e:
+        raise ConfigError(
+            f"bad option for the {kind} backend {name!r}: {e}",
+            hint=f"see `codirector backends` for what {name!r} takes",
+        ) from e
+
+
+def usable(kind: str, name: str, options: dict[str, Any] | None = None) -> tuple[bool, str]:
+    """Whether a backend can run here, and why not (a cheap check: no download, no model load)."""
+    reg = info(kind, name)
+    if reg.check is None:
+        return True, "ready"
+    try:
+        ok, why = _resolve(reg.check)(**(options or {}))
+    except ImportError as e:
+        return False, f"missing package: {e.name}"
+    return bool(ok), str(why)

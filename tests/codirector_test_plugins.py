@@ -1,0 +1,94 @@
+"""Backends for tests that run codirector in another process (loaded through CODIRECTOR_PLUGINS).
+
+``counting`` backends wrap the preview ones (and a hash embedder) and append one line per live
+call to the file named by CODIRECTOR_TEST_CALL_LOG: that is the count "at the backend".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any
+
+from codirector.generators.base import request_fields
+from codirector.generators.preview import AnimaticVideoGenerator, PreviewVLM, StoryboardImageGenerator
+from codirector.generators.registry import BackendInfo
+
+
+def _log(kind: str, request: Any) -> None:
+    path = os.environ.get("CODIRECTOR_TEST_CALL_LOG")
+    if not path:
+        return
+    if isinstance(request, dict):
+        fields = request
+    else:
+        fields = request_fields(request)
+    key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+    with open(path, "a") as f:
+        f.write(f"{kind}\t{key}\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class CountingVLM(PreviewVLM):
+    backend = "counting"
+
+    def complete(self, request: Any) -> Any:
+        answer = super().complete(request)
+        _log("vlm", request)
+        return answer
+
+
+class CountingImages(StoryboardImageGenerator):
+    backend = "counting"
+
+    def generate(self, request: Any) -> Any:
+        result = super().generate(request)
+        _log("image", request)
+        return result
+
+
+class CountingVideo(AnimaticVideoGenerator):
+    backend = "counting"
+
+    def generate(self, request: Any) -> Any:
+        result = super().generate(request)
+        _log("video", request)
+        return result
+
+
+class CountingEmbedder:
+    backend = "counting"
+    name = "hash-16"
+    meaningful = False
+
+    def _vec(self, data: bytes) -> Any:
+        import numpy as np
+
+        seed = int.from_bytes(hashlib.sha256(data).digest()[:8], "big")
+        v = np.random.default_rng(seed).standard_normal(16).astype("float32")
+        return v / np.linalg.norm(v)
+
+    def embed_texts(self, texts: list[str]) -> Any:
+        import numpy as np
+
+        out = np.stack([self._vec(t.encode()) for t in texts])
+        _log("embed", {"texts": texts})
+        return out
+
+    def embed_images(self, images: list[Any]) -> Any:
+        import numpy as np
+
+        out = np.stack([self._vec(im.tobytes()) for im in images])
+        _log("embed", {"images": [hashlib.sha256(im.tobytes()).hexdigest() for im in images]})
+        return out
+
+
+def register_backends(register: Any) -> None:
+    me = __name__
+    register(BackendInfo("vlm", "counting", f"{me}:CountingVLM", "test: preview VLM that logs calls", "tests"))
+    register(BackendInfo("image", "counting", f"{me}:CountingImages", "test: storyboard that logs calls", "tests"))
+    register(BackendInfo("video", "counting", f"{me}:CountingVideo", "test: animatic that logs calls", "tests"))
+    register(BackendInfo("embedder", "counting", f"{me}:CountingEmbedder", "test: hash embedder, logs calls",
+                         "tests"))

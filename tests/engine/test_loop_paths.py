@@ -1,0 +1,168 @@
+"""Algorithm 1's decision paths, driven by a scripted VLM at the backend interface; exact event sequences."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from codirector.engine.studio import Studio
+from codirector.generators.video_io import read_frames
+
+from support import ScriptedVLM, fast_config, scripted_backends, shape, write_story
+
+ACCEPT = {"decision": "accept", "reasons": ["fine"], "refined_keyframe_prompt": "",
+          "alignment_report": {"main_character_count": "ok", "main_character_appearance": "ok", "environment": "ok"}}
+
+
+def judge(decision: str, count: str = "ok", appearance: str = "ok", environment: str = "ok",
+          refined: str = "") -> dict:
+    return {"decision": decision, "reasons": [f"{decision} because"], "refined_keyframe_prompt": refined,
+            "alignment_report": {"main_character_count": count, "main_character_appearance": appearance,
+                                 "environment": environment}}
+
+
+@pytest.fixture
+def studio(tmp_path: Path) -> Studio:
+    s = Studio(tmp_path / "home")
+    s.init()
+    return s
+
+
+def run(studio: Studio, tmp_path: Path, vlm: ScriptedVLM, shots: int = 2, **run_settings: object):  # type: ignore[no-untyped-def]
+    story = write_story(tmp_path / "pier.yaml", shots=shots)
+    cfg = fast_config(tmp_path / "fast.toml", **run_settings)
+    result = studio.run(story, config=cfg, backends=scripted_backends(vlm))
+    return result, studio.log("pier")
+
+
+def shot_events(events, shot):  # type: ignore[no-untyped-def]
+    return [e for e in events if e.shot == shot]
+
+
+REGISTER = ["call:embed", "call:image", "EntityRegistered", "call:embed", "ViewAdded"]  # reference generated
+FROM_CLIP = ["call:embed", "EntityRegistered", "call:embed", "ViewAdded"]  # view cut from the clip
+RETRIEVE_SHOT1 = ["call:embed", "call:vlm:memory_controller", *REGISTER, *REGISTER, "MemoryRetrieved"]
+TAIL = ["call:vlm:motion_refiner", "MotionPromptRefined", "call:video", "VideoGenerated"]
+
+
+def test_accept_in_round_one(studio: Studio, tmp_path: Path) -> None:
+    result, events = run(studio, tmp_path, ScriptedVLM().enqueue("keyframe_analyzer", ACCEPT))
+    assert result.completed
+    assert shape(shot_events(events, 1)) == [
+        "ShotPlanned", "ShotStarted", *RETRIEVE_SHOT1,
+        "call:image", "KeyframeGenerated", "call:vlm:keyframe_analyzer", "KeyframeJudged", "KeyframeSelected",
+        *TAIL, "call:vlm:video_analyzer", "VideoAnalyzed", *FROM_CLIP, "ShotCompleted",
+    ]
+    selected = next(e for e in events if e.type == "KeyframeSelected" and e.shot == 1)
+    assert selected.payload["how"] == "accepted" and selected.payload["round"] == 1
+    assert [e.type for e in events][-1] == "StoryCompleted"
+
+
+def test_regen_same_desc_then_accept(studio: Studio, tmp_path: Path) -> None:
+    vlm = ScriptedVLM().enqueue("keyframe_analyzer", judge("regen_same_desc", count="missing"), ACCEPT)
+    _, events = run(studio, tmp_path, vlm)
+    s1 = shot_events(events, 1)
+    assert shape(s1)[2 + len(RETRIEVE_SHOT1):] == [
+        "call:image", "KeyframeGenerated", "call:vlm:keyframe_analyzer", "KeyframeJudged",
+        "call:image", "KeyframeGenerated", "call:vlm:keyframe_analyzer", "KeyframeJudged", "KeyframeSelected",
+        *TAIL, "call:vlm:video_analyzer", "VideoAnalyzed", *FROM_CLIP, "ShotCompleted",
+    ]
+    gens = [e.payload for e in s1 if e.type == "KeyframeGenerated"]
+    assert gens[0]["prompt"] == gens[1]["prompt"]  # same description ...
+    assert gens[0]["seed"] != gens[1]["seed"] and gens[0]["blob"] != gens[1]["blob"]  # ... new generation
+    assert [e.payload["decision"] for e in s1 if e.type == "KeyframeJudged"] == ["regen_same_desc", "accept"]
+    assert next(e for e in s1 if e.type == "KeyframeSelected").payload["round"] == 2
+
+
+def test_regen_refined_desc_rewrites_the_prompt_and_reruns_retrieval(studio: Studio, tmp_path: Path) -> None:
+    refined = "Ada and Ben on the pier at dawn, both facing the camera, Ada on the left"
+    vlm = ScriptedVLM().enqueue("keyframe_analyzer", judge("regen_refined_desc", appearance="mismatch",
+                                                          refined=refined), ACCEPT)
+    _, events = run(studio, tmp_path, vlm)
+    s1 = shot_events(events, 1)
+    assert shape(s1)[2 + len(RETRIEVE_SHOT1):2 + len(RETRIEVE_SHOT1) + 11] == [
+        "call:image", "KeyframeGenerated", "call:vlm:keyframe_analyzer", "KeyframeJudged",
+        "call:embed", "call:vlm:memory_controller", "MemoryRetrieved",
+        "call:image", "KeyframeGenerated", "call:vlm:keyframe_analyzer", "KeyframeJudged",
+    ]
+    retrievals = [e.payload for e in s1 if e.type == "MemoryRetrieved"]
+    assert [(r["round"], r["query"]) for r in retrievals] == [(1, "Ada and Ben on a pier at dawn"), (2, refined)]
+    assert retrievals[1]["retrieved_existing"] == ["Ada", "Ben"]  # memory now holds them: reused, not re-created
+    gens = [e.payload for e in s1 if e.type == "KeyframeGenerated"]
+    assert gens[1]["prompt"] == refined
+    judged = [e.payload for e in s1 if e.type == "KeyframeJudged"]
+    assert judged[0]["refined_keyframe_prompt"] == refined
+
+
+def test_rounds_exhausted_select_best_says_why(studio: Studio, tmp_path: Path) -> None:
+    vlm = ScriptedVLM().enqueue(
+        "keyframe_analyzer",
+        judge("regen_same_desc", count="duplicate"),
+        judge("regen_refined_desc", appearance="partial", refined="Ada, with grey hair, and Ben on the pier"),
+    )
+    _, events = run(studio, tmp_path, vlm, max_rounds=2)
+    s1 = shot_events(events, 1)
+    kinds = shape(s1)
+    i = kinds.index("KeyframeSelected")
+    assert kinds[i - 8:i] == ["call:image", "KeyframeGenerated", "call:vlm:keyframe_analyzer", "KeyframeJudged",
+                              "call:image", "KeyframeGenerated", "call:vlm:keyframe_analyzer", "KeyframeJudged"]
+    assert kinds.count("MemoryRetrieved") == 1  # no retrieval after the last round: nothing would use it
+    sel = s1[i].payload
+    assert (sel["how"], sel["round"]) == ("best_of", 2)
+    assert "round 2 ranks best" in sel["why"] and "(3, 2, 3)" in sel["why"] and "round 1 (0, 3, 3)" in sel["why"]
+
+
+def test_video_analyzer_new_angle_gets_that_frames_pixels(studio: Studio, tmp_path: Path) -> None:
+    refined_next = "Ada in a green hat beside Ben, Ben seen from behind, the pier at dawn"
+    update = {"entity_updates": [{"name": "Ben_back", "description": "a small boy with red hair and a yellow "
+                                  "jumper, seen from behind", "frame_index": 2, "base_entity": "Ben"}],
+              "refined_next_shot": {"keyframe_prompt": refined_next}}
+    _, events = run(studio, tmp_path, ScriptedVLM().enqueue("video_analyzer", update))
+    s1 = shot_events(events, 1)
+    kinds = shape(s1)
+    i = kinds.index("VideoAnalyzed")
+    assert kinds[i:] == ["VideoAnalyzed", "call:embed", "EntityRegistered", "call:embed", "ViewAdded", "ShotCompleted"]
+    analyzed, registered, view = s1[i], s1[i + 2], s1[i + 4]
+    assert registered.payload["name"] == "Ben_back" and registered.payload["base_entity"] == "Ben"
+    assert registered.payload["origin"] == "video_analyzer" and registered.causation_id == analyzed.id
+    frame = analyzed.payload["sampled_frames"][2]
+    assert view.payload["source"] == {"kind": "video_frame", "shot": 1, "round": None, "frame_index": frame}
+    video = next(e for e in s1 if e.type == "VideoGenerated").payload["blob"]
+    clip = read_frames(studio.blobs.get(video))
+    pixels = np.asarray(Image.open(io.BytesIO(studio.blobs.get(view.payload["blob"]))))
+    np.testing.assert_array_equal(pixels, clip[frame])
+    # the next shot's prompt was refined, and shot 2 starts from the refinement
+    assert analyzed.payload["next_prompt_before"] == "Ada in a green hat beside Ben"
+    assert analyzed.payload["next_prompt_after"] == refined_next
+    started2 = next(e for e in events if e.type == "ShotStarted" and e.shot == 2)
+    assert started2.payload["keyframe_prompt"] == refined_next
+    assert "Ben_back" in studio.memory("pier", at_shot=2).names()
+    assert "Ben_back" not in studio.memory("pier", at_shot=1).names()
+
+
+def test_ablations_change_the_loop_as_the_paper_says(studio: Studio, tmp_path: Path) -> None:
+    story = write_story(tmp_path / "pier.yaml", shots=2)
+    cfg = fast_config(tmp_path / "fast.toml")
+    refine = ScriptedVLM().enqueue("keyframe_analyzer", judge("regen_refined_desc", appearance="mismatch",
+                                                              refined="a changed prompt"), ACCEPT)
+    studio.run(story, config=cfg, story_id="nomem", no_memory=True, backends=scripted_backends())
+    studio.run(story, config=cfg, story_id="nosyn", no_synergy=True, backends=scripted_backends())
+    studio.run(story, config=cfg, story_id="noref", no_refine=True, backends=scripted_backends(refine))
+    nomem = studio.log("nomem")
+    assert not [e for e in nomem if e.type in ("EntityRegistered", "ViewAdded", "VideoAnalyzed")]
+    assert all(e.payload["memory_disabled"] for e in nomem if e.type == "MemoryRetrieved")
+    assert all(e.payload["reference_blobs"] == [] for e in nomem if e.type == "KeyframeGenerated")
+    nosyn = studio.log("nosyn")
+    assert not [e for e in nosyn if e.type in ("KeyframeJudged", "MotionPromptRefined", "VideoAnalyzed")]
+    assert [e.payload["how"] for e in nosyn if e.type == "KeyframeSelected"] == ["only_round", "only_round"]
+    assert [e for e in nosyn if e.type == "EntityRegistered"]  # pre-keyframe updates remain
+    noref = studio.log("noref")
+    gens = [e.payload["prompt"] for e in noref if e.type == "KeyframeGenerated" and e.shot == 1]
+    assert gens == ["Ada and Ben on a pier at dawn"] * 2  # regenerated, but never rewritten
+    assert not [e for e in noref if e.type == "MotionPromptRefined"]
+    analyzed = [e.payload for e in noref if e.type == "VideoAnalyzed"]
+    assert analyzed[0]["next_prompt_after"] == analyzed[0]["next_prompt_before"]
