@@ -124,12 +124,16 @@ def init(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
 
 @app.command()
-def stories(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+def stories(
+    ctx: typer.Context,
+    replays: Annotated[bool, typer.Option("--replays", help="Also list replay scratch branches.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
     """List stories with their branches and status.
 
     Example: codirector stories --json
     """
-    data = _studio(ctx).stories()
+    data = _studio(ctx).stories(include_replays=replays)
     if as_json:
         _emit_json(data)
         return
@@ -406,6 +410,136 @@ def export(
     partial = "" if result["complete"] else f" (the branch has {shots} of {result['planned_shots']} shots)"
     typer.echo(f"wrote {result['path']}: {len(result['shots'])} shots, {result['frames']} frames at "
                f"{result['fps']:g} fps{partial}")
+
+
+# ---------------------------------------------------------------------------- branch / replay / diff / audit
+
+
+@app.command()
+def branch(
+    ctx: typer.Context,
+    story: Annotated[str, typer.Argument(help="Story id.")],
+    from_shot: Annotated[int, typer.Option("--from-shot", help="First shot the new branch generates anew.")],
+    name: Annotated[str, typer.Option("--name", help="Name of the new branch.")],
+    parent: Annotated[str, typer.Option("--branch", "-b", help="Branch to fork (default main).")] = "main",
+    sets: Annotated[list[str] | None, typer.Option("--set", help="Override a prompt: shots.N.keyframe=TEXT or "
+                                                   "shots.N.motion=TEXT (repeatable).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fork a branch just before a shot, optionally with new prompts; shots before it are shared, not copied.
+
+    Example: codirector branch lighthouse --from-shot 5 --name storm --set "shots.5.keyframe=Mia and Tom in a storm"
+             then: codirector run --story lighthouse --branch storm
+    """
+    overrides: dict[str, str] = {}
+    for item in sets or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--set {item!r}: expected shots.N.keyframe=TEXT")
+        overrides[key.strip()] = value
+    result = _studio(ctx).branch(story, from_shot=from_shot, name=name, parent=parent, overrides=overrides)
+    if as_json:
+        _emit_json(result)
+        return
+    typer.echo(f"created {story}/{name} from {parent} at position {result['fork_position']} (before shot {from_shot})"
+               + (f" with {len(overrides)} override(s)" if overrides else ""))
+    typer.echo(f"next: codirector run --story {story} --branch {name}")
+
+
+@app.command()
+def replay(
+    ctx: typer.Context,
+    story: Annotated[str, typer.Argument(help="Story id.")],
+    branch: BranchOpt = "main",
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-execute a branch with the current code against its recording (no model is called) and compare.
+
+    Exit 0 when identical, 9 when the replay diverges. Example: codirector replay lighthouse
+    """
+    report = _studio(ctx).replay(story, branch)
+    if as_json:
+        _emit_json(report.to_json())
+    else:
+        for note in report.notes:
+            typer.secho(f"note: {note}", fg=typer.colors.YELLOW)
+        if report.identical:
+            typer.secho(f"identical: {report.events_compared} events compared, {report.model_calls} model calls "
+                        f"made ({report.seconds:.2f} s; scratch branch {report.scratch_branch})",
+                        fg=typer.colors.GREEN)
+        else:
+            d = report.divergence or {}
+            typer.secho(f"DIVERGES at position {d.get('position')} (shot {d.get('shot')}): the recording has "
+                        f"{d.get('expected_type')}, the replay produced {d.get('replayed_type')}", fg=typer.colors.RED)
+            if d.get("message"):
+                typer.echo(f"  {d['message']}")
+            for line in d.get("changes", [])[:60]:
+                typer.echo(f"  {line}")
+    if not report.identical:
+        raise typer.Exit(9)
+
+
+@app.command()
+def diff(
+    ctx: typer.Context,
+    story: Annotated[str, typer.Argument(help="Story id.")],
+    a: Annotated[str, typer.Argument(help="First branch.")],
+    b: Annotated[str, typer.Argument(help="Second branch.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Where two branches part, and how their shots and memory differ.
+
+    Example: codirector diff lighthouse main storm
+    """
+    data = _studio(ctx).diff(story, a, b)
+    if as_json:
+        _emit_json(data)
+        return
+    typer.echo(f"{a} and {b} share positions 1..{data['parted_at_position']}; first differing shot: "
+               f"{data['first_differing_shot'] or 'none'}")
+    from rich.table import Table
+
+    table = Table("shot", "same", f"{a}: keyframe prompt", f"{b}: keyframe prompt")
+    for s in data["shots"]:
+        pa, pb = (s[a] or {}).get("keyframe_prompt") or "", (s[b] or {}).get("keyframe_prompt") or ""
+        table.add_row(str(s["shot"]), "yes" if s["same"] else "NO", pa[:60], pb[:60])
+    _console().print(table)
+    m = data["memory"]
+    only_a, only_b = ", ".join(m["only_in_a"]) or "-", ", ".join(m["only_in_b"]) or "-"
+    changed = ", ".join(c["name"] for c in m["changed"]) or "-"
+    typer.echo(f"memory only in {a}: {only_a}; only in {b}: {only_b}; changed: {changed}")
+
+
+@app.command()
+def audit(
+    ctx: typer.Context,
+    story: Annotated[str, typer.Argument(help="Story id.")],
+    branch: BranchOpt = "main",
+    html_out: Annotated[str | None, typer.Option("--html", help="Also write a self-contained HTML report "
+                                                 "here.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every continuity decision, per shot, with its evidence (retrieval, rounds, memory updates, prompts).
+
+    Example: codirector audit lighthouse --html lighthouse-audit.html
+    """
+    data = _studio(ctx).audit(story, branch, html=html_out)
+    if as_json:
+        _emit_json(data)
+        return
+    con = _console()
+    con.print(f"[bold]{data['title']}[/bold] ({story}/{branch}): {len(data['shots'])} of {data['planned_shots']} shots")
+    for note in data["notes"]:
+        con.print(f"[yellow]note:[/yellow] {note}")
+    for s in data["shots"]:
+        sel = s.get("selected") or {}
+        decisions = " ".join(f"r{r['round']}:{r['decision'] or '-'}" for r in s["rounds"])
+        refs = ", ".join(x["entity"] for r in s["retrievals"][-1:] for x in r["references"])
+        con.print(f"shot {s['shot']}: rounds ({decisions}) -> round {sel.get('round')} ({sel.get('how')}); "
+                  f"references: {refs or '-'}; updates: {', '.join(u['entity'] for u in s['memory_updates']) or '-'}"
+                  + (f"; [red]{len(s['rejected'])} rejected answers[/red]" if s["rejected"] else ""))
+    if data.get("html"):
+        con.print(f"wrote {data['html']}")
 
 
 # ---------------------------------------------------------------------------- verify / reindex

@@ -279,13 +279,15 @@ class CallRecorder:
         return self.backends
 
     def _names(self, kind: str) -> tuple[str, str]:
-        """(backend, model) for ``kind``: from the live backend, or from the recording in replay."""
-        if self.backends is not None:
-            b = getattr(self.backends, kind)
-            model = b.name if kind == "embedder" else b.model
-            return str(b.backend), str(model)
-        recorded_kind = "embed" if kind == "embedder" else kind
-        for ev in self._recording_order:
-            if ev.payload["kind"] == recorded_kind:
-                return str(ev.payload["backend"]), str(ev.payload["model"])
-        raise ReplayDivergence(f"replay needs a {kind} call, and the recording holds none")
+        """(backend, model) for ``kind``: from the recording in replay, else from the live backend."""
+        if self.replay:
+            recorded_kind = "embed" if kind == "embedder" else kind
+            for ev in self._recording_order:
+                if ev.payload["kind"] == recorded_kind:
+                    return str(ev.payload["backend"]), str(ev.payload["model"])
+            raise ReplayDivergence(f"replay needs a {kind} call, and the recording holds none", kind=recorded_kind)
+        if self.backends is None:
+            raise BackendError(f"no {kind} backend in this run")
+        b = getattr(self.backends, kind)
+        model = b.name if kind == "embedder" else b.model
+        return str(b.backend), str(model)

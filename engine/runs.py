@@ -101,7 +101,7 @@ def _creation_end(own: list[RecordedEvent]) -> int:
 def execute(
     studio: Any, story_id: str, branch: str = MAIN, *, backends: Backends | None = None,
     progress: Progress | None = None, recording: list[RecordedEvent] | None = None,
-    target_branch: str | None = None,
+    target_branch: str | None = None, stats: CallStats | None = None,
 ) -> RunResult:
     """Run (or continue) a branch from its start; ``recording`` + ``target_branch`` is a replay."""
     store = studio.store
@@ -132,8 +132,10 @@ def execute(
     else:
         writer = RunWriter(store, story_id, write_to, head=store.branch(story_id, write_to).head_position)
     known = {e.payload["request_key"]: e for e in prefix if e.type == "ModelCalled" and e.payload.get("error") is None}
-    recorder = CallRecorder(writer, studio.blobs, backends if recording is None else None, known=known,
-                            recording=recording)
+    # In a replay the backends (if any were given) are never called: the recording answers or it diverges.
+    recorder = CallRecorder(writer, studio.blobs, backends, known=known, recording=recording)
+    if stats is not None:
+        recorder.stats = stats  # the caller sees the counts even if the run stops with an error
     index = studio.index(story_id)
     ctx = RunContext(story_id=story_id, branch=write_to, state=state,
                      settings=RunSettings.from_table(config.run), writer=writer, recorder=recorder,

@@ -15,9 +15,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from codirector.engine.audit import audit_events, diff_branches
 from codirector.engine.export import export_branch
 from codirector.engine.history import entity_history
 from codirector.engine.memory import MemoryBank, MemoryReader, position_at_shot, stale_snapshots
+from codirector.engine.replay import ReplayReport, is_scratch, replay
+from codirector.engine.report import write_html
 from codirector.engine.runs import RunResult, create_branch, execute, start_run
 from codirector.errors import RunStateError, StoreError, did_you_mean
 from codirector.events import RecordedEvent, event_types
@@ -79,12 +82,14 @@ class Studio:
 
     # -- queries ------------------------------------------------------------------------
 
-    def stories(self) -> list[dict[str, Any]]:
-        """Every story with its branches and each branch's status."""
+    def stories(self, *, include_replays: bool = False) -> list[dict[str, Any]]:
+        """Every story with its branches and each branch's status (replay scratch branches hidden)."""
         out = []
         for story in self.store.stories():
             branches = []
             for b in story.branches:
+                if is_scratch(b.name) and not include_replays:
+                    continue
                 own = self.store.read(story.id, b.name, after=b.fork_position,
                                       types=["StoryCompleted", "ShotCompleted", "BranchCreated"])
                 done = any(e.type == "StoryCompleted" for e in own)
@@ -158,6 +163,24 @@ class Studio:
     def export(self, story_id: str, out: str | os.PathLike[str], branch: str = MAIN) -> dict[str, Any]:
         """Assemble the branch's clips into one MP4 (``codirector export``)."""
         return export_branch(self, story_id, branch, out)
+
+    def replay(self, story_id: str, branch: str = MAIN, *, backends: Any = None) -> ReplayReport:
+        """Re-run a branch against its recording, no model called; identical or the first divergence.
+
+        ``backends``, if given, are handed to the recorder and still never called (tests count on it).
+        """
+        return replay(self, story_id, branch, backends=backends)
+
+    def diff(self, story_id: str, a: str, b: str) -> dict[str, Any]:
+        """Where two branches part and how their shots and memory differ (``codirector diff``)."""
+        return diff_branches(self, story_id, a, b)
+
+    def audit(self, story_id: str, branch: str = MAIN, *, html: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+        """Every continuity decision with its evidence (``codirector audit``); optionally an HTML report."""
+        data = audit_events(self.store.read(story_id, branch), story_id=story_id, branch=branch)
+        if html is not None:
+            data["html"] = str(write_html(data, self.blobs, html))
+        return data
 
     def _ensure_initialised(self) -> None:
         """``run`` creates the home on first use (every other command needs an existing one)."""

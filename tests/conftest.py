@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from support import PostgresServer, pg_bindir, register_tiny_clip
+from support import PostgresServer, chromium, pg_bindir, register_tiny_clip
 
 REQUIRE_PG = os.environ.get("CODIRECTOR_REQUIRE_PG") == "1"
+REQUIRE_BROWSER = os.environ.get("CODIRECTOR_REQUIRE_BROWSER") == "1"
 
 
 @pytest.fixture(autouse=True)
@@ -67,3 +68,14 @@ def tiny_embedder(tiny_clip: str):  # type: ignore[no-untyped-def]
     from codirector.generators.embedder import OpenClipEmbedder
 
     return OpenClipEmbedder(tiny_clip, "none", device="cpu")
+
+
+@pytest.fixture
+def browser() -> str:
+    """Headless Chromium, or a skip (a failure where CI requires it)."""
+    exe = chromium()
+    if exe is None:
+        if REQUIRE_BROWSER:
+            pytest.fail("CODIRECTOR_REQUIRE_BROWSER=1 but Chromium is not installed (apt-get install chromium)")
+        pytest.skip("Chromium is not installed (apt-get install chromium); .ci/run installs it")
+    return exe

@@ -315,3 +315,73 @@ def shape(events):  # type: ignore[no-untyped-def]
         else:
             out.append(e.type)
     return out
+
+
+class Counting:
+    """Wraps a Backends set and counts every call that reaches a backend, by kind."""
+
+    def __init__(self, backends):  # type: ignore[no-untyped-def]
+        from collections import Counter
+
+        self.counts: Counter[str] = Counter()
+        inner = backends
+        outer = self
+
+        class Wrap:
+            def __init__(self, kind, obj):  # type: ignore[no-untyped-def]
+                self._kind, self._obj = kind, obj
+                self.backend = obj.backend
+                self.model = getattr(obj, "model", "")
+                self.name = getattr(obj, "name", "")
+                self.meaningful = getattr(obj, "meaningful", True)
+
+            def complete(self, request):  # type: ignore[no-untyped-def]
+                outer.counts[self._kind] += 1
+                return self._obj.complete(request)
+
+            def generate(self, request):  # type: ignore[no-untyped-def]
+                outer.counts[self._kind] += 1
+                return self._obj.generate(request)
+
+            def embed_texts(self, texts):  # type: ignore[no-untyped-def]
+                outer.counts[self._kind] += 1
+                return self._obj.embed_texts(texts)
+
+            def embed_images(self, images):  # type: ignore[no-untyped-def]
+                outer.counts[self._kind] += 1
+                return self._obj.embed_images(images)
+
+        from codirector.generators.base import Backends
+
+        self.backends = Backends(vlm=Wrap("vlm", inner.vlm), image=Wrap("image", inner.image),
+                                 video=Wrap("video", inner.video), embedder=Wrap("embed", inner.embedder))
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def chromium() -> str | None:
+    """The headless browser for page tests (Debian's `chromium`), if installed."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def headless(url: str, *, screenshot: Path | None = None, size: tuple[int, int] = (1300, 2400)) -> str:
+    """Load ``url`` in headless Chromium; returns the rendered DOM (and saves a screenshot if asked)."""
+    exe = chromium()
+    assert exe is not None
+    profile = tempfile.mkdtemp(prefix="codirector-chromium-")
+    flags = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--hide-scrollbars", f"--user-data-dir={profile}", f"--window-size={size[0]},{size[1]}"]
+    try:
+        if screenshot is not None:
+            subprocess.run([*flags, f"--screenshot={screenshot}", url], check=True, capture_output=True, timeout=120)
+        dom = subprocess.run([*flags, "--dump-dom", url], check=True, capture_output=True, text=True, timeout=120)
+        return dom.stdout
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
