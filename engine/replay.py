@@ -90,6 +90,11 @@ def replay(studio: Any, story_id: str, branch: str = MAIN, *, backends: Any = No
         stopped = e
     replayed = [e for e in store.read(story_id, scratch) if e.position > start]
     expected = [e for e in original if e.position > start]
+    end = next((i for i, e in enumerate(expected) if e.type == "StoryCompleted"), None)
+    evaluations = 0
+    if end is not None:  # judges' events appended after the run are evaluations of it, not part of it
+        evaluations = len(expected) - end - 1
+        expected = expected[: end + 1]
     ids_a, ids_b = _positions(original), _positions(store.read(story_id, scratch))
     complete = any(e.type == "StoryCompleted" for e in expected)
     divergence: dict[str, Any] | None = None
@@ -118,6 +123,8 @@ def replay(studio: Any, story_id: str, branch: str = MAIN, *, backends: Any = No
             divergence = {"position": extra.position, "shot": extra.shot, "expected_type": None,
                           "replayed_type": extra.type, "changes": ["the replay wrote more events than the original"]}
     notes = []
+    if evaluations:
+        notes.append(f"{evaluations} evaluation events after StoryCompleted are not part of the run; not compared")
     if not complete:
         notes.append("the original run is incomplete; the replay was compared up to where it stopped")
     if stopped is not None and divergence is None and not complete:

@@ -87,13 +87,14 @@ def start_run(
 
 
 def _creation_end(own: list[RecordedEvent]) -> int:
-    """The last position of a branch's creation events (BranchCreated and the overrides it caused)."""
+    """The last position of a branch's creation: BranchCreated and the events it caused right after it
+    (prompt overrides; or a whole plan, for a branch that brings its own shots)."""
     created = next((e for e in own if e.type == "BranchCreated"), None)
     if created is None:
         raise RunStateError(f"branch {own[0].branch if own else '?'!r} has no BranchCreated event")
     end = created.position
     for e in own:
-        if e.position > end and e.type == "ShotPlanRevised" and e.causation_id == created.id:
+        if e.position == end + 1 and e.causation_id == created.id:
             end = e.position
     return end
 
@@ -119,6 +120,9 @@ def execute(
     if full.story_completed and recording is None:
         return RunResult(story_id, branch, True, 0, 0, CallStats(), info.head_position,
                          notes=[f"{story_id}/{branch} is already complete"])
+    if branch == MAIN and state.spec.get("kind") == "brief":
+        raise RunStateError(f"{story_id!r} is an advertising brief: its main branch holds the director's decisions",
+                            hint="each explored direction is a branch: run, resume or replay those branches")
     config = RunConfig.from_settings(state.settings)
     notes: list[str] = []
     if recording is None and backends is None:

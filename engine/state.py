@@ -93,4 +93,9 @@ def fold_run_state(events: Iterable[RecordedEvent]) -> RunState:
             state.story_completed = True
         elif t == "BranchCreated":
             state.branch_created = dict(p)
+            extra_cast = p.get("plan", {}).get("cast", [])
+            if extra_cast:
+                known = {m["name"] for m in state.spec.get("cast", [])}
+                state.spec = {**state.spec,
+                              "cast": [*state.spec.get("cast", []), *(m for m in extra_cast if m["name"] not in known)]}
     return state

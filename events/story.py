@@ -50,6 +50,7 @@ class BranchCreated(Event):
     fork_position: int
     from_shot: int | None = None
     overrides: dict[str, str] = Field(default_factory=dict)
+    plan: dict[str, Any] = Field(default_factory=dict)  # a branch's own plan context (e.g. its cast)
 
 
 class ShotStarted(Event):
