@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -287,10 +288,15 @@ class _RichProgress:
     def __exit__(self, *exc: Any) -> None:
         self._progress.__exit__(*exc)
 
+    def begin(self, story: str, branch: str, total: int) -> None:
+        self._label = f"{story}/{branch}"
+        self._task = None
+
     def shot(self, shot: int, total: int, prompt: str) -> None:
         if self._task is None:
             self._task = self._progress.add_task("shots", total=total, completed=shot - 1, step="")
-        self._progress.update(self._task, description=f"shot {shot}/{total}", step=prompt[:50])
+        label = getattr(self, "_label", "")
+        self._progress.update(self._task, description=f"{label} shot {shot}/{total}", step=prompt[:50])
 
     def step(self, what: str) -> None:
         if self._task is not None:
@@ -540,6 +546,90 @@ def audit(
                   + (f"; [red]{len(s['rejected'])} rejected answers[/red]" if s["rejected"] else ""))
     if data.get("html"):
         con.print(f"wrote {data['html']}")
+
+
+# ---------------------------------------------------------------------------- demo / backends
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    out: Annotated[str, typer.Option("--out", "-o", help="Folder for the outputs.")] = "codirector-demo",
+    as_json: JsonOpt = False,
+) -> None:
+    """The offline showcase (about half a minute): run an 8-shot story, branch it, replay it, write the results.
+
+    Writes an MP4 per branch, the HTML audit, keyframe contact sheets and the entity lineage.
+    Example: codirector demo --out codirector-demo
+    """
+    studio = _studio(ctx)
+    progress = None if as_json else _RichProgress()
+    with progress if progress is not None else _nullcontext():
+        summary = studio.demo(out, progress=progress)
+    if as_json:
+        _emit_json(summary)
+        return
+    _print_demo(summary, ctx.ensure_object(dict).get("home"))
+
+
+def _print_demo(s: dict[str, Any], home: str | None) -> None:
+    con = _console()
+    sid = s["story"]
+    h = f"--home {home} " if home else ""
+    b = s["branch"]
+    con.print(f"\n[bold]codirector demo[/bold]: the 8-shot story [bold]{sid}[/bold], fully offline (preview profile)")
+    con.print(f"  main: {s['shots']} shots, {s['events']} events, {s['model_calls']['main']} model calls recorded")
+    con.print(f"  memory: {len(s['entities'])} entities ({', '.join(s['entities'])})")
+    for line in s["lineage"]:
+        con.print(f"  lineage: {line}")
+    con.print(f"  branch {b['name']}: forked before shot {b['from_shot']} (shares positions "
+              f"1..{b['shared_positions']}), differs from shot {b['first_differing_shot']} on; "
+              f"{s['model_calls'][b['name']]} new calls, none for the shared shots")
+    r = s["replay"]
+    con.print(f"  replay of main: {'identical' if r['identical'] else 'DIVERGED'}, {r['events_compared']} events "
+              f"compared, {r['model_calls']} model calls")
+    for note in dict.fromkeys(s["notes"]):
+        con.print(f"  [yellow]note:[/yellow] {note}")
+    con.print(f"\nwrote {s['output_dir']}/: " + ", ".join(Path(p).name for p in s["files"].values()))
+    con.print(f"took {s['seconds']['total']:.1f} s\n\n[bold]Next[/bold]")
+    for cmd, why in [
+        (f"codirector {h}history {sid} Mia_red_scarf",
+         "when Mia got the scarf, from which frame, which shots reused it"),
+        (f"codirector {h}memory {sid} --at-shot 5", "memory as shot 5's keyframe saw it"),
+        (f"codirector {h}audit {sid} --branch {b['name']}", "every continuity decision of the branch"),
+        (f"codirector {h}branch {sid} --from-shot 7 --name night --set \"shots.7.keyframe=Tom lights the lamp "
+         "at midnight\"", "try another storyline from shot 7"),
+        ("codirector run my-story.yaml --profile openai", "real models: see README, 'Real models'"),
+    ]:
+        con.print(f"  {cmd}\n      [dim]{why}[/dim]")
+
+
+@app.command()
+def backends(
+    ctx: typer.Context,
+    profile: Annotated[str | None, typer.Option("--profile", "-p", help="Mark and check this profile's "
+                                                "backends.")] = None,
+    config: Annotated[str | None, typer.Option("--config", "-c", help="Check with this config's options.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List registered model backends, what each needs, and whether it can run here.
+
+    Example: codirector backends --profile openai
+    """
+    rows = _studio(ctx).backends(profile=profile, config=config)
+    if as_json:
+        _emit_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table("kind", "backend", "usable here", "needs", "what it is")
+    for r in rows:
+        mark = "*" if r["selected"] else ""
+        table.add_row(r["kind"], r["name"] + mark, ("yes: " if r["usable"] else "no: ") + r["status"], r["needs"],
+                      r["summary"])
+    _console().print(table)
+    if profile or config:
+        typer.echo("* = used by the selected profile/config")
 
 
 # ---------------------------------------------------------------------------- verify / reindex

@@ -32,6 +32,9 @@ class Progress(Protocol):
 
 
 class QuietProgress:
+    def begin(self, story: str, branch: str, total: int) -> None:
+        pass
+
     def shot(self, shot: int, total: int, prompt: str) -> None:
         pass
 

@@ -146,6 +146,9 @@ def execute(
                      blobs=studio.blobs, index=index, memory=fold(e for e in prefix if e.type in MEMORY_EVENT_TYPES),
                      progress=progress or QuietProgress())
     loop = Loop(ctx)
+    begin = getattr(ctx.progress, "begin", None)  # optional: lets a progress display label each branch
+    if begin is not None:
+        begin(story_id, write_to, state.num_shots)
     try:
         if branch == MAIN:
             loop.plan_story()

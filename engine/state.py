@@ -41,6 +41,7 @@ class RunState:
     next_prompt: dict[int, str] = field(default_factory=dict)   # refined by the video analyzer
     overrides: dict[int, dict[str, str]] = field(default_factory=dict)
     started: dict[int, int] = field(default_factory=dict)       # shot -> position of ShotStarted
+    started_prompt: dict[int, str] = field(default_factory=dict)  # shot -> the prompt it started from
     completed: dict[int, dict[str, Any]] = field(default_factory=dict)
     story_completed: bool = False
     branch_created: dict[str, Any] | None = None
@@ -87,6 +88,7 @@ def fold_run_state(events: Iterable[RecordedEvent]) -> RunState:
             state.next_prompt[int(p["next_shot"])] = p["next_prompt_after"]
         elif t == "ShotStarted" and ev.shot is not None:
             state.started[ev.shot] = ev.position
+            state.started_prompt[ev.shot] = p["keyframe_prompt"]
         elif t == "ShotCompleted" and ev.shot is not None:
             state.completed[ev.shot] = dict(p)
         elif t == "StoryCompleted":

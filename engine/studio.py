@@ -182,6 +182,34 @@ class Studio:
             data["html"] = str(write_html(data, self.blobs, html))
         return data
 
+    def demo(self, out_dir: str | os.PathLike[str] = "codirector-demo", *, config: Any = None, backends: Any = None,
+             progress: Any = None) -> dict[str, Any]:
+        """The offline showcase: run, branch, replay, and the pictures (``codirector demo``)."""
+        from codirector.engine.demo import run_demo
+
+        return run_demo(self, out_dir, config=config, backends=backends, progress=progress)
+
+    def backends(self, *, profile: str | None = None, config: str | os.PathLike[str] | None = None
+                 ) -> list[dict[str, Any]]:
+        """Registered backends, what each needs, and whether it can run here (``codirector backends``)."""
+        from codirector.generators import registry
+        from codirector.generators.profiles import resolve
+
+        cfg = resolve(profile, config) if (profile or config) else None
+        rows = []
+        for b in registry.backends():
+            options: dict[str, Any] = {}
+            selected = False
+            if cfg is not None:
+                table = cfg.table(b.kind)
+                if table.get("backend") == b.name:
+                    selected = True
+                    options = {k: v for k, v in table.items() if k != "backend"}
+            ok, why = registry.usable(b.kind, b.name, options)
+            rows.append({"kind": b.kind, "name": b.name, "summary": b.summary, "needs": b.needs,
+                         "usable": ok, "status": why, "selected": selected})
+        return rows
+
     def _ensure_initialised(self) -> None:
         """``run`` creates the home on first use (every other command needs an existing one)."""
         if self.home.is_sqlite and not Path(self.home.db_url.split("///", 1)[-1]).exists():

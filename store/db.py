@@ -8,6 +8,7 @@ naming the fix instead of failing later on a missing column.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,14 @@ from codirector.errors import StoreError
 from codirector.store.home import mask_url
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-BUSY_TIMEOUT_MS = 10_000
+
+
+def _busy_timeout_ms() -> int:
+    """How long a writer waits for another process's lock (CODIRECTOR_BUSY_TIMEOUT seconds, default 10)."""
+    try:
+        return int(float(os.environ.get("CODIRECTOR_BUSY_TIMEOUT", "10")) * 1000)
+    except ValueError:
+        return 10_000
 
 
 def normalise_url(url: str) -> str:
@@ -40,16 +48,15 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}, **kwargs
-        )
+        busy = _busy_timeout_ms()
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": busy / 1000}, **kwargs)
 
         @sa_event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            cur.execute(f"PRAGMA busy_timeout={busy}")
             cur.execute("PRAGMA synchronous=FULL")  # durable commits even on power loss
             cur.close()
 

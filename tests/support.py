@@ -385,3 +385,16 @@ def headless(url: str, *, screenshot: Path | None = None, size: tuple[int, int] 
         return dom.stdout
     finally:
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def tiny_preview_config(folder: Path, **run) -> Path:  # type: ignore[no-untyped-def]
+    """A config for real CLI runs that stay fast: preview backends, tiny frames, a tiny open_clip model."""
+    cfg_json = folder / f"{TINY_CLIP}.json"
+    cfg_json.write_text(json.dumps(TINY_CLIP_CONFIG))
+    table = {**FAST_RUN, **run}
+    lines = ['profile = "preview"', "[embedder]", 'backend = "open_clip"', f'model = "{TINY_CLIP}"',
+             'pretrained = "none"', f'model_config = "{cfg_json}"', "[run]"]
+    lines += [f"{k} = {json.dumps(v)}" for k, v in table.items()]
+    path = folder / "tiny.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
