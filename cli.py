@@ -270,14 +270,26 @@ def history(
 
 
 class _RichProgress:
-    """Shot bar plus the current step (keyframe round, generation, analysis), with elapsed time."""
+    """Shot bar plus the current step (keyframe round, model call, analysis) and how long it has taken."""
 
     def __init__(self) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        import time
 
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
+        from rich.text import Text
+
+        class StepElapsed(ProgressColumn):
+            def render(self, task: Any) -> Text:
+                started = task.fields.get("since")
+                if not started or task.finished:
+                    return Text("")
+                seconds = time.monotonic() - started
+                return Text(f"({seconds:.0f} s)" if seconds >= 2 else "", style="dim")
+
+        self._clock = time.monotonic
         self._progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("{task.fields[step]}"), transient=False, console=_console_err(),
+            TextColumn("{task.fields[step]}"), StepElapsed(), transient=False, console=_console_err(),
         )
         self._task: Any = None
 
@@ -294,13 +306,14 @@ class _RichProgress:
 
     def shot(self, shot: int, total: int, prompt: str) -> None:
         if self._task is None:
-            self._task = self._progress.add_task("shots", total=total, completed=shot - 1, step="")
+            self._task = self._progress.add_task("shots", total=total, completed=shot - 1, step="", since=None)
         label = getattr(self, "_label", "")
-        self._progress.update(self._task, description=f"{label} shot {shot}/{total}", step=prompt[:50])
+        self._progress.update(self._task, description=f"{label} shot {shot}/{total}", step=prompt[:50],
+                              since=self._clock())
 
     def step(self, what: str) -> None:
         if self._task is not None:
-            self._progress.update(self._task, step=what)
+            self._progress.update(self._task, step=what[:60], since=self._clock())
 
     def done(self, shot: int) -> None:
         if self._task is not None:

@@ -140,6 +140,8 @@ def execute(
     recorder = CallRecorder(writer, studio.blobs, backends, known=known, recording=recording)
     if stats is not None:
         recorder.stats = stats  # the caller sees the counts even if the run stops with an error
+    if progress is not None:
+        recorder.on_call = lambda kind, what: progress.step(f"{what}: calling the {kind} model")
     index = studio.index(story_id)
     ctx = RunContext(story_id=story_id, branch=write_to, state=state,
                      settings=RunSettings.from_table(config.run), writer=writer, recorder=recorder,
