@@ -161,6 +161,9 @@ def execute(
         loop.run_shots(first)
     finally:
         index.save()
+    if backends is not None:  # notes a backend made while working (e.g. "references ignored")
+        for b in (backends.vlm, backends.image, backends.video, backends.embedder):
+            notes.extend(n for n in getattr(b, "notes", []) if n not in notes)
     return RunResult(story_id, write_to, True, writer.written, writer.matched, recorder.stats, writer.position,
                      notes=notes)
 

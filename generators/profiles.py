@@ -13,6 +13,7 @@ refused, because configs are recorded in the log.
 from __future__ import annotations
 
 import copy
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +96,9 @@ class RunConfig:
                               "version of codirector") from None
 
 
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
 def _refuse_secrets(value: Any, where: str, path: str = "") -> None:
     if isinstance(value, dict):
         for k, v in value.items():
@@ -102,6 +106,12 @@ def _refuse_secrets(value: Any, where: str, path: str = "") -> None:
                 raise ConfigError(
                     f"{where}: {path + k} looks like a secret; secrets are never written to config or to the log",
                     hint="put the key in the environment (OPENAI_API_KEY), or name the variable with api_key_env",
+                )
+            if k.lower().endswith("_env") and isinstance(v, str) and not _ENV_NAME.match(v):
+                raise ConfigError(
+                    f"{where}: {path + k} must name an environment variable (like OPENAI_API_KEY), and its value "
+                    "does not look like one; if it is a key, it must not be in a config",
+                    hint="set the key in the environment and put only the variable's name here",
                 )
             _refuse_secrets(v, where, f"{path}{k}.")
 
