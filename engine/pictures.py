@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from codirector.engine.memory import MemoryBank
 from codirector.engine.state import RunState
-from codirector.store.blobs import BlobStore
+from codirector.store.blobs import BlobStore, write_atomically
 
 
 def contact_sheet(state: RunState, blobs: BlobStore, out: str | Path, *, title: str, columns: int = 4,
@@ -46,7 +46,9 @@ def contact_sheet(state: RunState, blobs: BlobStore, out: str | Path, *, title: 
         draw.text((x, y + th + 18), prompt[:38] + ("…" if len(prompt) > 38 else ""), fill=(90, 90, 90), font=font)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out, format="PNG")
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG")
+    write_atomically(out, buf.getvalue())
     return out
 
 
@@ -120,7 +122,7 @@ def lineage_svg(memory: MemoryBank, blobs: BlobStore, out: str | Path, *, title:
     parts.append("</svg>")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("".join(parts), encoding="utf-8")
+    write_atomically(out, "".join(parts).encode("utf-8"))
     return out
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from PIL import Image
 
-from codirector.store.blobs import BlobStore
+from codirector.store.blobs import BlobStore, write_atomically
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f6f5f2;color:#1e1e1e}
@@ -170,5 +170,5 @@ def _retrieval(r: dict[str, Any], images: _Images) -> str:
 def write_html(audit: dict[str, Any], blobs: BlobStore, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_html(audit, blobs), encoding="utf-8")
+    write_atomically(path, render_html(audit, blobs).encode("utf-8"))
     return path
