@@ -330,6 +330,9 @@ def _report_run(result: Any, as_json: bool) -> None:
     if as_json:
         _emit_json(result.to_json())
         return
+    if hasattr(result, "best_branch"):  # a director run (resume of a brief)
+        _report_direction(result)
+        return
     for note in result.notes:
         typer.secho(f"note: {note}", fg=typer.colors.YELLOW, err=True)
     c = result.calls
@@ -559,6 +562,127 @@ def audit(
                   + (f"; [red]{len(s['rejected'])} rejected answers[/red]" if s["rejected"] else ""))
     if data.get("html"):
         con.print(f"wrote {data['html']}")
+
+
+# ---------------------------------------------------------------------------- Co-Director, eval, bench
+
+
+def _report_direction(result: Any) -> None:
+    data = result.to_json()
+    for note in data["notes"]:
+        typer.secho(f"note: {note}", fg=typer.colors.YELLOW, err=True)
+    from rich.table import Table
+
+    table = Table("pull", "branch", "strategy", "narrative", "aesthetic", "execution", "efficacy s/n/a", "rank")
+    ranks = {r["branch"]: r for r in data["ranking"]}
+    for p in data["pulls"]:
+        arms, eff = p.get("arms", {}), p.get("efficacy") or {}
+        rank = ranks.get(p.get("branch"), {})
+        effs = "/".join(f"{eff[d]:.0f}" if d in eff else "-" for d in ("strategy", "narrative_mode", "aesthetic"))
+        table.add_row(str(p.get("iteration")), p.get("branch", ""), arms.get("strategy", ""),
+                      arms.get("narrative_mode", ""), arms.get("aesthetic", ""),
+                      "" if p.get("execution") is None else f"{p['execution']:.0f}", effs,
+                      f"{rank['rank']} ({rank['score']:.1f})" if rank else "")
+    _console().print(table)
+    if data["best_branch"]:
+        typer.echo(f"best: {data['best_branch']}   next: codirector audit {data['story']} --branch "
+                   f"{data['best_branch']}   |   codirector export {data['story']} --branch {data['best_branch']} "
+                   f"-o {data['story']}.mp4")
+
+
+@app.command()
+def direct(
+    ctx: typer.Context,
+    brief: Annotated[str, typer.Argument(help="Brief file (YAML). Example: examples/briefs/dewline_serum.yaml")],
+    iterations: Annotated[int, typer.Option("--iterations", "-n", help="Bandit pulls (branches).")] = 4,
+    profile: Annotated[str | None, typer.Option("--profile", "-p", help="preview (offline), openai, local.")] = None,
+    config: Annotated[str | None, typer.Option("--config", "-c", help="TOML config overriding the profile.")] = None,
+    c: Annotated[float, typer.Option("--c", help="UCB exploration constant (rewards are 0-100).")] = 50.0,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed (default: the brief's).")] = None,
+    story_id: Annotated[str | None, typer.Option("--story-id", help="Id for the story (default: file name).")] = None,
+    policy: Annotated[str, typer.Option("--policy", help="ucb or epsilon (epsilon-greedy).")] = "ucb",
+    as_json: JsonOpt = False,
+) -> None:
+    """Co-Director: explore creative directions for an ad brief with a bandit, one story branch per pull.
+
+    Each pull picks a strategy, narrative mode and aesthetic, writes a storyline, runs the loop on
+    its own branch and is judged; the best branch is marked.
+    Example: codirector direct examples/briefs/dewline_serum.yaml --profile preview --iterations 4
+    """
+    studio = _studio(ctx)
+    progress = None if as_json else _RichProgress()
+    with progress if progress is not None else _nullcontext():
+        result = studio.direct(brief, iterations=iterations, profile=profile, config=config, c=c, seed=seed,
+                               story_id=story_id, policy=policy, progress=progress)
+    if as_json:
+        _emit_json(result.to_json())
+    else:
+        _report_direction(result)
+
+
+@app.command(name="eval")
+def eval_(
+    ctx: typer.Context,
+    story: Annotated[str, typer.Argument(help="Story id.")],
+    branch: BranchOpt = "main",
+    profile: Annotated[str | None, typer.Option("--profile", "-p", help="Judge with this profile's VLM.")] = None,
+    config: Annotated[str | None, typer.Option("--config", "-c", help="TOML config for the judges.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Judge a finished branch (the paper's shot and story judges) and measure cross-shot consistency.
+
+    Example: codirector eval lighthouse --branch storm
+    """
+    data = _studio(ctx).evaluate(story, branch, profile=profile, config=config)
+    if as_json:
+        _emit_json(data)
+        return
+    for note in data.get("notes", []):
+        typer.secho(f"note: {note}", fg=typer.colors.YELLOW, err=True)
+    typer.echo(f"{story}/{branch}: shot overall adherence {data.get('shot_overall')}")
+    sj = data.get("story_judge") or {}
+    if sj:
+        typer.echo("story: " + ", ".join(f"{k} {sj[k]}" for k in ("plot_completeness", "character_consistency",
+                                                                  "narrative_flow", "overall") if k in sj))
+        typer.echo(f"strongest: {sj.get('strongest_aspect')}\nweakest: {sj.get('weakest_aspect')}")
+    cons = data.get("consistency") or {}
+    if cons:
+        typer.echo("consistency: " + ", ".join(f"{k} {v}" for k, v in cons.items()
+                                               if isinstance(v, int | float) and not isinstance(v, bool)))
+
+
+@app.command()
+def bench(
+    ctx: typer.Context,
+    stories_dir: Annotated[str, typer.Argument(help="Folder of story files. Example: examples/stories")],
+    methods: Annotated[str, typer.Option("--methods", help="Comma-separated: full, no-memory, no-synergy, "
+                                         "no-refine.")] = "full,no-memory,no-synergy,no-refine",
+    profile: Annotated[str | None, typer.Option("--profile", "-p", help="Backends to run with.")] = None,
+    config: Annotated[str | None, typer.Option("--config", "-c", help="TOML config.")] = None,
+    out: Annotated[str | None, typer.Option("--out", "-o", help="Folder for bench.md, bench.csv, "
+                                            "bench.json.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run and judge every story under every method; print the paper's Table 1/2 layout.
+
+    Example: codirector bench examples/stories --methods full,no-memory,no-synergy,no-refine --out bench-results
+    """
+    from codirector.engine.bench import render_markdown
+
+    studio = _studio(ctx)
+    progress = None if as_json else _RichProgress()
+    chosen = [m.strip() for m in methods.split(",") if m.strip()]
+    with progress if progress is not None else _nullcontext():
+        result = studio.bench(stories_dir, methods=chosen, profile=profile, config=config, out_dir=out,
+                              progress=progress)
+    if as_json:
+        _emit_json(result.to_json())
+        return
+    typer.echo(render_markdown(result))
+    for note in result.notes:
+        typer.secho(f"note: {note}", fg=typer.colors.YELLOW, err=True)
+    for kind, path in result.files.items():
+        typer.echo(f"wrote {kind}: {path}")
 
 
 # ---------------------------------------------------------------------------- demo / backends

@@ -91,14 +91,16 @@ class Studio:
                 if is_scratch(b.name) and not include_replays:
                     continue
                 own = self.store.read(story.id, b.name, after=b.fork_position,
-                                      types=["StoryCompleted", "ShotCompleted", "BranchCreated"])
+                                      types=["StoryCompleted", "ShotCompleted", "BranchCreated", "BranchRanked"])
                 done = any(e.type == "StoryCompleted" for e in own)
+                ranked = any(e.type == "BranchRanked" for e in own)
                 shots = sorted({e.shot for e in self.store.read(story.id, b.name, types=["ShotCompleted"])
                                 if e.shot is not None})
                 branches.append({
                     "name": b.name, "parent": b.parent, "fork_position": b.fork_position,
                     "events": b.head_position, "shots_completed": len(shots),
-                    "status": "completed" if done else ("empty" if b.head_position == 0 else "in progress"),
+                    "status": "completed" if done else "ranked" if ranked else (
+                        "empty" if b.head_position == 0 else "in progress"),
                     "created_at": b.created_at,
                 })
             out.append({"id": story.id, "title": story.title, "created_at": story.created_at, "branches": branches})
@@ -145,8 +147,12 @@ class Studio:
                          story_id=story_id, backends=backends, progress=progress,
                          ablations={"no_memory": no_memory, "no_synergy": no_synergy, "no_refine": no_refine})
 
-    def resume(self, story_id: str, branch: str = MAIN, *, backends: Any = None, progress: Any = None) -> RunResult:
-        """Continue an interrupted run; recorded calls are served from the log (``codirector resume``)."""
+    def resume(self, story_id: str, branch: str = MAIN, *, backends: Any = None, progress: Any = None) -> Any:
+        """Continue an interrupted run (or director); recorded calls come from the log (``codirector resume``)."""
+        from codirector.engine.director import is_brief, resume_direction
+
+        if branch == MAIN and is_brief(self, story_id):
+            return resume_direction(self, story_id, backends=backends, progress=progress)
         return execute(self, story_id, branch, backends=backends, progress=progress)
 
     def run_branch(self, story_id: str, branch: str, *, backends: Any = None, progress: Any = None) -> RunResult:
@@ -169,7 +175,46 @@ class Studio:
 
         ``backends``, if given, are handed to the recorder and still never called (tests count on it).
         """
+        from codirector.engine.director import is_brief
+
+        if branch == MAIN and is_brief(self, story_id):
+            pulls = [b.name for b in self.store.story(story_id).branches if b.name != MAIN and not is_scratch(b.name)]
+            raise RunStateError(
+                f"{story_id!r} is an advertising brief: its main branch holds the director's decisions, not a run",
+                hint="replay one of its branches: " + ", ".join(f"--branch {p}" for p in pulls[:4]),
+            )
         return replay(self, story_id, branch, backends=backends)
+
+    # -- the Co-Director, evaluation and benchmarks ----------------------------------------
+
+    def direct(self, brief_file: str | os.PathLike[str], *, iterations: int = 4, profile: str | None = None,
+               config: str | os.PathLike[str] | None = None, c: float = 50.0, seed: int | None = None,
+               story_id: str | None = None, policy: str = "ucb", epsilon: float = 0.1, backends: Any = None,
+               progress: Any = None) -> Any:
+        """Explore creative directions for an ad brief, one branch per pull (``codirector direct``)."""
+        from codirector.engine.director import direct
+
+        self._ensure_initialised()
+        return direct(self, brief_file, iterations=iterations, profile=profile, config=config, c=c, seed=seed,
+                      story_id=story_id, policy=policy, epsilon=epsilon, backends=backends, progress=progress)
+
+    def evaluate(self, story_id: str, branch: str = MAIN, *, profile: str | None = None,
+                 config: str | os.PathLike[str] | None = None, backends: Any = None, progress: Any = None
+                 ) -> dict[str, Any]:
+        """Judge a finished branch (shot and story judges) and measure consistency (``codirector eval``)."""
+        from codirector.engine.evaluation import evaluate
+
+        return evaluate(self, story_id, branch, profile=profile, config=config, backends=backends, progress=progress)
+
+    def bench(self, stories_dir: str | os.PathLike[str], *, methods: Any = ("full", "no-memory", "no-synergy",
+              "no-refine"), profile: str | None = None, config: str | os.PathLike[str] | None = None,
+              backends: Any = None, out_dir: str | os.PathLike[str] | None = None, progress: Any = None) -> Any:
+        """Every story under every method, evaluated: the paper's Table 1/2 layout (``codirector bench``)."""
+        from codirector.engine.bench import bench
+
+        self._ensure_initialised()
+        return bench(self, stories_dir, methods=methods, profile=profile, config=config, backends=backends,
+                     out_dir=out_dir, progress=progress)
 
     def diff(self, story_id: str, a: str, b: str) -> dict[str, Any]:
         """Where two branches part and how their shots and memory differ (``codirector diff``)."""

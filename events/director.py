@@ -16,6 +16,7 @@ class DirectionChosen(Event):
     branch: str
     arms: dict[str, str]
     why: dict[str, Any] = Field(default_factory=dict)
+    recommended: dict[str, str] = Field(default_factory=dict)  # the warm start the cold-start phase follows
 
 
 class RewardObserved(Event):
@@ -28,6 +29,8 @@ class RewardObserved(Event):
     efficacy: dict[str, float] = Field(default_factory=dict)
     primary_fault: str | None = None
     feedback: str = ""
+    rationales: dict[str, str] = Field(default_factory=dict)  # the efficacy judge's reason, per dimension
+    sampled_frames: int = 0
 
 
 class BranchRanked(Event):
@@ -35,3 +38,4 @@ class BranchRanked(Event):
 
     ranking: list[dict[str, Any]]
     best_branch: str
+    rule: str = ""  # how the ranking was ordered

@@ -41,3 +41,4 @@ class StoryJudged(Event):
     weakest_aspect: str
     sampled_frames: int = 0
     extra: dict[str, Any] = Field(default_factory=dict)
+    consistency: dict[str, Any] | None = None  # the cross-shot consistency metric measured with it

@@ -88,3 +88,10 @@ def test_plan_driven_vlm_answers_from_the_plan() -> None:
                    "new_entities": [{"name": "Ada_hat", "description": "a woman in a hat", "base_entity": "Ada"}]}
     judged = json.loads(vlm.complete(VLMRequest(agent="keyframe_analyzer", system="", user="")).text)
     assert judged["decision"] == "accept" and judged["reasons"] == ["no judge in preview"]
+
+
+def test_storyboard_fits_many_references_into_a_tiny_panel() -> None:
+    refs = tuple(ref((i * 40 % 256, 90, 200), f"entity {i}") for i in range(9))
+    out = StoryboardImageGenerator().generate(ImageRequest(prompt="a crowd", purpose="keyframe", seed=1,
+                                                           width=64, height=48, references=refs))
+    assert Image.open(io.BytesIO(out.png)).size == (64, 48)

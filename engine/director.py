@@ -1,0 +1,356 @@
+"""The Co-Director: a bandit over creative directions, one story branch per pull, rewarded by a judge.
+
+``direct(studio, brief_file)`` turns an advertising brief into a story whose ``main`` branch holds
+only the director's own record: the warm-start recommender's call, then per pull
+``DirectionChosen``, the creative director's call, the ad judge's calls and ``RewardObserved``,
+and finally ``BranchRanked``. Each pull is a branch ``pull-<i>-<strategy>-<mode>-<aesthetic>``
+forked from main's head, created atomically with its own plan (``BranchCreated`` with the
+storyline's cast, the product's registration when the brief gives a reference image, and one
+``ShotPlanned`` per shot, all caused by the ``BranchCreated``), then run by the ordinary loop
+(``engine.runs.execute``), so every explored direction can be queried, replayed and audited.
+
+Invariants:
+- The bandit's state is ``bandit.fold`` of main's events; nothing else is kept between pulls.
+  ``resume_direction`` therefore continues an interrupted director exactly where the log says:
+  a chosen but unrewarded pull is finished (its storyline call reused from the recording, its
+  branch created if missing, its run resumed, its judge calls reused), never chosen again.
+- Every model call is recorded before it is used (the director's calls on main, the loop's on
+  the pull branch, the product's embeddings on the pull branch before the registration they feed).
+- Style instructions never name the product, brand or audience (``director_agents``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from codirector.engine import bandit
+from codirector.engine.agents.base import AgentContext
+from codirector.engine.briefs import default_brief_id, load_brief
+from codirector.engine.context import Progress, QuietProgress, RunSettings
+from codirector.engine.director_agents import StorylineOutput, direction_card, recommend_direction, write_storyline
+from codirector.engine.judges import ad_efficacy, ad_execution, clips_of, story_frames
+from codirector.engine.recorder import CallRecorder, CallStats
+from codirector.engine.runs import execute
+from codirector.engine.state import fold_run_state
+from codirector.engine.writer import RunWriter
+from codirector.errors import RunStateError, StoryNotFound
+from codirector.events import (
+    BranchCreated,
+    BranchRanked,
+    DirectionChosen,
+    Draft,
+    EmbeddingRef,
+    EntityRegistered,
+    RecordedEvent,
+    RewardObserved,
+    ShotPlanned,
+    StoryCreated,
+    ViewAdded,
+    ViewSource,
+    seal,
+)
+from codirector.generators.base import Backends, ImageInput
+from codirector.generators.profiles import RunConfig, build_backends, resolve
+from codirector.store.event_store import MAIN, EventStore
+from codirector.store.vector_index import embedding_id
+
+MAX_ITERATIONS = 36
+AD_JUDGE_FRAMES = 24
+
+
+def branch_name(iteration: int, arms: dict[str, str]) -> str:
+    """The branch of a pull: ``pull-<i>-<strategy>-<mode>-<aesthetic>``."""
+    return f"pull-{iteration}-{arms['strategy']}-{arms['narrative_mode']}-{arms['aesthetic']}"
+
+
+@dataclass
+class DirectorResult:
+    """What a director run did: the pulls with their rewards, the ranking and the winner."""
+
+    story_id: str
+    iterations: int
+    pulls: list[dict[str, Any]]
+    ranking: list[dict[str, Any]]
+    best_branch: str | None
+    bandit: dict[str, Any]
+    calls: CallStats
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def completed(self) -> bool:
+        return self.best_branch is not None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"story": self.story_id, "iterations": self.iterations, "completed": self.completed,
+                "best_branch": self.best_branch, "pulls": self.pulls, "ranking": self.ranking,
+                "bandit": self.bandit,
+                "model_calls": {"live": self.calls.live, "reused": self.calls.reused,
+                                "matched_from_log": self.calls.matched, "by_kind": self.calls.by_kind},
+                "notes": self.notes}
+
+
+def direct(
+    studio: Any, brief_file: str | os.PathLike[str], *, iterations: int = 4, profile: str | None = None,
+    config: str | os.PathLike[str] | None = None, c: float = bandit.DEFAULT_C, seed: int | None = None,
+    story_id: str | None = None, policy: str = "ucb", epsilon: float = bandit.DEFAULT_EPSILON,
+    backends: Backends | None = None, progress: Progress | None = None,
+) -> DirectorResult:
+    """Explore ``iterations`` creative directions for a brief, one branch each, and rank them."""
+    spec, image = load_brief(brief_file)
+    if not 1 <= iterations <= MAX_ITERATIONS:
+        raise RunStateError(f"--iterations must be between 1 and {MAX_ITERATIONS}, got {iterations}")
+    bandit.check_policy(c=c, policy=policy, epsilon=epsilon)
+    cfg = resolve(profile, config)
+    sid = story_id or default_brief_id(brief_file, spec)
+    if sid in {s.id for s in studio.store.stories()}:
+        raise RunStateError(f"a story with id {sid!r} already exists",
+                            hint=f"continue it with `codirector resume {sid}`, or start another with --story-id NEW_ID")
+    blob = studio.blobs.put(image) if image is not None else None  # the blob lands before the event naming it
+    settings = cfg.to_settings()
+    settings["director"] = {"iterations": iterations, "c": c, "policy": policy, "epsilon": epsilon}
+    story_seed = spec.seed if seed is None else seed
+    studio.store.create_story(sid, title=spec.display_title, events=[
+        StoryCreated(title=spec.display_title, seed=story_seed, spec=spec.to_spec(blob), settings=settings).at()
+    ])
+    return resume_direction(studio, sid, backends=backends, progress=progress)
+
+
+def resume_direction(
+    studio: Any, story_id: str, *, backends: Backends | None = None, progress: Progress | None = None,
+) -> DirectorResult:
+    """Continue (or finish) a brief's director run from its log; recorded calls are never repeated."""
+    store: EventStore = studio.store
+    events = store.read(story_id, MAIN)
+    if not events or events[0].type != "StoryCreated":
+        raise StoryNotFound(f"{story_id!r} has no StoryCreated event")
+    created = events[0].payload
+    spec, settings = created["spec"], created["settings"]
+    if spec.get("kind") != "brief":
+        raise RunStateError(f"{story_id!r} is a story, not an advertising brief",
+                            hint=f"continue it with `codirector resume {story_id}`")
+    director = settings.get("director", {})
+    iterations = int(director.get("iterations", 4))
+    writer = RunWriter(store, story_id, MAIN, head=store.branch(story_id, MAIN).head_position)
+    calls = CallStats()
+    notes: list[str] = []
+    ranked = next((e for e in events if e.type == "BranchRanked"), None)
+    if ranked is None:
+        cfg = RunConfig.from_settings(settings)
+        if backends is None:
+            backends = build_backends(cfg)
+        notes.extend(backends.notes)
+        known = {e.payload["request_key"]: e for e in events
+                 if e.type == "ModelCalled" and e.payload.get("error") is None}
+        recorder = CallRecorder(writer, studio.blobs, backends, known=known)
+        ctx = AgentContext(recorder, writer, RunSettings.from_table(cfg.run).agent_attempts)
+        pilot = _Pilot(studio, story_id, spec, int(created["seed"]), ctx, backends, progress or QuietProgress(),
+                       director)
+        state = bandit.fold(events)
+        for iteration in range(1, iterations + 1):
+            state = pilot.pull(state, iteration, iterations)
+        order = bandit.ranking(state)
+        ranked = writer.one(BranchRanked(ranking=order, best_branch=order[0]["branch"], rule=bandit.RANKING_RULE).at())
+        calls = pilot.stats
+        calls.live += recorder.stats.live
+        calls.reused += recorder.stats.reused
+        for kind, n in recorder.stats.by_kind.items():
+            calls.by_kind[kind] = calls.by_kind.get(kind, 0) + n
+    else:
+        notes.append(f"{story_id!r} was already directed and ranked; nothing to do")
+    final = store.read(story_id, MAIN)
+    return DirectorResult(story_id, iterations, _pull_summaries(final), list(ranked.payload["ranking"]),
+                          ranked.payload["best_branch"], bandit.fold(final).to_json(), calls, notes)
+
+
+def _pull_summaries(events: list[RecordedEvent]) -> list[dict[str, Any]]:
+    """Per pull, from main's log: the branch, arms and rules that chose them, and the judge's reward."""
+    rewards = {e.payload["iteration"]: e.payload for e in events if e.type == "RewardObserved"}
+    out = []
+    for e in events:
+        if e.type != "DirectionChosen":
+            continue
+        p = e.payload
+        reward = rewards.get(p["iteration"], {})
+        out.append({"iteration": p["iteration"], "branch": p["branch"], "arms": p["arms"],
+                    "why": {d: w.get("rule") for d, w in p["why"].get("dimensions", {}).items()},
+                    **{k: reward.get(k) for k in ("execution", "efficacy", "primary_fault", "feedback")}})
+    return out
+
+
+class _Pilot:
+    """One director run's working parts: a pull is choose -> write -> branch -> run -> judge -> reward."""
+
+    def __init__(self, studio: Any, story_id: str, spec: dict[str, Any], seed: int, ctx: AgentContext,
+                 backends: Backends, progress: Progress, director: dict[str, Any]) -> None:
+        self.studio, self.store = studio, studio.store
+        self.story_id, self.spec, self.seed = story_id, spec, seed
+        self.ctx, self.backends, self.progress = ctx, backends, progress
+        self.c = float(director.get("c", bandit.DEFAULT_C))
+        self.policy = str(director.get("policy", "ucb"))
+        self.epsilon = float(director.get("epsilon", bandit.DEFAULT_EPSILON))
+        self.stats = CallStats()
+        self._warm: tuple[dict[str, str], str] | None = None
+
+    @property
+    def writer(self) -> RunWriter:
+        return self.ctx.writer
+
+    def _recommendation(self, state: bandit.BanditState) -> tuple[dict[str, str], str]:
+        if state.recommended is not None:
+            return dict(state.recommended), ""
+        if self._warm is None:
+            self.progress.step("warm start: recommend a direction")
+            out, _ = recommend_direction(self.ctx, brief=self.spec)
+            self._warm = (out.arms(), out.why)
+        return self._warm
+
+    def pull(self, state: bandit.BanditState, iteration: int, total: int) -> bandit.BanditState:
+        """Finish pull ``iteration`` (choosing it first if the log has no choice for it)."""
+        pull = state.pulls.get(iteration)
+        if pull is None:
+            recommended, warm_why = self._recommendation(state)
+            choice = bandit.choose(state, c=self.c, policy=self.policy, epsilon=self.epsilon,
+                                   recommended=recommended, seed=self.seed, iteration=iteration)
+            why: dict[str, Any] = {"policy": self.policy, "c": self.c, "dimensions": choice.why}
+            if warm_why:
+                why["warm_start"] = warm_why
+            ev = self.writer.one(DirectionChosen(iteration=iteration, branch=branch_name(iteration, choice.arms),
+                                                 arms=choice.arms, why=why, recommended=recommended).at())
+            state = bandit.apply(state, ev.event)
+            pull = state.pulls[iteration]
+        if pull.rewarded:
+            return state
+        self.progress.step(f"direction {iteration}/{total}: {pull.branch}")
+        existing = {b.name for b in self.store.story(self.story_id).branches}
+        if pull.branch not in existing:
+            earlier = [f"{p.branch}: {self._feedback(p.iteration)}" for p in sorted(state.pulls.values(),
+                                                                                   key=lambda p: p.iteration)
+                       if p.rewarded]
+            out, _ = write_storyline(self.ctx, brief=self.spec, arms=pull.arms, num_shots=int(self.spec["num_shots"]),
+                                     earlier=earlier, iteration=iteration)
+            self._create_branch(pull, out)
+        result = execute(self.studio, self.story_id, pull.branch, backends=self.backends, progress=self.progress)
+        for key in ("live", "reused", "matched"):
+            setattr(self.stats, key, getattr(self.stats, key) + getattr(result.calls, key))
+        for kind, n in result.calls.by_kind.items():
+            self.stats.by_kind[kind] = self.stats.by_kind.get(kind, 0) + n
+        reward = self._judge(pull)
+        return bandit.apply(state, reward.event)
+
+    def _feedback(self, iteration: int) -> str:
+        for e in self.store.read(self.story_id, MAIN, types=["RewardObserved"]):
+            if e.payload["iteration"] == iteration:
+                return f"{e.payload.get('primary_fault')} fault; {e.payload.get('feedback', '')}"
+        return ""
+
+    # -- the pull's branch ----------------------------------------------------------------
+
+    def _create_branch(self, pull: bandit.Pull, out: StorylineOutput) -> None:
+        """Fork the pull's branch from main's head with its plan, atomically."""
+        card = direction_card(pull.arms)
+        fork = self.writer.position
+        plan = {"cast": [m.model_dump() for m in out.cast], "storyline": out.storyline,
+                "style_instructions": out.style_instructions, "arms": dict(pull.arms), "iteration": pull.iteration,
+                "card": card}
+        created = BranchCreated(name=pull.branch, parent=MAIN, fork_position=fork, from_shot=1, plan=plan).at(1)
+        drafts: list[Draft] = [created, *self._product_registration(pull.branch, fork, created.id)]
+        style = out.style_instructions.strip()
+        for i, shot in enumerate(out.shots, start=1):
+            drafts.append(ShotPlanned(
+                keyframe_prompt=f"{shot.keyframe_prompt.strip()} {style}",
+                motion_prompt=f"{shot.motion_prompt.strip()} {card['motion_style']}",
+                uses=list(dict.fromkeys(shot.uses)), planner="creative director",
+            ).at(i, cause=created.id))
+        self.store.create_branch(self.story_id, pull.branch, parent=MAIN, at_position=fork, events=drafts)
+
+    def _product_registration(self, branch: str, fork: int, cause: str) -> list[Draft]:
+        """The product's entity and its reference view (with their recorded embeddings), as creation events.
+
+        A pull branch runs from shot 1 without the story-level cast registration of ``main``, so the
+        brief's product image enters the branch's memory here, caused by its ``BranchCreated``.
+        """
+        product = next((m for m in self.spec.get("cast", []) if m.get("reference_blob")), None)
+        if product is None:
+            return []
+        collector = _Collector(self.store, self.story_id, branch, cause=cause, head=fork + 1)
+        recorder = CallRecorder(collector, self.studio.blobs, self.backends)
+        name, blob = str(product["name"]), str(product["reference_blob"])
+        text = recorder.embed_texts([product["description"]], shot=None)
+        ref = EmbeddingRef(id=embedding_id(self.story_id, name, text.blobs[0]), blob=text.blobs[0], model=text.model)
+        collector.one(EntityRegistered(name=name, kind="prop", description=product["description"], base_entity=None,
+                                       origin="cast", text_embedding=ref).at(None))
+        view = ImageInput(label=name, digest=blob, data=self.studio.blobs.get(blob))
+        image = recorder.embed_images([view], shot=None)
+        vref = EmbeddingRef(id=embedding_id(self.story_id, name, image.blobs[0]), blob=image.blobs[0],
+                            model=image.model)
+        collector.one(ViewAdded(entity=name, blob=blob, source=ViewSource(kind="cast_file"), embedding=vref).at(None))
+        self.stats.live += recorder.stats.live
+        self.stats.by_kind["embed"] = self.stats.by_kind.get("embed", 0) + recorder.stats.live
+        return collector.drafts
+
+    # -- the reward -------------------------------------------------------------------------
+
+    def _judge(self, pull: bandit.Pull) -> RecordedEvent:
+        """The ad judge's execution score, then one efficacy call per dimension -> ``RewardObserved`` on main."""
+        events = self.store.read(self.story_id, pull.branch)
+        state = fold_run_state(events)
+        if not state.story_completed:
+            raise RunStateError(f"{self.story_id}/{pull.branch} did not complete; it cannot be judged",
+                                hint=f"`codirector resume {self.story_id}` continues the director")
+        clips = clips_of(state.completed)
+        self.progress.step(f"judge {pull.branch}")
+        frames = story_frames(self.studio.blobs, clips, cap=AD_JUDGE_FRAMES)
+        storyline = str((state.branch_created or {}).get("plan", {}).get("storyline", ""))
+        facts = {"arms": dict(pull.arms), "product": self.spec.get("product"), "brand": self.spec.get("brand"),
+                 "target_audience": self.spec.get("target_audience"), "category": self.spec.get("category"),
+                 "shots": state.num_shots, "completed": len(state.completed), "iteration": pull.iteration}
+        execution, call = ad_execution(self.ctx, brief=self.spec, storyline=storyline, frames=frames, plan=facts)
+        efficacy: dict[str, float] = {}
+        rationales: dict[str, str] = {}
+        for dim in bandit.DIMENSIONS:
+            out, _ = ad_efficacy(self.ctx, brief=self.spec, dimension=dim, arm=pull.arms[dim], frames=frames,
+                                 plan=facts)
+            efficacy[dim], rationales[dim] = float(out.efficacy), out.rationale
+        return self.writer.one(RewardObserved(
+            iteration=pull.iteration, branch=pull.branch, execution=execution.execution,
+            criteria=execution.criteria(), efficacy=efficacy, primary_fault=execution.primary_fault,
+            feedback=execution.feedback, rationales=rationales, sampled_frames=len(frames),
+        ).at(None, cause=call.id))
+
+
+class _Collector(RunWriter):
+    """A writer that collects drafts (re-caused to ``cause``) instead of appending them.
+
+    It lets the call recorder record the product's embeddings as part of a branch's creation:
+    the drafts are appended, with the ``BranchCreated`` that caused them, in one transaction.
+    """
+
+    def __init__(self, store: EventStore, story_id: str, branch: str, *, cause: str, head: int) -> None:
+        super().__init__(store, story_id, branch, head=head)
+        self.cause = cause
+        self.drafts: list[Draft] = []
+
+    def append(self, drafts: Sequence[Draft]) -> list[RecordedEvent]:
+        out: list[RecordedEvent] = []
+        for d in drafts:
+            draft = Draft(event=d.event, shot=d.shot, causation_id=self.cause, id=d.id)
+            self.drafts.append(draft)
+            self.position += 1
+            provisional, _ = seal(draft, story_id=self.story_id, branch=self.branch, position=self.position,
+                                  prev_hash="", recorded_at="")
+            out.append(provisional)
+            for listener in self.listeners:
+                listener(provisional)
+        return out
+
+
+def is_brief(studio: Any, story_id: str) -> bool:
+    """Whether ``story_id`` was created from an advertising brief (its main branch is the director's)."""
+    first = studio.store.read(story_id, MAIN, limit=1)
+    return bool(first) and first[0].type == "StoryCreated" and first[0].payload.get("spec", {}).get("kind") == "brief"
+
+
+__all__ = ["DirectorResult", "branch_name", "direct", "is_brief", "resume_direction"]
