@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -320,6 +322,16 @@ class _RichProgress:
             self._progress.update(self._task, completed=shot, step="done")
 
 
+@contextmanager
+def _progress(*, quiet: bool) -> Iterator[_RichProgress | None]:
+    """Progress bars on stderr, or nothing at all (``--json`` keeps stdout and stderr clean)."""
+    if quiet:
+        yield None
+        return
+    with _RichProgress() as progress:
+        yield progress
+
+
 def _console_err() -> Any:
     from rich.console import Console
 
@@ -371,8 +383,7 @@ def run(
               codirector run --story lighthouse --branch storm
     """
     studio = _studio(ctx)
-    progress = None if as_json else _RichProgress()
-    with progress if progress is not None else _nullcontext():
+    with _progress(quiet=as_json) as progress:
         if story is not None or branch is not None:
             if story is None or branch is None or story_file is not None:
                 raise typer.BadParameter("to run a branch give --story STORY --branch NAME and no story file")
@@ -384,14 +395,6 @@ def run(
                                 story_id=story_id, no_memory=no_memory, no_synergy=no_synergy, no_refine=no_refine,
                                 progress=progress)
     _report_run(result, as_json)
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 @app.command()
@@ -406,8 +409,7 @@ def resume(
     Example: codirector resume lighthouse
     """
     studio = _studio(ctx)
-    progress = None if as_json else _RichProgress()
-    with progress if progress is not None else _nullcontext():
+    with _progress(quiet=as_json) as progress:
         result = studio.resume(story, branch, progress=progress)
     _report_run(result, as_json)
 
@@ -610,8 +612,7 @@ def direct(
     Example: codirector direct examples/briefs/dewline_serum.yaml --profile preview --iterations 4
     """
     studio = _studio(ctx)
-    progress = None if as_json else _RichProgress()
-    with progress if progress is not None else _nullcontext():
+    with _progress(quiet=as_json) as progress:
         result = studio.direct(brief, iterations=iterations, profile=profile, config=config, c=c, seed=seed,
                                story_id=story_id, policy=policy, progress=progress)
     if as_json:
@@ -670,9 +671,8 @@ def bench(
     from codirector.engine.bench import render_markdown
 
     studio = _studio(ctx)
-    progress = None if as_json else _RichProgress()
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
-    with progress if progress is not None else _nullcontext():
+    with _progress(quiet=as_json) as progress:
         result = studio.bench(stories_dir, methods=chosen, profile=profile, config=config, out_dir=out,
                               progress=progress)
     if as_json:
@@ -700,8 +700,7 @@ def demo(
     Example: codirector demo --out codirector-demo
     """
     studio = _studio(ctx)
-    progress = None if as_json else _RichProgress()
-    with progress if progress is not None else _nullcontext():
+    with _progress(quiet=as_json) as progress:
         summary = studio.demo(out, progress=progress)
     if as_json:
         _emit_json(summary)

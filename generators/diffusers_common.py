@@ -341,3 +341,32 @@ def availability(model: str, offline: bool | None, *, need_cuda: bool, allow_cpu
         return False, f"weights for {model} are not on disk (looked in {looked}) and downloads are off"
     return True, f"weights for {model} will be downloaded on first use; {gpu}"
 
+
+
+class PipelineHolder:
+    """What both diffusers generators keep: where the weights are, the pipeline class, the loaded pipeline.
+
+    Each is resolved on first need, so constructing a generator touches neither disk nor torch.
+    """
+
+    model: str
+    pipeline: str | type | None
+    _weights: Weights | None = None
+    _cls: type | None = None
+    _pipe: Any = None
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the weights are loaded (on the first ``generate`` whose request passes the checks)."""
+        return self._pipe is not None
+
+    def weights(self) -> Weights:
+        if self._weights is None:
+            self._weights = locate(self.model)
+        return self._weights
+
+    def pipeline_class(self) -> type:
+        """The class the pipeline will have (from the weights' model_index.json, or ``pipeline``)."""
+        if self._cls is None:
+            self._cls = pipeline_class(self.pipeline, self.weights().class_name())
+        return self._cls

@@ -31,6 +31,7 @@ from typing import Any
 from codirector.errors import BackendError, ConfigError
 from codirector.generators.base import ImageRequest, ImageResult
 from codirector.generators.diffusers_common import (
+    PipelineHolder,
     Weights,
     availability,
     call_failed,
@@ -39,10 +40,8 @@ from codirector.generators.diffusers_common import (
     default_device,
     family_of,
     load_pipeline,
-    locate,
     nearest_multiple,
     offline_mode,
-    pipeline_class,
     place,
     require_weights,
     torch_dtype,
@@ -141,7 +140,7 @@ def _png(im: Any) -> bytes:
 # ---------------------------------------------------------------------------- the generator
 
 
-class DiffusersImageGenerator:
+class DiffusersImageGenerator(PipelineHolder):
     """Images from a diffusers pipeline with the request's references, seeded per call."""
 
     backend = "diffusers"
@@ -194,21 +193,6 @@ class DiffusersImageGenerator:
 
     # -- phases ---------------------------------------------------------------------------
 
-    @property
-    def loaded(self) -> bool:
-        """Whether the weights are loaded (on the first ``generate`` whose request passes the checks)."""
-        return self._pipe is not None
-
-    def weights(self) -> Weights:
-        if self._weights is None:
-            self._weights = locate(self.model)
-        return self._weights
-
-    def pipeline_class(self) -> type:
-        """The class the pipeline will have (from the weights' model_index.json, or ``pipeline``)."""
-        if self._cls is None:
-            self._cls = pipeline_class(self.pipeline, self.weights().class_name())
-        return self._cls
 
     def family(self) -> tuple[str, ImageFamily]:
         cls = type(self._pipe) if self._pipe is not None else self.pipeline_class()

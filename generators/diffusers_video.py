@@ -27,6 +27,7 @@ import numpy as np
 from codirector.errors import BackendError, ConfigError
 from codirector.generators.base import VideoRequest, VideoResult
 from codirector.generators.diffusers_common import (
+    PipelineHolder,
     Weights,
     availability,
     call_failed,
@@ -35,10 +36,8 @@ from codirector.generators.diffusers_common import (
     default_device,
     family_of,
     load_pipeline,
-    locate,
     nearest_multiple,
     offline_mode,
-    pipeline_class,
     place,
     require_weights,
     torch_dtype,
@@ -146,7 +145,7 @@ def _resize(frame: np.ndarray, width: int, height: int) -> np.ndarray:
 # ---------------------------------------------------------------------------- the generator
 
 
-class DiffusersVideoGenerator:
+class DiffusersVideoGenerator(PipelineHolder):
     """Animate a keyframe with a diffusers image-to-video pipeline, seeded per call."""
 
     backend = "diffusers"
@@ -184,20 +183,6 @@ class DiffusersVideoGenerator:
         self._cls: type | None = None
         self._pipe: Any = None
 
-    @property
-    def loaded(self) -> bool:
-        """Whether the weights are loaded (on the first ``generate`` whose request passes the checks)."""
-        return self._pipe is not None
-
-    def weights(self) -> Weights:
-        if self._weights is None:
-            self._weights = locate(self.model)
-        return self._weights
-
-    def pipeline_class(self) -> type:
-        if self._cls is None:
-            self._cls = pipeline_class(self.pipeline, self.weights().class_name())
-        return self._cls
 
     def family(self) -> VideoFamily | None:
         cls = type(self._pipe) if self._pipe is not None else self.pipeline_class()
