@@ -8,7 +8,10 @@ Invariants:
   branches) and ``sync`` adds whatever the file lacks from the embedding blobs; ``rebuild`` starts
   from empty. A lost or stale file is therefore never data loss, only a rebuild.
 - Search only sees the ids the caller allows (the views visible at a branch and position), so a
-  branch never retrieves another branch's entities or its own future.
+  branch never retrieves another branch's entities or its own future. It is exact: a small
+  allowed set goes through a FAISS id selector; a large one through a half-precision pre-scan
+  (an in-memory copy built on first need, half the bytes to read) whose candidates are rescored
+  in float32 until the bound on the pre-scan's error proves the top k exact.
 - Saving merges with the file on disk under an exclusive lock and replaces it atomically, so two
   processes adding to one story's index never drop each other's vectors.
 """
@@ -31,6 +34,7 @@ from codirector.store.blobs import BlobStore
 
 VECTOR_EVENT_TYPES = ("EntityRegistered", "ViewAdded")
 _SELECTOR_FRACTION = 0.05  # below this share of ids, a FAISS selector beats scan-then-filter
+_FP16_SLACK = 1e-3  # > the largest gap between a half-precision and an exact cosine of unit vectors
 
 
 def embedding_id(story_id: str, entity: str, vector_blob: str) -> int:
@@ -99,6 +103,8 @@ class VectorIndex:
         self.path = Path(path)
         self._index: Any = None
         self._ids: set[int] = set()
+        self._rows: tuple[np.ndarray, np.ndarray] | None = None
+        self._coarse: Any = None
         if self.path.exists():
             self._index = self._read(self.path)
             self._ids = set(int(i) for i in faiss.vector_to_array(self._index.id_map))
@@ -150,6 +156,9 @@ class VectorIndex:
             return 0
         self._index.add_with_ids(x[unique], ids_arr[unique])
         self._ids.update(int(ids_arr[i]) for i in unique)
+        self._rows = None  # the storage view moves when the flat index grows
+        if self._coarse is not None:
+            self._coarse.add(x[unique])  # rows stay aligned: both append in the same order
         return len(unique)
 
     def save(self) -> None:
@@ -193,15 +202,7 @@ class VectorIndex:
         q = normalised(query)
         total = len(self._ids)
         if len(allowed) >= _SELECTOR_FRACTION * total:
-            # Most ids are allowed: an unfiltered scan (BLAS) then a filter is faster than a
-            # selector, and exact as soon as k allowed ids come back in the over-fetched top.
-            fetch = min(total, max(4 * k, 2 * k * total // len(allowed)))
-            while True:
-                scores, labels = self._index.search(q, fetch)
-                hits = [(int(i), float(s)) for i, s in zip(labels[0], scores[0], strict=True) if int(i) in allowed]
-                if len(hits) >= k or fetch >= total:
-                    return hits[:k]
-                fetch = min(total, fetch * 4)
+            return self._scan(q, k, allowed)
         wanted = np.fromiter((a for a in allowed if a in self._ids), dtype=np.int64)
         if wanted.size == 0:
             return []
@@ -209,6 +210,50 @@ class VectorIndex:
         params = self._faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
         scores, labels = self._index.search(q, min(k, wanted.size), params=params)
         return [(int(i), float(s)) for i, s in zip(labels[0], scores[0], strict=True) if int(i) != -1]
+
+    def _scan(self, q: np.ndarray, k: int, allowed: Collection[int]) -> list[tuple[int, float]]:
+        """Most ids allowed: a half-precision pre-scan, then exact float32 scores for its top candidates.
+
+        The pre-scan reads half the bytes of a float32 scan (a search over many vectors is bound by
+        memory bandwidth). Its scores are within ``_FP16_SLACK`` of the exact ones (unit vectors,
+        fp16 rounding of 2**-11 per component, plus float32 summation), so once the k-th best exact
+        score among the allowed candidates beats the best score anything outside the candidates
+        could have (the last candidate's pre-scan score plus the slack), the answer is exact; until
+        then the candidate set grows.
+        """
+        coarse = self._coarse_index()
+        total = len(self._ids)
+        xb, ids = self._storage()
+        fetch = min(total, max(16 * k, 4 * k * total // max(1, len(allowed))))
+        while True:
+            approx, rows = coarse.search(q, fetch)
+            rows = rows[0][rows[0] >= 0]
+            exact = xb[rows] @ q[0]
+            hits = sorted(((int(ids[r]), float(sc)) for r, sc in zip(rows, exact, strict=True)
+                           if int(ids[r]) in allowed), key=lambda h: -h[1])
+            outside_best = float(approx[0][len(rows) - 1]) + _FP16_SLACK
+            if fetch >= total or (len(hits) >= k and hits[k - 1][1] >= outside_best):
+                return hits[:k]
+            fetch = min(total, fetch * 4)
+
+    def _storage(self) -> tuple[np.ndarray, np.ndarray]:
+        """The flat index's float32 vectors (a view, no copy) and the id of each row."""
+        if self._rows is None:
+            flat = self._faiss.downcast_index(self._index.index)
+            n, d = flat.ntotal, flat.d
+            xb = self._faiss.rev_swig_ptr(flat.get_xb(), n * d).reshape(n, d)  # type: ignore[attr-defined]
+            self._rows = (xb, self._faiss.vector_to_array(self._index.id_map))
+        return self._rows
+
+    def _coarse_index(self) -> Any:
+        """A half-precision copy of the vectors, row-aligned with the flat index, built on first need."""
+        if self._coarse is None:
+            xb, _ = self._storage()
+            coarse = self._faiss.IndexScalarQuantizer(xb.shape[1], self._faiss.ScalarQuantizer.QT_fp16,
+                                                      self._faiss.METRIC_INNER_PRODUCT)
+            coarse.add(np.ascontiguousarray(xb))
+            self._coarse = coarse
+        return self._coarse
 
     # -- helpers ------------------------------------------------------------------------
 
