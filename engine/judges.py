@@ -21,19 +21,17 @@ or an unknown enum is rejected and retried like any agent answer.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from codirector.engine.agents.base import AgentContext, ask
 from codirector.engine.director_agents import ARM_GUIDE, brief_text
 from codirector.events import RecordedEvent
 from codirector.generators.base import ImageInput
-from codirector.generators.video_io import read_some_frames, sample_indices
+from codirector.generators.video_io import frame_jpeg, read_some_frames, sample_indices
 from codirector.store.blobs import BlobStore
 
 SHOT_FPS = 2.0     # the paper's shot judge: frames at 2 fps from each clip
@@ -61,14 +59,6 @@ def clips_of(completed: Mapping[int, Mapping[str, Any]]) -> list[Clip]:
     return [Clip(s, str(c["video_blob"]), int(c["frames"]), float(c["fps"])) for s, c in sorted(completed.items())]
 
 
-def _jpeg(frame: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(frame).save(buf, format="JPEG", quality=90)
-    return buf.getvalue()
-
-
 def frames_at_rate(total: int, fps: float, rate: float, cap: int) -> list[int]:
     """Evenly spaced frame indices, ``rate`` per second of a ``total``-frame clip at ``fps`` (at least 1)."""
     if total <= 0:
@@ -81,7 +71,7 @@ def _inputs(blobs: BlobStore, clip: Clip, indices: Sequence[int], label: str) ->
     decoded = read_some_frames(blobs.get(clip.blob), indices)
     out = []
     for i in indices:
-        data = _jpeg(decoded[i])
+        data = frame_jpeg(decoded[i])
         out.append(ImageInput(label=label.format(shot=clip.shot, frame=i), digest=blobs.put(data), data=data))
     return out
 

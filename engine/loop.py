@@ -19,12 +19,8 @@ judgements and memory updates but never rewrites a prompt.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
-from PIL import Image
 
 from codirector.engine import agents
 from codirector.engine.context import RunContext
@@ -45,7 +41,7 @@ from codirector.events import (
     ViewSource,
 )
 from codirector.generators.base import ImageInput, ImageRequest, VideoRequest
-from codirector.generators.video_io import read_some_frames, sample_indices
+from codirector.generators.video_io import frame_jpeg, frame_png, read_some_frames, sample_indices
 
 _RANK = {"ok": 3, "partial": 2, "unclear": 1, "mismatch": 0, "missing": 0, "duplicate": 0}
 
@@ -73,20 +69,6 @@ def select_best(candidates: list[Candidate]) -> tuple[Candidate, str]:
     why = (f"no round was accepted; round {best.round} ranks best on (character count, appearance, environment) "
            f"= {best.score()}" + (f" against {others}" if others else "") + "; ties go to the earlier round")
     return best, why
-
-
-def _png(frame: np.ndarray) -> bytes:
-    """A clip frame as a lossless PNG: what a view cut from a clip stores (exactly that frame's pixels)."""
-    buf = io.BytesIO()
-    Image.fromarray(frame).save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
-
-
-def _jpeg(frame: np.ndarray) -> bytes:
-    """A clip frame as the analyzer sees it (JPEG, quality 90: what vision APIs receive anyway)."""
-    buf = io.BytesIO()
-    Image.fromarray(frame).save(buf, format="JPEG", quality=90)
-    return buf.getvalue()
 
 
 class Loop:
@@ -264,7 +246,7 @@ class Loop:
         clip = read_some_frames(ctx.blobs.get(video_blob), picked)
         frames = []
         for i, idx in enumerate(picked):
-            data = _jpeg(clip[idx])
+            data = frame_jpeg(clip[idx])
             frames.append(ImageInput(label=f"frame {i}", digest=ctx.blobs.put(data), data=data))
         nxt = state.plan[t + 1]
         before = state.keyframe_prompt(t + 1)
@@ -282,7 +264,7 @@ class Loop:
         ).at(t, cause=call.id))
         state.next_prompt[t + 1] = after
         for u in updates:
-            data = _png(clip[picked[u.frame_index]])
+            data = frame_png(clip[picked[u.frame_index]])
             view = ImageInput(label=u.name, digest=ctx.blobs.put(data), data=data)
             source = ViewSource(kind="video_frame", shot=t, frame_index=picked[u.frame_index])
             register_entity(ctx, name=u.name, description=u.description, base_entity=u.base_entity,

@@ -125,6 +125,24 @@ def frame_count(path: str | os.PathLike[str]) -> int:
     return sum(1 for _ in _decode(str(path)))
 
 
+def frame_png(frame: np.ndarray) -> bytes:
+    """A frame as lossless PNG: what a view cut from a clip stores (exactly that frame's pixels)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format="PNG", compress_level=1)  # light: frames are many
+    return buf.getvalue()
+
+
+def frame_jpeg(frame: np.ndarray) -> bytes:
+    """A frame as a model sees it (JPEG, quality 90: what vision APIs receive anyway)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
 def sample_indices(total: int, n: int) -> list[int]:
     """``n`` evenly spaced frame indices over ``total`` frames, first and last included."""
     if total <= 0:
