@@ -678,9 +678,7 @@ def bench(
     if as_json:
         _emit_json(result.to_json())
         return
-    typer.echo(render_markdown(result))
-    for note in result.notes:
-        typer.secho(f"note: {note}", fg=typer.colors.YELLOW, err=True)
+    typer.echo(render_markdown(result))  # the table carries its notes
     for kind, path in result.files.items():
         typer.echo(f"wrote {kind}: {path}")
 
