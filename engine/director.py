@@ -35,6 +35,7 @@ from codirector.engine.judges import ad_efficacy, ad_execution, clips_of, story_
 from codirector.engine.recorder import CallRecorder, CallStats
 from codirector.engine.runs import execute
 from codirector.engine.state import fold_run_state
+from codirector.engine.vectors import embedding_ref
 from codirector.engine.writer import RunWriter
 from codirector.errors import RunStateError, StoryNotFound
 from codirector.events import (
@@ -42,7 +43,6 @@ from codirector.events import (
     BranchRanked,
     DirectionChosen,
     Draft,
-    EmbeddingRef,
     EntityRegistered,
     RecordedEvent,
     RewardObserved,
@@ -55,7 +55,6 @@ from codirector.events import (
 from codirector.generators.base import Backends, ImageInput
 from codirector.generators.profiles import RunConfig, build_backends, resolve
 from codirector.store.event_store import MAIN, EventStore
-from codirector.store.vector_index import embedding_id
 
 MAX_ITERATIONS = 36
 AD_JUDGE_FRAMES = 24
@@ -279,13 +278,12 @@ class _Pilot:
         recorder = CallRecorder(collector, self.studio.blobs, self.backends)
         name, blob = str(product["name"]), str(product["reference_blob"])
         text = recorder.embed_texts([product["description"]], shot=None)
-        ref = EmbeddingRef(id=embedding_id(self.story_id, name, text.blobs[0]), blob=text.blobs[0], model=text.model)
+        ref = embedding_ref(self.story_id, name, text.blobs[0], text.model)
         collector.one(EntityRegistered(name=name, kind="prop", description=product["description"], base_entity=None,
                                        origin="cast", text_embedding=ref).at(None))
         view = ImageInput(label=name, digest=blob, data=self.studio.blobs.get(blob))
         image = recorder.embed_images([view], shot=None)
-        vref = EmbeddingRef(id=embedding_id(self.story_id, name, image.blobs[0]), blob=image.blobs[0],
-                            model=image.model)
+        vref = embedding_ref(self.story_id, name, image.blobs[0], image.model)
         collector.one(ViewAdded(entity=name, blob=blob, source=ViewSource(kind="cast_file"), embedding=vref).at(None))
         self.stats.live += recorder.stats.live
         self.stats.by_kind["embed"] = self.stats.by_kind.get("embed", 0) + recorder.stats.live

@@ -126,9 +126,6 @@ class MemoryBank:
                 todo.extend(self.derived(n))
         return out
 
-    def root_of(self, name: str) -> str:
-        return self.base_chain(name)[0]
-
     def vector_owners(self) -> dict[int, tuple[str, View | None]]:
         """Every embedding id visible in this memory -> (entity, view or None for its description)."""
         owners: dict[int, tuple[str, View | None]] = {}

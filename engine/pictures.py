@@ -11,7 +11,6 @@ import base64
 import html
 import io
 from pathlib import Path
-from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -143,6 +142,3 @@ def lineage_lines(memory: MemoryBank) -> list[str]:
                     stack.append((c, [*path, c]))
     return lines
 
-
-def as_dict(path: Path) -> dict[str, Any]:
-    return {"path": str(path), "bytes": path.stat().st_size}

@@ -23,11 +23,10 @@ import numpy as np
 from codirector.engine import agents
 from codirector.engine.context import RunContext
 from codirector.engine.memory import Entity, View
-from codirector.engine.vectors import best_view, shortlist
+from codirector.engine.vectors import best_view, embedding_ref, shortlist
 from codirector.events import (
     Candidate,
     DuplicateResolved,
-    EmbeddingRef,
     EntityRegistered,
     MemoryRetrieved,
     ProposedEntity,
@@ -36,7 +35,6 @@ from codirector.events import (
     ViewSource,
 )
 from codirector.generators.base import ImageInput, ImageRequest
-from codirector.store.vector_index import embedding_id
 
 
 @dataclass(frozen=True)
@@ -56,10 +54,6 @@ def _kind_for(ctx: RunContext, name: str, base: str | None) -> str:
     return "background" if name.startswith("bg_") else "other"
 
 
-def _ref(ctx: RunContext, entity: str, blob: str, model: str) -> EmbeddingRef:
-    return EmbeddingRef(id=embedding_id(ctx.story_id, entity, blob), blob=blob, model=model)
-
-
 def register_entity(
     ctx: RunContext, *, name: str, description: str, base_entity: str | None, origin: str, shot: int | None,
     view: ImageInput | None, source: ViewSource | None, text_vector: tuple[np.ndarray, str, str] | None = None,
@@ -70,7 +64,7 @@ def register_entity(
         emb = ctx.recorder.embed_texts([description], shot=shot)
         text_vector = (emb.vectors[0], emb.blobs[0], emb.model)
     vec, blob, model = text_vector
-    ref = _ref(ctx, name, blob, model)
+    ref = embedding_ref(ctx.story_id, name, blob, model)
     ctx.writer.one(EntityRegistered(name=name, kind=_kind_for(ctx, name, base_entity), description=description,
                                     base_entity=base_entity, origin=origin, text_embedding=ref).at(shot, cause=cause))
     ctx.index.add([ref.id], vec[None, :])
@@ -81,7 +75,7 @@ def register_entity(
 def add_view(ctx: RunContext, *, entity: str, view: ImageInput, source: ViewSource, shot: int | None,
              cause: str | None = None) -> None:
     emb = ctx.recorder.embed_images([view], shot=shot)
-    ref = _ref(ctx, entity, emb.blobs[0], emb.model)
+    ref = embedding_ref(ctx.story_id, entity, emb.blobs[0], emb.model)
     ctx.writer.one(ViewAdded(entity=entity, blob=view.digest, source=source, embedding=ref).at(shot, cause=cause))
     ctx.index.add([ref.id], emb.vectors[:1])
 

@@ -20,10 +20,14 @@ from codirector.store.blobs import BlobStore
 from codirector.store.vector_index import VectorIndex, embedding_id, normalised, vector_to_bytes
 
 
+def embedding_ref(story_id: str, entity: str, blob: str, model: str) -> EmbeddingRef:
+    """The reference an event carries for an entity's vector already stored as ``blob``."""
+    return EmbeddingRef(id=embedding_id(story_id, entity, blob), blob=blob, model=model)
+
+
 def store_embedding(blobs: BlobStore, story_id: str, entity: str, vector: np.ndarray, model: str) -> EmbeddingRef:
     """Write one entity vector as a blob and return the reference an event carries."""
-    blob = blobs.put(vector_to_bytes(normalised(vector)[0]))
-    return EmbeddingRef(id=embedding_id(story_id, entity, blob), blob=blob, model=model)
+    return embedding_ref(story_id, entity, blobs.put(vector_to_bytes(normalised(vector)[0])), model)
 
 
 @dataclass(frozen=True)

@@ -52,10 +52,6 @@ class BlobStore:
         _fsync_dir(target.parent)
         return digest
 
-    def put_file(self, path: Path) -> str:
-        """Store a file's bytes (read whole; blobs are images and short clips)."""
-        return self.put(Path(path).read_bytes())
-
     def get(self, digest: str) -> bytes:
         """The bytes of a blob; ``IntegrityViolation`` if it is missing."""
         path = self.path(digest)
