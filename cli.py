@@ -668,7 +668,7 @@ def bench(
 
     Example: codirector bench examples/stories --methods full,no-memory,no-synergy,no-refine --out bench-results
     """
-    from codirector.engine.bench import render_markdown
+    from codirector.engine.evaluation.bench import render_markdown
 
     studio = _studio(ctx)
     chosen = [m.strip() for m in methods.split(",") if m.strip()]

@@ -4,7 +4,8 @@ It runs the bundled 8-shot story with the ``preview`` profile, forks a branch be
 changed prompt and runs it, replays the main branch against its recording (identical, zero model
 calls), and writes what a newcomer wants to look at: an MP4 per branch, the HTML audit, a contact
 sheet of keyframes per branch and the entity lineage. Everything it reports is read back from the
-log; nothing here is a second implementation of run, branch, replay or audit (they are Studio's).
+log; nothing here is a second implementation of run, branch, replay or audit: it calls the same
+services the CLI's commands call, on the Workspace it is given.
 """
 
 from __future__ import annotations
@@ -14,8 +15,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from codirector.engine.pictures import contact_sheet, lineage_lines, lineage_svg
-from codirector.engine.state import fold_run_state
+from codirector.engine.loop.replay import replay
+from codirector.engine.loop.runs import create_branch, execute, start_run
+from codirector.engine.views.audit import audit_events, diff_branches
+from codirector.engine.views.export import export_branch
+from codirector.engine.views.memory import MemoryReader
+from codirector.engine.views.pictures import contact_sheet, lineage_lines, lineage_svg
+from codirector.engine.views.report import write_html
+from codirector.engine.views.state import fold_run_state
+from codirector.engine.workspace import Workspace
+from codirector.store.event_store import MAIN
 
 DEMO_STORY = "lighthouse.yaml"
 DEMO_BRANCH = "storm"
@@ -29,8 +38,8 @@ def bundled_story(name: str = DEMO_STORY) -> Path:
     return Path(str(path))
 
 
-def _free_story_id(studio: Any, base: str) -> str:
-    taken = {s.id for s in studio.store.stories()} if studio.home.root.exists() else set()
+def _free_story_id(ws: Workspace, base: str) -> str:
+    taken = ws.story_ids()
     if base not in taken:
         return base
     n = 2
@@ -39,51 +48,50 @@ def _free_story_id(studio: Any, base: str) -> str:
     return f"{base}-{n}"
 
 
-def run_demo(studio: Any, out_dir: str | Path = "codirector-demo", *, config: str | Path | None = None,
-             backends: Any = None, progress: Any = None) -> dict[str, Any]:
+def run_demo(ws: Workspace, out_dir: str | Path = "codirector-demo", *, home: str = "",
+             config: str | Path | None = None, backends: Any = None, progress: Any = None) -> dict[str, Any]:
     """Run the showcase and write its outputs into ``out_dir``; returns the summary (stable keys)."""
     started = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    studio._ensure_initialised()
-    sid = _free_story_id(studio, "lighthouse-demo")
+    sid = _free_story_id(ws, "lighthouse-demo")
     timings: dict[str, float] = {}
 
     t = time.perf_counter()
-    main_run = studio.run(bundled_story(), profile="preview", config=config, story_id=sid, backends=backends,
-                          progress=progress)
+    main_run = start_run(ws, bundled_story(), profile="preview", config=config, story_id=sid, backends=backends,
+                         progress=progress)
     timings["run"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    studio.branch(sid, from_shot=5, name=DEMO_BRANCH, overrides={"shots.5.keyframe": DEMO_OVERRIDE})
-    branch_run = studio.run_branch(sid, DEMO_BRANCH, backends=backends, progress=progress)
+    create_branch(ws, sid, from_shot=5, name=DEMO_BRANCH, overrides={"shots.5.keyframe": DEMO_OVERRIDE})
+    branch_run = execute(ws, sid, DEMO_BRANCH, backends=backends, progress=progress)
     timings["branch"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    replayed = studio.replay(sid)
+    replayed = replay(ws, sid, MAIN)
     timings["replay"] = time.perf_counter() - t
 
     t = time.perf_counter()
     files: dict[str, str] = {}
     for branch in ("main", DEMO_BRANCH):
-        video = studio.export(sid, out / f"{branch}.mp4", branch)
+        video = export_branch(ws, sid, branch, out / f"{branch}.mp4")
         files[f"video_{branch}"] = video["path"]
-        state = fold_run_state(studio.store.read(sid, branch))
-        sheet = contact_sheet(state, studio.blobs, out / f"contact-{branch}.png",
+        state = fold_run_state(ws.store.read(sid, branch))
+        sheet = contact_sheet(state, ws.blobs, out / f"contact-{branch}.png",
                               title=f"{state.title}: branch {branch}")
         files[f"contact_sheet_{branch}"] = str(sheet)
-    audit = studio.audit(sid, "main", html=out / "audit.html")
-    files["audit_html"] = audit["html"]
-    memory = studio.memory(sid)
-    files["lineage"] = str(lineage_svg(memory, studio.blobs, out / "lineage.svg",
+    audit = audit_events(ws.store.read(sid, MAIN), story_id=sid, branch=MAIN)
+    files["audit_html"] = str(write_html(audit, ws.blobs, out / "audit.html"))
+    memory = MemoryReader(ws.store).at(sid, MAIN, None)
+    files["lineage"] = str(lineage_svg(memory, ws.blobs, out / "lineage.svg",
                                        title=f"Entity lineage: {audit['title']}"))
     timings["outputs"] = time.perf_counter() - t
 
-    diff = studio.diff(sid, "main", DEMO_BRANCH)
+    diff = diff_branches(ws, sid, MAIN, DEMO_BRANCH)
     calls_main = main_run.calls
     return {
         "story": sid,
-        "home": str(studio.home.root),
+        "home": home,
         "output_dir": str(out),
         "shots": len(audit["shots"]),
         "events": main_run.head,

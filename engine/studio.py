@@ -5,8 +5,9 @@
     studio.memory("lighthouse", at_shot=5)         # MemoryBank
     studio.history("lighthouse", "Mia_red_scarf")  # dict, same as `codirector history --json`
 
-A Studio owns one home (database + blobs + vector indexes). It holds no state of its own beyond
-open handles: everything it returns is computed from the log.
+A Studio is a thin facade: it resolves the home (database URL, blobs, vector-index cache), builds
+one ``Workspace`` from it and hands that to the engine services, which never see the Studio. It holds
+no state of its own beyond the workspace's open handles: everything it returns is computed from the log.
 """
 
 from __future__ import annotations
@@ -15,25 +16,23 @@ import os
 from pathlib import Path
 from typing import Any
 
-from codirector.engine.audit import audit_events, diff_branches
-from codirector.engine.export import export_branch
-from codirector.engine.history import entity_history
-from codirector.engine.memory import MemoryBank, MemoryReader, position_at_shot, stale_snapshots
-from codirector.engine.replay import ReplayReport, is_scratch, replay
-from codirector.engine.report import write_html
-from codirector.engine.runs import RunResult, create_branch, execute, start_run
+from codirector.engine.loop.replay import ReplayReport, is_scratch, replay
+from codirector.engine.loop.runs import RunResult, create_branch, execute, start_run
+from codirector.engine.views.audit import audit_events, diff_branches
+from codirector.engine.views.export import export_branch
+from codirector.engine.views.history import entity_history
+from codirector.engine.views.memory import MemoryBank, MemoryReader, position_at_shot, stale_snapshots
+from codirector.engine.views.report import write_html
+from codirector.engine.workspace import Workspace
 from codirector.errors import RunStateError, StoreError, did_you_mean
 from codirector.events import RecordedEvent, event_types
 from codirector.store.blobs import BlobStore
 from codirector.store.db import current_revision, head_revision, make_engine, upgrade
 from codirector.store.event_store import MAIN, EventStore
 from codirector.store.home import Home
+from codirector.store.snapshots import SnapshotCache
 from codirector.store.vector_index import (
-    VECTOR_EVENT_TYPES,
     VectorIndex,
-    expected_entries,
-    index_path,
-    sync,
 )
 from codirector.store.verify import Problem, VerifyReport, verify
 
@@ -43,7 +42,7 @@ class Studio:
 
     def __init__(self, home: str | os.PathLike[str] | None = None, db: str | None = None) -> None:
         self.home = Home.resolve(home, db)
-        self._store: EventStore | None = None
+        self._workspace: Workspace | None = None
         self.blobs = BlobStore(self.home.blobs_dir)
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -59,20 +58,26 @@ class Studio:
                 "revision_before": before, "revision": head_revision()}
 
     @property
-    def store(self) -> EventStore:
-        if self._store is None:
+    def workspace(self) -> Workspace:
+        """The storage every engine service works on (opened on first use)."""
+        if self._workspace is None:
             if self.home.is_sqlite and not Path(self.home.db_url.split("///", 1)[-1]).exists():
                 raise StoreError(
                     f"no codirector database at {self.home.root}",
                     hint="run `codirector init` first, or pass --home DIR / set CODIRECTOR_HOME to an existing home",
                 )
-            self._store = EventStore.open(self.home.db_url)
-        return self._store
+            self._workspace = Workspace(store=EventStore.open(self.home.db_url), blobs=self.blobs,
+                                        cache_dir=self.home.root)
+        return self._workspace
+
+    @property
+    def store(self) -> EventStore:
+        return self.workspace.store
 
     def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
-            self._store = None
+        if self._workspace is not None:
+            self._workspace.close()
+            self._workspace = None
 
     def __enter__(self) -> Studio:
         return self
@@ -143,47 +148,48 @@ class Studio:
     ) -> RunResult:
         """Start a story from a file and run it to the end (``codirector run``)."""
         self._ensure_initialised()
-        return start_run(self, story_file, profile=profile, config=config, seed=seed, max_rounds=max_rounds,
+        return start_run(self.workspace, story_file, profile=profile, config=config, seed=seed, max_rounds=max_rounds,
                          story_id=story_id, backends=backends, progress=progress,
                          ablations={"no_memory": no_memory, "no_synergy": no_synergy, "no_refine": no_refine})
 
     def resume(self, story_id: str, branch: str = MAIN, *, backends: Any = None, progress: Any = None) -> Any:
         """Continue an interrupted run (or director); recorded calls come from the log (``codirector resume``)."""
-        from codirector.engine.director import is_brief, resume_direction
+        from codirector.engine.director.direction import is_brief, resume_direction
 
-        if branch == MAIN and is_brief(self, story_id):
-            return resume_direction(self, story_id, backends=backends, progress=progress)
-        return execute(self, story_id, branch, backends=backends, progress=progress)
+        if branch == MAIN and is_brief(self.workspace, story_id):
+            return resume_direction(self.workspace, story_id, backends=backends, progress=progress)
+        return execute(self.workspace, story_id, branch, backends=backends, progress=progress)
 
     def run_branch(self, story_id: str, branch: str, *, backends: Any = None, progress: Any = None) -> RunResult:
         """Run a branch from its fork (``codirector run --story S --branch B``)."""
         if branch == MAIN:
             raise RunStateError("`run --story` continues a branch; the main branch is continued by `resume`")
-        return execute(self, story_id, branch, backends=backends, progress=progress)
+        return execute(self.workspace, story_id, branch, backends=backends, progress=progress)
 
     def branch(self, story_id: str, *, from_shot: int, name: str, parent: str = MAIN,
                overrides: dict[str, str] | None = None) -> dict[str, Any]:
         """Fork a branch just before ``from_shot`` with optional prompt overrides (``codirector branch``)."""
-        return create_branch(self, story_id, from_shot=from_shot, name=name, parent=parent, overrides=overrides)
+        return create_branch(self.workspace, story_id, from_shot=from_shot, name=name, parent=parent,
+                             overrides=overrides)
 
     def export(self, story_id: str, out: str | os.PathLike[str], branch: str = MAIN) -> dict[str, Any]:
         """Assemble the branch's clips into one MP4 (``codirector export``)."""
-        return export_branch(self, story_id, branch, out)
+        return export_branch(self.workspace, story_id, branch, out)
 
     def replay(self, story_id: str, branch: str = MAIN, *, backends: Any = None) -> ReplayReport:
         """Re-run a branch against its recording, no model called; identical or the first divergence.
 
         ``backends``, if given, are handed to the recorder and still never called (tests count on it).
         """
-        from codirector.engine.director import is_brief
+        from codirector.engine.director.direction import is_brief
 
-        if branch == MAIN and is_brief(self, story_id):
+        if branch == MAIN and is_brief(self.workspace, story_id):
             pulls = [b.name for b in self.store.story(story_id).branches if b.name != MAIN and not is_scratch(b.name)]
             raise RunStateError(
                 f"{story_id!r} is an advertising brief: its main branch holds the director's decisions, not a run",
                 hint="replay one of its branches: " + ", ".join(f"--branch {p}" for p in pulls[:4]),
             )
-        return replay(self, story_id, branch, backends=backends)
+        return replay(self.workspace, story_id, branch, backends=backends)
 
     # -- the Co-Director, evaluation and benchmarks ----------------------------------------
 
@@ -192,33 +198,34 @@ class Studio:
                story_id: str | None = None, policy: str = "ucb", epsilon: float = 0.1, backends: Any = None,
                progress: Any = None) -> Any:
         """Explore creative directions for an ad brief, one branch per pull (``codirector direct``)."""
-        from codirector.engine.director import direct
+        from codirector.engine.director.direction import direct
 
         self._ensure_initialised()
-        return direct(self, brief_file, iterations=iterations, profile=profile, config=config, c=c, seed=seed,
+        return direct(self.workspace, brief_file, iterations=iterations, profile=profile, config=config, c=c, seed=seed,
                       story_id=story_id, policy=policy, epsilon=epsilon, backends=backends, progress=progress)
 
     def evaluate(self, story_id: str, branch: str = MAIN, *, profile: str | None = None,
                  config: str | os.PathLike[str] | None = None, backends: Any = None, progress: Any = None
                  ) -> dict[str, Any]:
         """Judge a finished branch (shot and story judges) and measure consistency (``codirector eval``)."""
-        from codirector.engine.evaluation import evaluate
+        from codirector.engine.evaluation.evaluate import evaluate
 
-        return evaluate(self, story_id, branch, profile=profile, config=config, backends=backends, progress=progress)
+        return evaluate(self.workspace, story_id, branch, profile=profile, config=config, backends=backends,
+                        progress=progress)
 
     def bench(self, stories_dir: str | os.PathLike[str], *, methods: Any = ("full", "no-memory", "no-synergy",
               "no-refine"), profile: str | None = None, config: str | os.PathLike[str] | None = None,
               backends: Any = None, out_dir: str | os.PathLike[str] | None = None, progress: Any = None) -> Any:
         """Every story under every method, evaluated: the paper's Table 1/2 layout (``codirector bench``)."""
-        from codirector.engine.bench import bench
+        from codirector.engine.evaluation.bench import bench
 
         self._ensure_initialised()
-        return bench(self, stories_dir, methods=methods, profile=profile, config=config, backends=backends,
+        return bench(self.workspace, stories_dir, methods=methods, profile=profile, config=config, backends=backends,
                      out_dir=out_dir, progress=progress)
 
     def diff(self, story_id: str, a: str, b: str) -> dict[str, Any]:
         """Where two branches part and how their shots and memory differ (``codirector diff``)."""
-        return diff_branches(self, story_id, a, b)
+        return diff_branches(self.workspace, story_id, a, b)
 
     def audit(self, story_id: str, branch: str = MAIN, *, html: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         """Every continuity decision with its evidence (``codirector audit``); optionally an HTML report."""
@@ -232,7 +239,9 @@ class Studio:
         """The offline showcase: run, branch, replay, and the pictures (``codirector demo``)."""
         from codirector.engine.demo import run_demo
 
-        return run_demo(self, out_dir, config=config, backends=backends, progress=progress)
+        self._ensure_initialised()
+        return run_demo(self.workspace, out_dir, home=str(self.home.root), config=config, backends=backends,
+                        progress=progress)
 
     def backends(self, *, profile: str | None = None, config: str | os.PathLike[str] | None = None
                  ) -> list[dict[str, Any]]:
@@ -264,31 +273,15 @@ class Studio:
 
     def index(self, story_id: str) -> VectorIndex:
         """The story's vector index, caught up with the log (and saved if it was behind)."""
-        entries = expected_entries(self.store.read_story(story_id, types=VECTOR_EVENT_TYPES))
-        index = VectorIndex(index_path(self.home.vectors_dir, story_id))
-        if sync(index, entries, self.blobs):
-            index.save()
-        return index
+        return self.workspace.index(story_id)
 
     def reindex(self, story_id: str | None = None) -> list[dict[str, Any]]:
         """Rebuild vector indexes from the log (every story, or one)."""
         ids = [story_id] if story_id is not None else [s.id for s in self.store.stories()]
-        self.home.vectors_dir.mkdir(parents=True, exist_ok=True)
         out = []
         for sid in ids:
-            self.store.story(sid)
-            path = index_path(self.home.vectors_dir, sid)
-            entries = expected_entries(self.store.read_story(sid, types=VECTOR_EVENT_TYPES))
-            tmp = path.with_suffix(".rebuild")
-            tmp.unlink(missing_ok=True)
-            index = VectorIndex(tmp)
-            sync(index, entries, self.blobs)
-            if entries:
-                index.save()
-                os.replace(tmp, path)
-            else:
-                path.unlink(missing_ok=True)
-            dropped = self.store.drop_snapshots(sid)  # a cache too: rebuilt on the next reads
+            index, path = self.workspace.rebuild_index(sid)
+            dropped = SnapshotCache(self.store).drop(sid)  # a cache too: rebuilt on the next reads
             out.append({"story": sid, "vectors": len(index), "dim": index.dim, "path": str(path),
                         "snapshots_dropped": dropped})
         return out

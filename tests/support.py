@@ -114,7 +114,7 @@ def build_lineage_story(studio, embedder, story_id: str = "lighthouse"):  # type
 
     from PIL import Image
 
-    from codirector.engine.vectors import store_embedding
+    from codirector.engine.loop.vectors import store_embedding
     from codirector.events import (
         EntityRegistered,
         KeyframeSelected,

@@ -18,8 +18,8 @@ from pydantic import BaseModel, ValidationError
 
 from codirector.engine.agents.prompts import feedback_note
 from codirector.engine.agents.schemas import strict_schema
-from codirector.engine.recorder import CallRecorder
-from codirector.engine.writer import RunWriter
+from codirector.engine.recording.recorder import CallRecorder
+from codirector.engine.recording.writer import RunWriter
 from codirector.errors import AgentOutputInvalid
 from codirector.events import AgentOutputRejected, RecordedEvent
 from codirector.generators.base import ImageInput, VLMRequest

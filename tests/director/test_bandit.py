@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from codirector.engine import bandit
-from codirector.engine.bandit import DIMENSIONS, BanditState, apply, choose, fold, ranking, ucb_scores
+from codirector.engine.director import bandit
+from codirector.engine.director.bandit import DIMENSIONS, BanditState, apply, choose, fold, ranking, ucb_scores
 from codirector.engine.studio import Studio
 from codirector.errors import RunStateError
 from codirector.events import DirectionChosen, RewardObserved, StoryCreated

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from codirector.engine.bench import bench, render_csv, render_json, render_markdown
+from codirector.engine.evaluation.bench import bench, render_csv, render_json, render_markdown
 from codirector.engine.studio import Studio
 from codirector.errors import RunStateError, StoryFileError
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from codirector.engine.briefs import load_brief
+from codirector.engine.director.briefs import load_brief
 from codirector.errors import StoryFileError
 
 BRIEFS = Path(__file__).resolve().parents[2] / "examples" / "briefs"

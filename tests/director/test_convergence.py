@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import random
 
-from codirector.engine.bandit import DIMENSIONS, BanditState, apply, choose, ranking
+from codirector.engine.director.bandit import DIMENSIONS, BanditState, apply, choose, ranking
 from codirector.events import DirectionChosen, RewardObserved
 
 TRUE = {

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from codirector.engine import bandit
-from codirector.engine.director import direct, resume_direction
-from codirector.engine.director_agents import names_forbidden
-from codirector.engine.runs import execute
+from codirector.engine.director import bandit
+from codirector.engine.director.direction import direct, resume_direction
+from codirector.engine.director.agents import names_forbidden
+from codirector.engine.loop.runs import execute
 from codirector.engine.studio import Studio
 from codirector.errors import BackendError, RunStateError
 from codirector.generators.preview import PreviewVLM

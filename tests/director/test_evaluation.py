@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from codirector.engine.evaluation import evaluate
-from codirector.engine.judges import frames_at_rate
+from codirector.engine.evaluation.evaluate import evaluate
+from codirector.engine.evaluation.judges import frames_at_rate
 from codirector.engine.studio import Studio
 from codirector.errors import BackendError, RunStateError
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from codirector.engine.metrics import clip_vector, consistency, cosine
+from codirector.engine.evaluation.metrics import clip_vector, consistency, cosine
 
 
 def frames_near(direction: np.ndarray, seed: int, n: int = 4, noise: float = 0.15) -> np.ndarray:

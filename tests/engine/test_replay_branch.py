@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from codirector.engine import agents
-from codirector.engine.memory import fold
+from codirector.engine.views.memory import fold
 from codirector.engine.studio import Studio
 from codirector.events import MEMORY_EVENT_TYPES
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from codirector.engine.story import load_story
+from codirector.engine.loop.story import load_story
 from codirector.engine.studio import Studio
 from codirector.errors import StoryFileError
 

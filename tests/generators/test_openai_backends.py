@@ -18,9 +18,9 @@ from openai_loopback import FAKE_KEY, OpenAIServer, Reply, chat_reply, image_rep
 from PIL import Image
 
 from codirector.engine.agents.schemas import MemoryControllerOutput, strict_schema
-from codirector.engine.recorder import CallRecorder
+from codirector.engine.recording.recorder import CallRecorder
 from codirector.engine.studio import Studio
-from codirector.engine.writer import RunWriter
+from codirector.engine.recording.writer import RunWriter
 from codirector.errors import BackendError, ConfigError
 from codirector.events import StoryCreated
 from codirector.generators import registry

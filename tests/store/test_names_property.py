@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from codirector.engine.memory import fold
+from codirector.engine.views.memory import fold
 from codirector.errors import RunStateError
 from codirector.events import EntityRegistered, StoryCreated
 from codirector.store.event_store import EventStore

@@ -122,7 +122,7 @@ def test_verify_json(home: Path) -> None:
 
 def test_tampered_memory_snapshot_is_reported_and_reindex_drops_it(home: Path) -> None:
     studio = Studio(home)
-    from codirector.engine.memory import MemoryReader
+    from codirector.engine.views.memory import MemoryReader
 
     reader = MemoryReader(studio.store)
     reader.snapshot("lighthouse", "main", reader.at("lighthouse", "main", 9))

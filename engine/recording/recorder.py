@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from codirector.engine.writer import RunWriter
+from codirector.engine.recording.writer import RunWriter
 from codirector.errors import BackendError, CodirectorError, ReplayDivergence
 from codirector.events import ModelCalled, RecordedEvent, canonical_json
 from codirector.generators.base import (

@@ -9,19 +9,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from codirector.engine.state import fold_run_state
+from codirector.engine.views.state import fold_run_state
+from codirector.engine.workspace import Workspace
 from codirector.errors import RunStateError
 from codirector.generators.video_io import concat_mp4, frame_count
 
 
-def export_branch(studio: Any, story_id: str, branch: str, out: str | Path) -> dict[str, Any]:
+def export_branch(ws: Workspace, story_id: str, branch: str, out: str | Path) -> dict[str, Any]:
     """Write the branch's video to ``out``; returns shots, frames and the file's path."""
-    state = fold_run_state(studio.store.read(story_id, branch))
+    state = fold_run_state(ws.store.read(story_id, branch))
     if not state.completed:
         raise RunStateError(f"{story_id}/{branch} has no completed shot to export",
                             hint=f"run it first: `codirector resume {story_id}`")
     shots = sorted(state.completed)
-    clips = [studio.blobs.get(state.completed[s]["video_blob"]) for s in shots]
+    clips = [ws.blobs.get(state.completed[s]["video_blob"]) for s in shots]
     fps = float(state.completed[shots[0]]["fps"])
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

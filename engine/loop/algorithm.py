@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from codirector.engine import agents
-from codirector.engine.context import RunContext
-from codirector.engine.retrieval import Retrieved, add_view, register_entity, retrieve_and_update
+from codirector.engine.loop.context import RunContext
+from codirector.engine.loop.retrieval import Retrieved, add_view, register_entity, retrieve_and_update
 from codirector.events import (
     AlignmentReport,
     EntityUpdate,
@@ -272,7 +272,7 @@ class Loop:
 
 
 def _planned(shot: int, payload: dict[str, Any]) -> Any:
-    from codirector.engine.state import PlannedShot
+    from codirector.engine.views.state import PlannedShot
 
     return PlannedShot(shot, payload["keyframe_prompt"], payload["motion_prompt"], list(payload.get("uses", [])),
                        list(payload.get("evolves", [])), payload.get("group"))

@@ -28,7 +28,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from codirector.engine.agents.base import AgentContext, ask
-from codirector.engine.director_agents import ARM_GUIDE, brief_text
+from codirector.engine.director.agents import ARM_GUIDE, brief_text
 from codirector.events import RecordedEvent
 from codirector.generators.base import ImageInput
 from codirector.generators.video_io import frame_jpeg, read_some_frames, sample_indices

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from codirector.engine.memory import MemoryBank
-from codirector.engine.state import RunState
+from codirector.engine.views.memory import MemoryBank
+from codirector.engine.views.state import RunState
 from codirector.store.blobs import BlobStore, write_atomically
 
 

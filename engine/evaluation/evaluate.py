@@ -1,6 +1,6 @@
 """Evaluating a finished branch: the paper's shot and story judges plus cross-shot consistency.
 
-``evaluate(studio, story, branch)`` (what ``codirector eval`` calls) judges every completed shot
+``evaluate(ws, story, branch)`` (what ``codirector eval`` calls) judges every completed shot
 (``ShotJudged``, frames at 2 fps from its clip), measures cross-shot consistency on the same
 frames (``engine.metrics``), then judges the whole story (``StoryJudged``, frames at 1 fps over the
 assembled story, with the consistency result attached).
@@ -22,13 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from codirector.engine import metrics
 from codirector.engine.agents.base import AgentContext
-from codirector.engine.context import Progress, QuietProgress, RunSettings
-from codirector.engine.judges import clip_frames, clips_of, shot_judge, story_frames, story_judge
-from codirector.engine.recorder import CallRecorder
-from codirector.engine.state import RunState, fold_run_state
-from codirector.engine.writer import RunWriter
+from codirector.engine.evaluation import metrics
+from codirector.engine.evaluation.judges import clip_frames, clips_of, shot_judge, story_frames, story_judge
+from codirector.engine.loop.context import Progress, QuietProgress, RunSettings
+from codirector.engine.recording.recorder import CallRecorder
+from codirector.engine.recording.writer import RunWriter
+from codirector.engine.views.state import RunState, fold_run_state
+from codirector.engine.workspace import Workspace
 from codirector.errors import RunStateError
 from codirector.events import RecordedEvent, ShotJudged, StoryJudged
 from codirector.generators.base import Backends
@@ -95,7 +96,7 @@ def _summary(story_id: str, branch: str, judged: list[RecordedEvent], story: Rec
 
 
 def evaluate(
-    studio: Any, story_id: str, branch: str = MAIN, *, profile: str | None = None,
+    ws: Workspace, story_id: str, branch: str = MAIN, *, profile: str | None = None,
     config: str | os.PathLike[str] | None = None, backends: Backends | None = None, progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Judge a completed branch (shots, story, consistency); returns the stable ``eval --json`` document.
@@ -103,7 +104,7 @@ def evaluate(
     The judges and the embedder are the story's recorded backends unless ``profile``/``config``
     (or ``backends``) name others, e.g. a stronger VLM as judge.
     """
-    store = studio.store
+    store = ws.store
     progress = progress or QuietProgress()
     events = store.read(story_id, branch)
     state = fold_run_state(events)
@@ -132,7 +133,7 @@ def evaluate(
     settings = RunSettings.from_table(state.settings.get("run", {}))
     writer = RunWriter(store, story_id, branch, head=store.branch(story_id, branch).head_position)
     known = {e.payload["request_key"]: e for e in events if e.type == "ModelCalled" and e.payload.get("error") is None}
-    recorder = CallRecorder(writer, studio.blobs, backends, known=known)
+    recorder = CallRecorder(writer, ws.blobs, backends, known=known)
     ctx = AgentContext(recorder, writer, settings.agent_attempts)
 
     clips = clips_of(state.completed)
@@ -141,7 +142,7 @@ def evaluate(
     embedder = ""
     for clip in clips:
         progress.step(f"judge shot {clip.shot}")
-        frames = clip_frames(studio.blobs, clip)
+        frames = clip_frames(ws.blobs, clip)
         if clip.shot not in judged:
             planned = state.plan[clip.shot]
             description = f"Keyframe: {planned.keyframe_prompt}\nMotion: {planned.motion_prompt}"
@@ -159,7 +160,7 @@ def evaluate(
     measured = metrics.consistency(vectors, {s: state.plan[s].group for s in vectors}).to_json()
     measured.update(embedder=embedder, meaningful=meaningful)
     progress.step("judge the story")
-    frames = story_frames(studio.blobs, clips)
+    frames = story_frames(ws.blobs, clips)
     prompt = story_prompt(state)
     out_story, call = story_judge(ctx, story_prompt=prompt, frames=frames, plan=_story_facts(events, state))
     story_event = writer.one(StoryJudged(

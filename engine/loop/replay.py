@@ -16,8 +16,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from codirector.engine.recorder import CallStats, request_diff
-from codirector.engine.runs import _creation_end, execute
+from codirector.engine.loop.runs import _creation_end, execute
+from codirector.engine.recording.recorder import CallStats, request_diff
+from codirector.engine.workspace import Workspace
 from codirector.errors import CodirectorError, ReplayDivergence
 from codirector.events import RecordedEvent
 from codirector.store.event_store import MAIN
@@ -65,9 +66,9 @@ def _field_diff(a: Any, b: Any) -> list[str]:
     return [f"{a!r} -> {b!r}"]
 
 
-def replay(studio: Any, story_id: str, branch: str = MAIN, *, backends: Any = None) -> ReplayReport:
+def replay(ws: Workspace, story_id: str, branch: str = MAIN, *, backends: Any = None) -> ReplayReport:
     """Re-run ``branch`` against its recording in a new scratch branch and report the first divergence."""
-    store = studio.store
+    store = ws.store
     started = time.perf_counter()
     original = store.read(story_id, branch)
     if branch == MAIN:
@@ -84,7 +85,7 @@ def replay(studio: Any, story_id: str, branch: str = MAIN, *, backends: Any = No
     stopped: CodirectorError | None = None
     stats = CallStats()
     try:
-        execute(studio, story_id, branch, recording=recording, target_branch=scratch, stats=stats,
+        execute(ws, story_id, branch, recording=recording, target_branch=scratch, stats=stats,
                 backends=backends)
     except CodirectorError as e:  # a divergence, or the original's own failure reproduced
         stopped = e

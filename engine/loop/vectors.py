@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from codirector.engine.memory import MemoryBank, View
+from codirector.engine.views.memory import MemoryBank, View
 from codirector.events import EmbeddingRef
 from codirector.store.blobs import BlobStore
 from codirector.store.vector_index import VectorIndex, embedding_id, normalised, vector_to_bytes

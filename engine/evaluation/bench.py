@@ -1,6 +1,6 @@
 """The benchmark harness: every story of a directory under every method, judged, in the paper's table.
 
-``bench(studio, stories_dir)`` runs each story file (``*.yaml``, ``*.yml``, ``*.json``) once per
+``bench(ws, stories_dir)`` runs each story file (``*.yaml``, ``*.yml``, ``*.json``) once per
 method (``full`` and the ablations ``no-memory``, ``no-synergy``, ``no-refine``, the flags of
 ``codirector run``), as story ``<stem>--<method>``, evaluates each with ``engine.evaluation``, and
 averages per method into the layout of the paper's Tables 1 and 2:
@@ -28,10 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from codirector.engine.context import Progress
-from codirector.engine.evaluation import evaluate
-from codirector.engine.metrics import NOTE as CONSISTENCY_NOTE
-from codirector.engine.runs import execute, start_run
+from codirector.engine.evaluation.evaluate import evaluate
+from codirector.engine.evaluation.metrics import NOTE as CONSISTENCY_NOTE
+from codirector.engine.loop.context import Progress
+from codirector.engine.loop.runs import execute, start_run
+from codirector.engine.workspace import Workspace
 from codirector.errors import RunStateError, StoryFileError, did_you_mean
 from codirector.generators.base import Backends
 from codirector.generators.profiles import build_backends, resolve
@@ -115,7 +116,7 @@ def _row(method: str, evaluations: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def bench(
-    studio: Any, stories_dir: str | os.PathLike[str], methods: Sequence[str] = DEFAULT_METHODS,
+    ws: Workspace, stories_dir: str | os.PathLike[str], methods: Sequence[str] = DEFAULT_METHODS,
     profile: str | None = None, config: str | os.PathLike[str] | None = None,
     backends: Backends | None = None, out_dir: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
@@ -130,18 +131,18 @@ def bench(
     files = story_files(stories_dir)
     if backends is None:  # one set for every run: the ablations change the loop, never the backends
         backends = build_backends(resolve(profile, config))
-    existing = {s.id: s for s in studio.store.stories()}
+    existing = {s.id: s for s in ws.store.stories()}
     runs: list[dict[str, Any]] = []
     by_method: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     for path in files:
         for method in methods:
             sid = f"{path.stem}--{method}"
             if sid in existing:
-                result = execute(studio, sid, MAIN, backends=backends, progress=progress)  # no-op when complete
+                result = execute(ws, sid, MAIN, backends=backends, progress=progress)  # no-op when complete
             else:
-                result = start_run(studio, path, profile=profile, config=config, story_id=sid,
+                result = start_run(ws, path, profile=profile, config=config, story_id=sid,
                                    ablations=METHODS[method], backends=backends, progress=progress)
-            evaluation = evaluate(studio, sid, MAIN, backends=backends, progress=progress)
+            evaluation = evaluate(ws, sid, MAIN, backends=backends, progress=progress)
             by_method[method].append(evaluation)
             runs.append({"story": path.stem, "story_id": sid, "method": method, "file": str(path),
                          "events_written": result.written, "evaluation": evaluation})

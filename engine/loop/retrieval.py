@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from codirector.engine import agents
-from codirector.engine.context import RunContext
-from codirector.engine.memory import Entity, View
-from codirector.engine.vectors import best_view, embedding_ref, shortlist
+from codirector.engine.loop.context import RunContext
+from codirector.engine.loop.vectors import best_view, embedding_ref, shortlist
+from codirector.engine.views.memory import Entity, View
 from codirector.events import (
     Candidate,
     DuplicateResolved,

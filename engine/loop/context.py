@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from codirector.engine.agents.base import AgentContext
-from codirector.engine.memory import MemoryBank, _mutate
-from codirector.engine.recorder import CallRecorder
-from codirector.engine.state import RunState
-from codirector.engine.writer import RunWriter
+from codirector.engine.recording.recorder import CallRecorder
+from codirector.engine.recording.writer import RunWriter
+from codirector.engine.views.memory import MemoryBank, _mutate
+from codirector.engine.views.state import RunState
 from codirector.events import RecordedEvent
 from codirector.generators.base import ImageInput
 from codirector.store.blobs import BlobStore

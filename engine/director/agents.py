@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from codirector.engine.agents.base import AgentContext, ask
-from codirector.engine.bandit import DIMENSIONS
+from codirector.engine.director.bandit import DIMENSIONS
 from codirector.events import RecordedEvent
 
 MAX_CAST = 6

@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from codirector.engine.context import Progress, QuietProgress, RunContext, RunSettings
-from codirector.engine.loop import Loop
-from codirector.engine.memory import fold
-from codirector.engine.recorder import CallRecorder, CallStats
-from codirector.engine.state import RunState, fold_run_state
-from codirector.engine.story import default_story_id, load_story
-from codirector.engine.writer import RunWriter
+from codirector.engine.loop.algorithm import Loop
+from codirector.engine.loop.context import Progress, QuietProgress, RunContext, RunSettings
+from codirector.engine.loop.story import default_story_id, load_story
+from codirector.engine.recording.recorder import CallRecorder, CallStats
+from codirector.engine.recording.writer import RunWriter
+from codirector.engine.views.memory import fold
+from codirector.engine.views.state import RunState, fold_run_state
+from codirector.engine.workspace import Workspace
 from codirector.errors import RunStateError, StoryNotFound, did_you_mean
 from codirector.events import MEMORY_EVENT_TYPES, BranchCreated, RecordedEvent, ShotPlanRevised, StoryCreated
 from codirector.generators.base import Backends
@@ -54,7 +55,7 @@ class RunResult:
 
 
 def start_run(
-    studio: Any, story_file: str | Path, *, profile: str | None = None, config: str | Path | None = None,
+    ws: Workspace, story_file: str | Path, *, profile: str | None = None, config: str | Path | None = None,
     seed: int | None = None, max_rounds: int | None = None, story_id: str | None = None,
     ablations: dict[str, bool] | None = None, backends: Backends | None = None,
     progress: Progress | None = None,
@@ -68,7 +69,7 @@ def start_run(
         run_overrides["max_rounds"] = max_rounds
     cfg = resolve(profile, config, overrides={"run": run_overrides})
     sid = story_id or default_story_id(story_file, spec)
-    existing = {s.id for s in studio.store.stories()}
+    existing = {s.id for s in ws.store.stories()}
     if sid in existing:
         raise RunStateError(
             f"a story with id {sid!r} already exists",
@@ -77,13 +78,13 @@ def start_run(
     spec_data = spec.model_dump(mode="json", exclude_none=True)
     for member in spec_data.get("cast", []):
         if member["name"] in references:
-            member["reference_blob"] = studio.blobs.put(references[member["name"]])  # blobs before events
+            member["reference_blob"] = ws.blobs.put(references[member["name"]])  # blobs before events
     story_seed = spec.seed if seed is None else seed
     settings = cfg.to_settings()
-    studio.store.create_story(sid, title=spec.title, events=[
+    ws.store.create_story(sid, title=spec.title, events=[
         StoryCreated(title=spec.title, seed=story_seed, spec=spec_data, settings=settings).at()
     ])
-    return execute(studio, sid, MAIN, backends=backends, progress=progress)
+    return execute(ws, sid, MAIN, backends=backends, progress=progress)
 
 
 def _creation_end(own: list[RecordedEvent]) -> int:
@@ -100,12 +101,12 @@ def _creation_end(own: list[RecordedEvent]) -> int:
 
 
 def execute(
-    studio: Any, story_id: str, branch: str = MAIN, *, backends: Backends | None = None,
+    ws: Workspace, story_id: str, branch: str = MAIN, *, backends: Backends | None = None,
     progress: Progress | None = None, recording: list[RecordedEvent] | None = None,
     target_branch: str | None = None, stats: CallStats | None = None,
 ) -> RunResult:
     """Run (or continue) a branch from its start; ``recording`` + ``target_branch`` is a replay."""
-    store = studio.store
+    store = ws.store
     info = store.branch(story_id, branch)
     events = store.read(story_id, branch)
     if not events or events[0].type != "StoryCreated":
@@ -137,15 +138,15 @@ def execute(
         writer = RunWriter(store, story_id, write_to, head=store.branch(story_id, write_to).head_position)
     known = {e.payload["request_key"]: e for e in prefix if e.type == "ModelCalled" and e.payload.get("error") is None}
     # In a replay the backends (if any were given) are never called: the recording answers or it diverges.
-    recorder = CallRecorder(writer, studio.blobs, backends, known=known, recording=recording)
+    recorder = CallRecorder(writer, ws.blobs, backends, known=known, recording=recording)
     if stats is not None:
         recorder.stats = stats  # the caller sees the counts even if the run stops with an error
     if progress is not None:
         recorder.on_call = lambda kind, what: progress.step(f"{what}: calling the {kind} model")
-    index = studio.index(story_id)
+    index = ws.index(story_id)
     ctx = RunContext(story_id=story_id, branch=write_to, state=state,
                      settings=RunSettings.from_table(config.run), writer=writer, recorder=recorder,
-                     blobs=studio.blobs, index=index, memory=fold(e for e in prefix if e.type in MEMORY_EVENT_TYPES),
+                     blobs=ws.blobs, index=index, memory=fold(e for e in prefix if e.type in MEMORY_EVENT_TYPES),
                      progress=progress or QuietProgress())
     loop = Loop(ctx)
     begin = getattr(ctx.progress, "begin", None)  # optional: lets a progress display label each branch
@@ -169,14 +170,14 @@ def execute(
 
 
 def create_branch(
-    studio: Any, story_id: str, *, from_shot: int, name: str, parent: str = MAIN,
+    ws: Workspace, story_id: str, *, from_shot: int, name: str, parent: str = MAIN,
     overrides: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Fork ``name`` from ``parent`` just before ``from_shot`` started; overrides become events.
 
     ``overrides`` maps ``shots.N.keyframe`` / ``shots.N.motion`` (N >= from_shot) to new text.
     """
-    store = studio.store
+    store = ws.store
     state: RunState = fold_run_state(store.read(story_id, parent))
     if from_shot < 1 or from_shot > state.num_shots:
         raise RunStateError(f"--from-shot must be between 1 and {state.num_shots} for {story_id!r}, got {from_shot}")

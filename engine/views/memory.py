@@ -24,6 +24,7 @@ import orjson
 from codirector.errors import EntityNotFound, RunStateError, did_you_mean
 from codirector.events import MEMORY_EVENT_TYPES, EntityRegistered, RecordedEvent, ViewAdded
 from codirector.store.event_store import EventStore, Segment
+from codirector.store.snapshots import SnapshotCache
 
 MEMORY_SNAPSHOT_KIND = "memory"
 MEMORY_SNAPSHOT_SCHEMA = 1
@@ -249,6 +250,7 @@ class MemoryReader:
 
     def __init__(self, store: EventStore, *, snapshot_after: int = 200, use_snapshots: bool = True) -> None:
         self.store = store
+        self.cache = SnapshotCache(store)
         self.snapshot_after = snapshot_after
         self.use_snapshots = use_snapshots
 
@@ -262,7 +264,7 @@ class MemoryReader:
             )
         start, after = MemoryBank(), 0
         if self.use_snapshots:
-            snap = self.store.latest_snapshot(
+            snap = self.cache.latest(
                 story_id, branch, MEMORY_SNAPSHOT_KIND, upto=upto, schema_version=MEMORY_SNAPSHOT_SCHEMA
             )
             if snap is not None:
@@ -278,7 +280,7 @@ class MemoryReader:
         """Cache ``bank`` under the branch that owns its position."""
         segments = self.store.lineage(story_id, branch)
         owner = owner_of(segments, bank.position) if bank.position else branch
-        self.store.save_snapshot(
+        self.cache.save(
             story_id, owner, MEMORY_SNAPSHOT_KIND, bank.position, MEMORY_SNAPSHOT_SCHEMA, bank.to_json()
         )
 
@@ -287,7 +289,7 @@ def stale_snapshots(store: EventStore, story_id: str) -> list[tuple[str, int]]:
     """Memory snapshots that differ from the plain fold at their position: (branch, position)."""
     bad: list[tuple[str, int]] = []
     by_branch: dict[str, list[tuple[int, int, str]]] = {}
-    for branch, position, schema, state in store.snapshots(story_id, MEMORY_SNAPSHOT_KIND):
+    for branch, position, schema, state in SnapshotCache(store).all(story_id, MEMORY_SNAPSHOT_KIND):
         by_branch.setdefault(branch, []).append((position, schema, state))
     for branch, snaps in by_branch.items():
         events = store.read(story_id, branch, upto=max(p for p, _, _ in snaps), types=MEMORY_EVENT_TYPES)

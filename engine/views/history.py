@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from codirector.engine.memory import MemoryBank, fold
+from codirector.engine.views.memory import MemoryBank, fold
 from codirector.events import RecordedEvent
 
 

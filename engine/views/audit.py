@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from codirector.engine.memory import fold
-from codirector.engine.state import fold_run_state
+from codirector.engine.views.memory import fold
+from codirector.engine.views.state import fold_run_state
+from codirector.engine.workspace import Workspace
 from codirector.events import MEMORY_EVENT_TYPES, RecordedEvent
 
 
@@ -114,9 +115,9 @@ def audit_events(events: Iterable[RecordedEvent], *, story_id: str, branch: str)
     }
 
 
-def diff_branches(studio: Any, story_id: str, a: str, b: str) -> dict[str, Any]:
+def diff_branches(ws: Workspace, story_id: str, a: str, b: str) -> dict[str, Any]:
     """Where two branches part, and how their shots and memory differ."""
-    ea, eb = studio.store.read(story_id, a), studio.store.read(story_id, b)
+    ea, eb = ws.store.read(story_id, a), ws.store.read(story_id, b)
     parted = 0
     for x, y in zip(ea, eb, strict=False):
         if x.id != y.id:

@@ -1,6 +1,6 @@
 """The Co-Director: a bandit over creative directions, one story branch per pull, rewarded by a judge.
 
-``direct(studio, brief_file)`` turns an advertising brief into a story whose ``main`` branch holds
+``direct(ws, brief_file)`` turns an advertising brief into a story whose ``main`` branch holds
 only the director's own record: the warm-start recommender's call, then per pull
 ``DirectionChosen``, the creative director's call, the ad judge's calls and ``RewardObserved``,
 and finally ``BranchRanked``. Each pull is a branch ``pull-<i>-<strategy>-<mode>-<aesthetic>``
@@ -26,17 +26,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from codirector.engine import bandit
 from codirector.engine.agents.base import AgentContext
-from codirector.engine.briefs import default_brief_id, load_brief
-from codirector.engine.context import Progress, QuietProgress, RunSettings
-from codirector.engine.director_agents import StorylineOutput, direction_card, recommend_direction, write_storyline
-from codirector.engine.judges import ad_efficacy, ad_execution, clips_of, story_frames
-from codirector.engine.recorder import CallRecorder, CallStats
-from codirector.engine.runs import execute
-from codirector.engine.state import fold_run_state
-from codirector.engine.vectors import embedding_ref
-from codirector.engine.writer import RunWriter
+from codirector.engine.director import bandit
+from codirector.engine.director.agents import StorylineOutput, direction_card, recommend_direction, write_storyline
+from codirector.engine.director.briefs import default_brief_id, load_brief
+from codirector.engine.evaluation.judges import ad_efficacy, ad_execution, clips_of, story_frames
+from codirector.engine.loop.context import Progress, QuietProgress, RunSettings
+from codirector.engine.loop.runs import execute
+from codirector.engine.loop.vectors import embedding_ref
+from codirector.engine.recording.recorder import CallRecorder, CallStats
+from codirector.engine.recording.writer import RunWriter
+from codirector.engine.views.state import fold_run_state
+from codirector.engine.workspace import Workspace
 from codirector.errors import RunStateError, StoryNotFound
 from codirector.events import (
     BranchCreated,
@@ -92,7 +93,7 @@ class DirectorResult:
 
 
 def direct(
-    studio: Any, brief_file: str | os.PathLike[str], *, iterations: int = 4, profile: str | None = None,
+    ws: Workspace, brief_file: str | os.PathLike[str], *, iterations: int = 4, profile: str | None = None,
     config: str | os.PathLike[str] | None = None, c: float = bandit.DEFAULT_C, seed: int | None = None,
     story_id: str | None = None, policy: str = "ucb", epsilon: float = bandit.DEFAULT_EPSILON,
     backends: Backends | None = None, progress: Progress | None = None,
@@ -104,24 +105,24 @@ def direct(
     bandit.check_policy(c=c, policy=policy, epsilon=epsilon)
     cfg = resolve(profile, config)
     sid = story_id or default_brief_id(brief_file, spec)
-    if sid in {s.id for s in studio.store.stories()}:
+    if sid in {s.id for s in ws.store.stories()}:
         raise RunStateError(f"a story with id {sid!r} already exists",
                             hint=f"continue it with `codirector resume {sid}`, or start another with --story-id NEW_ID")
-    blob = studio.blobs.put(image) if image is not None else None  # the blob lands before the event naming it
+    blob = ws.blobs.put(image) if image is not None else None  # the blob lands before the event naming it
     settings = cfg.to_settings()
     settings["director"] = {"iterations": iterations, "c": c, "policy": policy, "epsilon": epsilon}
     story_seed = spec.seed if seed is None else seed
-    studio.store.create_story(sid, title=spec.display_title, events=[
+    ws.store.create_story(sid, title=spec.display_title, events=[
         StoryCreated(title=spec.display_title, seed=story_seed, spec=spec.to_spec(blob), settings=settings).at()
     ])
-    return resume_direction(studio, sid, backends=backends, progress=progress)
+    return resume_direction(ws, sid, backends=backends, progress=progress)
 
 
 def resume_direction(
-    studio: Any, story_id: str, *, backends: Backends | None = None, progress: Progress | None = None,
+    ws: Workspace, story_id: str, *, backends: Backends | None = None, progress: Progress | None = None,
 ) -> DirectorResult:
     """Continue (or finish) a brief's director run from its log; recorded calls are never repeated."""
-    store: EventStore = studio.store
+    store: EventStore = ws.store
     events = store.read(story_id, MAIN)
     if not events or events[0].type != "StoryCreated":
         raise StoryNotFound(f"{story_id!r} has no StoryCreated event")
@@ -143,9 +144,9 @@ def resume_direction(
         notes.extend(backends.notes)
         known = {e.payload["request_key"]: e for e in events
                  if e.type == "ModelCalled" and e.payload.get("error") is None}
-        recorder = CallRecorder(writer, studio.blobs, backends, known=known)
+        recorder = CallRecorder(writer, ws.blobs, backends, known=known)
         ctx = AgentContext(recorder, writer, RunSettings.from_table(cfg.run).agent_attempts)
-        pilot = _Pilot(studio, story_id, spec, int(created["seed"]), ctx, backends, progress or QuietProgress(),
+        pilot = _Pilot(ws, story_id, spec, int(created["seed"]), ctx, backends, progress or QuietProgress(),
                        director)
         state = bandit.fold(events)
         for iteration in range(1, iterations + 1):
@@ -182,9 +183,9 @@ def _pull_summaries(events: list[RecordedEvent]) -> list[dict[str, Any]]:
 class _Pilot:
     """One director run's working parts: a pull is choose -> write -> branch -> run -> judge -> reward."""
 
-    def __init__(self, studio: Any, story_id: str, spec: dict[str, Any], seed: int, ctx: AgentContext,
+    def __init__(self, ws: Workspace, story_id: str, spec: dict[str, Any], seed: int, ctx: AgentContext,
                  backends: Backends, progress: Progress, director: dict[str, Any]) -> None:
-        self.studio, self.store = studio, studio.store
+        self.ws, self.store = ws, ws.store
         self.story_id, self.spec, self.seed = story_id, spec, seed
         self.ctx, self.backends, self.progress = ctx, backends, progress
         self.c = float(director.get("c", bandit.DEFAULT_C))
@@ -231,7 +232,7 @@ class _Pilot:
             out, _ = write_storyline(self.ctx, brief=self.spec, arms=pull.arms, num_shots=int(self.spec["num_shots"]),
                                      earlier=earlier, iteration=iteration)
             self._create_branch(pull, out)
-        result = execute(self.studio, self.story_id, pull.branch, backends=self.backends, progress=self.progress)
+        result = execute(self.ws, self.story_id, pull.branch, backends=self.backends, progress=self.progress)
         for key in ("live", "reused", "matched"):
             setattr(self.stats, key, getattr(self.stats, key) + getattr(result.calls, key))
         for kind, n in result.calls.by_kind.items():
@@ -275,13 +276,13 @@ class _Pilot:
         if product is None:
             return []
         collector = _Collector(self.store, self.story_id, branch, cause=cause, head=fork + 1)
-        recorder = CallRecorder(collector, self.studio.blobs, self.backends)
+        recorder = CallRecorder(collector, self.ws.blobs, self.backends)
         name, blob = str(product["name"]), str(product["reference_blob"])
         text = recorder.embed_texts([product["description"]], shot=None)
         ref = embedding_ref(self.story_id, name, text.blobs[0], text.model)
         collector.one(EntityRegistered(name=name, kind="prop", description=product["description"], base_entity=None,
                                        origin="cast", text_embedding=ref).at(None))
-        view = ImageInput(label=name, digest=blob, data=self.studio.blobs.get(blob))
+        view = ImageInput(label=name, digest=blob, data=self.ws.blobs.get(blob))
         image = recorder.embed_images([view], shot=None)
         vref = embedding_ref(self.story_id, name, image.blobs[0], image.model)
         collector.one(ViewAdded(entity=name, blob=blob, source=ViewSource(kind="cast_file"), embedding=vref).at(None))
@@ -300,7 +301,7 @@ class _Pilot:
                                 hint=f"`codirector resume {self.story_id}` continues the director")
         clips = clips_of(state.completed)
         self.progress.step(f"judge {pull.branch}")
-        frames = story_frames(self.studio.blobs, clips, cap=AD_JUDGE_FRAMES)
+        frames = story_frames(self.ws.blobs, clips, cap=AD_JUDGE_FRAMES)
         storyline = str((state.branch_created or {}).get("plan", {}).get("storyline", ""))
         facts = {"arms": dict(pull.arms), "product": self.spec.get("product"), "brand": self.spec.get("brand"),
                  "target_audience": self.spec.get("target_audience"), "category": self.spec.get("category"),
@@ -345,9 +346,9 @@ class _Collector(RunWriter):
         return out
 
 
-def is_brief(studio: Any, story_id: str) -> bool:
+def is_brief(ws: Workspace, story_id: str) -> bool:
     """Whether ``story_id`` was created from an advertising brief (its main branch is the director's)."""
-    first = studio.store.read(story_id, MAIN, limit=1)
+    first = ws.store.read(story_id, MAIN, limit=1)
     return bool(first) and first[0].type == "StoryCreated" and first[0].payload.get("spec", {}).get("kind") == "brief"
 
 
