@@ -1,20 +1,30 @@
-"""Every error codirector raises on purpose, in one tree.
+"""Every error codirector raises on purpose, in one tree ordered by what the caller can do about it.
 
     CodirectorError
-    ├── ConfigError              a profile, config file or backend name is wrong
-    ├── StoryFileError           a story or brief file is unreadable or invalid
-    ├── NotFound
-    │   ├── StoryNotFound        no story with that id
-    │   ├── BranchNotFound       no branch with that name in the story
-    │   └── EntityNotFound       no entity with that name in memory
-    ├── VersionConflict          an append expected another last position (someone else wrote)
-    ├── IntegrityViolation       stored data fails verification (hash chain, blob digest, index)
-    ├── StoreError               the database cannot be opened or is not migrated / is locked
-    ├── AgentOutputInvalid       a model's answer failed validation more often than allowed
-    ├── BackendError             a model backend failed (network, refusal, timeout, weights missing)
-    ├── ReplayDivergence         replay needed a model call that the recording does not hold
-    └── RunStateError            a run / resume / branch request does not fit the story's state
+    ├── InputError                 fix what you typed or wrote: a file, a name, an option, a config
+    │   ├── ConfigError            (2) a profile, config file or backend name is wrong
+    │   ├── StoryFileError         (2) a story or brief file is unreadable or invalid
+    │   ├── InvalidArgument        (10) an option or argument is out of range, malformed or an unknown choice
+    │   └── NotFound               (3) something named does not exist
+    │       ├── StoryNotFound
+    │       ├── BranchNotFound
+    │       └── EntityNotFound
+    ├── StateConflict              the request does not fit what is stored: resume, rename, wait or retry
+    │   ├── RunStateError          (10) a run / resume / branch / eval request does not fit the story's state
+    │   │   └── AlreadyExists      (10) a story or branch with that name is already there
+    │   ├── VersionConflict        (4) an append expected another last position (someone else wrote)
+    │   ├── BranchBusy             (11) another process holds the branch's lease (it is being run now)
+    │   ├── StoreBusy              (6) the database is locked by another process
+    │   └── BudgetExceeded         (12) the next model call could take spending past --budget (raise it, resume)
+    └── SystemFailure              something under codirector failed: the stored data, the database, a model
+        ├── IntegrityViolation     (5) stored data fails verification (hash chain, blob digest, index)
+        ├── StoreError             (6) the database cannot be opened, reached or is not migrated
+        ├── ReplayDivergence       (9) replay needed a model call that the recording does not hold
+        └── BackendFailure         a model could not give a usable answer
+            ├── BackendError       (8) a backend failed (network, refusal, timeout, weights missing)
+            └── AgentOutputInvalid (7) a model's answer failed validation more often than allowed
 
+(N) is the exit code ``codirector`` ends with; the intermediate classes only group (exit 1 if raised).
 Only `cli.py` turns these into exit codes and messages. Every message names the bad value and
 says what would fix it. Driver errors are wrapped with ``raise ... from e``.
 """
@@ -39,19 +49,32 @@ class CodirectorError(Exception):
         return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
 
 
-class ConfigError(CodirectorError):
+# -- the caller's input is wrong: change the command, the file or the config ------------------------
+
+
+class InputError(CodirectorError):
+    """What the caller gave is wrong (a file, a name, an option, a config); nothing stored is at fault."""
+
+
+class ConfigError(InputError):
     """A profile, config file, backend name or backend option is wrong."""
 
     exit_code = 2
 
 
-class StoryFileError(CodirectorError):
+class StoryFileError(InputError):
     """A story or brief file cannot be read or does not match the format."""
 
     exit_code = 2
 
 
-class NotFound(CodirectorError):
+class InvalidArgument(InputError):
+    """An option or argument is out of range, malformed, or not one of the known choices."""
+
+    exit_code = 10  # what these conditions exited with when they were RunStateErrors
+
+
+class NotFound(InputError):
     """Something named by the user does not exist."""
 
     exit_code = 3
@@ -69,7 +92,24 @@ class EntityNotFound(NotFound):
     """No entity with that name exists in the memory being read."""
 
 
-class VersionConflict(CodirectorError):
+# -- the request does not fit the stored state: resume, pick another name, wait, retry --------------
+
+
+class StateConflict(CodirectorError):
+    """The request is well formed but does not fit what the log holds now (or someone else is writing)."""
+
+
+class RunStateError(StateConflict):
+    """A run, resume, branch or evaluation request does not fit the story's current state."""
+
+    exit_code = 10
+
+
+class AlreadyExists(RunStateError):
+    """A story or branch with that name already exists (continue it, or choose another name)."""
+
+
+class VersionConflict(StateConflict):
     """An append expected a different last position: another writer got there first."""
 
     exit_code = 4
@@ -80,31 +120,61 @@ class VersionConflict(CodirectorError):
         self.actual = actual
 
 
-class IntegrityViolation(CodirectorError):
+class BranchBusy(StateConflict):
+    """Another process holds the branch's lease: it is being run now (wait, or let the lease expire)."""
+
+    exit_code = 11
+
+    def __init__(self, message: str, *, hint: str | None = None, owner: str | None = None, host: str | None = None,
+                 pid: int | None = None, since: float | None = None, expires_at: float | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.owner = owner
+        self.host = host
+        self.pid = pid
+        self.since = since
+        self.expires_at = expires_at
+
+
+class StoreBusy(StateConflict):
+    """The database is locked by another process; waiting and retrying fixes it."""
+
+    exit_code = 6
+
+
+class BudgetExceeded(StateConflict):
+    """The next model call's worst case would take spending past ``--budget``; the run stopped before it
+    (``BudgetReached`` is in the log) and ``resume --budget HIGHER`` continues it."""
+
+    exit_code = 12
+
+    def __init__(self, message: str, *, hint: str | None = None, limit_usd: float, spent_usd: float,
+                 call_worst_usd: float) -> None:
+        super().__init__(message, hint=hint)
+        self.limit_usd = limit_usd
+        self.spent_usd = spent_usd
+        self.call_worst_usd = call_worst_usd
+
+
+# -- something under codirector failed: the data, the database, a model ----------------------------
+
+
+class SystemFailure(CodirectorError):
+    """Stored data, the database or a model backend failed; the caller's request itself was fine."""
+
+
+class IntegrityViolation(SystemFailure):
     """Stored data fails verification: a broken hash chain, a missing blob, a stale index."""
 
     exit_code = 5
 
 
-class StoreError(CodirectorError):
-    """The database cannot be opened, is not migrated, or is locked by another process."""
+class StoreError(SystemFailure):
+    """The database cannot be opened or reached, or is not migrated."""
 
     exit_code = 6
 
 
-class AgentOutputInvalid(CodirectorError):
-    """A model's answer to an agent failed validation more times than the retry bound allows."""
-
-    exit_code = 7
-
-
-class BackendError(CodirectorError):
-    """A model backend failed: unreachable, refused, timed out, or its weights cannot be found."""
-
-    exit_code = 8
-
-
-class ReplayDivergence(CodirectorError):
+class ReplayDivergence(SystemFailure):
     """Replay needed a model call whose request is not in the recording."""
 
     exit_code = 9
@@ -118,10 +188,20 @@ class ReplayDivergence(CodirectorError):
         self.diff = list(diff or [])
 
 
-class RunStateError(CodirectorError):
-    """A run, resume or branch request does not fit the story's current state."""
+class BackendFailure(SystemFailure):
+    """A model backend could not give a usable answer."""
 
-    exit_code = 10
+
+class BackendError(BackendFailure):
+    """A model backend failed: unreachable, refused, timed out, or its weights cannot be found."""
+
+    exit_code = 8
+
+
+class AgentOutputInvalid(BackendFailure):
+    """A model's answer to an agent failed validation more times than the retry bound allows."""
+
+    exit_code = 7
 
 
 def close_matches(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
@@ -137,7 +217,8 @@ def close_matches(name: str, candidates: Iterable[str], n: int = 3) -> list[str]
 def did_you_mean(name: str, candidates: Iterable[str], what: str) -> str:
     """A hint naming close matches, or listing what exists when nothing is close."""
     pool = sorted(set(candidates))
-    plural = what[:-1] + "ies" if what.endswith("y") else what + "s"
+    plural = (what[:-1] + "ies" if what.endswith("y") and what[-2:-1] not in "aeiou"
+              else what + "es" if what.endswith(("s", "x", "ch", "sh")) else what + "s")
     found = close_matches(name, pool)
     if found:
         return "did you mean " + ", ".join(repr(f) for f in found) + "?"

@@ -8,6 +8,7 @@
     evaluation/  judges, consistency metrics, evaluation of a branch, the benchmark harness
     workspace.py the three storage handles every service takes (event store, blobs, vector indexes)
     studio.py    the Python API facade the CLI calls; it builds a Workspace and delegates
+    results.py   the typed values Studio's own queries return (and where every other result lives)
     demo.py      the offline showcase
 
 Imports point one way: recording <- agents <- views <- loop <- director / evaluation <- studio, demo.

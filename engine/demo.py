@@ -11,19 +11,23 @@ services the CLI's commands call, on the Workspace it is given.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from codirector.engine.loop.replay import replay
+from codirector.engine.loop.context import Progress
+from codirector.engine.loop.replay import ReplayReport, replay
 from codirector.engine.loop.runs import create_branch, execute, start_run
-from codirector.engine.views.audit import audit_events, diff_branches
+from codirector.engine.views.audit import audit_events
+from codirector.engine.views.diff import diff_branches
 from codirector.engine.views.export import export_branch
 from codirector.engine.views.memory import MemoryReader
 from codirector.engine.views.pictures import contact_sheet, lineage_lines, lineage_svg
 from codirector.engine.views.report import write_html
 from codirector.engine.views.state import fold_run_state
 from codirector.engine.workspace import Workspace
+from codirector.generators.base import Backends
 from codirector.store.event_store import MAIN
 
 DEMO_STORY = "lighthouse.yaml"
@@ -48,9 +52,56 @@ def _free_story_id(ws: Workspace, base: str) -> str:
     return f"{base}-{n}"
 
 
+@dataclass
+class DemoBranch:
+    """The demo's branch: where it forks and where it starts to differ from main."""
+
+    name: str
+    from_shot: int
+    shared_positions: int
+    first_differing_shot: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "from_shot": self.from_shot, "shared_positions": self.shared_positions,
+                "first_differing_shot": self.first_differing_shot}
+
+
+@dataclass
+class DemoSummary:
+    """What ``codirector demo`` did and wrote; ``to_json()`` is ``demo --json`` (stable keys)."""
+
+    story: str
+    home: str
+    output_dir: str
+    shots: int
+    events: int
+    calls_main: int  # model calls made by main's run, the branch's run and the replay (always 0)
+    calls_branch: int
+    entities: list[str]
+    lineage: list[str]
+    branch: DemoBranch
+    replay: ReplayReport
+    notes: list[str] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)  # what -> path
+    seconds: dict[str, float] = field(default_factory=dict)  # phase -> seconds, and "total"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "story": self.story, "home": self.home, "output_dir": self.output_dir, "shots": self.shots,
+            "events": self.events,
+            "model_calls": {"main": self.calls_main, self.branch.name: self.calls_branch,
+                            "replay": self.replay.model_calls},
+            "entities": list(self.entities), "lineage": list(self.lineage), "branch": self.branch.to_json(),
+            "replay": {"identical": self.replay.identical, "events_compared": self.replay.events_compared,
+                       "model_calls": self.replay.model_calls},
+            "notes": list(self.notes), "files": dict(self.files), "seconds": dict(self.seconds),
+        }
+
+
 def run_demo(ws: Workspace, out_dir: str | Path = "codirector-demo", *, home: str = "",
-             config: str | Path | None = None, backends: Any = None, progress: Any = None) -> dict[str, Any]:
-    """Run the showcase and write its outputs into ``out_dir``; returns the summary (stable keys)."""
+             config: str | Path | None = None, backends: Backends | None = None,
+             progress: Progress | None = None) -> DemoSummary:
+    """Run the showcase and write its outputs into ``out_dir``; returns what it did and wrote."""
     started = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -75,7 +126,7 @@ def run_demo(ws: Workspace, out_dir: str | Path = "codirector-demo", *, home: st
     files: dict[str, str] = {}
     for branch in ("main", DEMO_BRANCH):
         video = export_branch(ws, sid, branch, out / f"{branch}.mp4")
-        files[f"video_{branch}"] = video["path"]
+        files[f"video_{branch}"] = video.path
         state = fold_run_state(ws.store.read(sid, branch))
         sheet = contact_sheet(state, ws.blobs, out / f"contact-{branch}.png",
                               title=f"{state.title}: branch {branch}")
@@ -84,25 +135,15 @@ def run_demo(ws: Workspace, out_dir: str | Path = "codirector-demo", *, home: st
     files["audit_html"] = str(write_html(audit, ws.blobs, out / "audit.html"))
     memory = MemoryReader(ws.store).at(sid, MAIN, None)
     files["lineage"] = str(lineage_svg(memory, ws.blobs, out / "lineage.svg",
-                                       title=f"Entity lineage: {audit['title']}"))
+                                       title=f"Entity lineage: {audit.title}"))
     timings["outputs"] = time.perf_counter() - t
 
     diff = diff_branches(ws, sid, MAIN, DEMO_BRANCH)
-    calls_main = main_run.calls
-    return {
-        "story": sid,
-        "home": home,
-        "output_dir": str(out),
-        "shots": len(audit["shots"]),
-        "events": main_run.head,
-        "model_calls": {"main": calls_main.live, DEMO_BRANCH: branch_run.calls.live, "replay": replayed.model_calls},
-        "entities": [e.name for e in memory],
-        "lineage": lineage_lines(memory),
-        "branch": {"name": DEMO_BRANCH, "from_shot": 5, "shared_positions": diff["parted_at_position"],
-                   "first_differing_shot": diff["first_differing_shot"]},
-        "replay": {"identical": replayed.identical, "events_compared": replayed.events_compared,
-                   "model_calls": replayed.model_calls},
-        "notes": [*main_run.notes, *audit["notes"]],
-        "files": files,
-        "seconds": {k: round(v, 2) for k, v in {**timings, "total": time.perf_counter() - started}.items()},
-    }
+    return DemoSummary(
+        story=sid, home=home, output_dir=str(out), shots=len(audit.shots), events=main_run.head,
+        calls_main=main_run.calls.live, calls_branch=branch_run.calls.live,
+        entities=[e.name for e in memory], lineage=lineage_lines(memory),
+        branch=DemoBranch(DEMO_BRANCH, 5, diff.parted_at_position, diff.first_differing_shot),
+        replay=replayed, notes=[*main_run.notes, *audit.notes], files=files,
+        seconds={k: round(v, 2) for k, v in {**timings, "total": time.perf_counter() - started}.items()},
+    )

@@ -3,7 +3,10 @@
     from codirector import Studio
     studio = Studio(home="./.codirector")          # or Studio() for CODIRECTOR_HOME / ./.codirector
     studio.memory("lighthouse", at_shot=5)         # MemoryBank
-    studio.history("lighthouse", "Mia_red_scarf")  # dict, same as `codirector history --json`
+    studio.history("lighthouse", "Mia_red_scarf")  # EntityHistory; .to_json() is `codirector history --json`
+
+Every method returns a typed value (``engine.results`` lists them), and each result's ``to_json()``
+is exactly what the matching command prints with ``--json``.
 
 A Studio is a thin facade: it resolves the home (database URL, blobs, vector-index cache), builds
 one ``Workspace`` from it and hands that to the engine services, which never see the Studio. It holds
@@ -13,20 +16,47 @@ no state of its own beyond the workspace's open handles: everything it returns i
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from codirector.engine.loop.replay import ReplayReport, is_scratch, replay
-from codirector.engine.loop.runs import RunResult, create_branch, execute, start_run
-from codirector.engine.views.audit import audit_events, diff_branches
-from codirector.engine.views.export import export_branch
-from codirector.engine.views.history import entity_history
+from codirector.engine.loop.context import Progress
+from codirector.engine.loop.replay import ReplayReport, replay
+from codirector.engine.loop.runs import (
+    NewBranch,
+    RunResult,
+    create_branch,
+    execute,
+    is_brief,
+    is_scratch,
+    refuse_brief_main,
+    start_run,
+)
+from codirector.engine.recording.budget import spending
+from codirector.engine.results import (
+    BackendsReport,
+    BackendStatus,
+    BranchStatus,
+    IndexRebuilt,
+    InitResult,
+    ReindexResult,
+    StoryListing,
+    StorySummary,
+)
+from codirector.engine.views.audit import Audit, audit_events
+from codirector.engine.views.cost import BY, CostReport, Spend, branch_cost
+from codirector.engine.views.diff import BranchDiff, diff_branches
+from codirector.engine.views.export import ExportResult, export_branch
+from codirector.engine.views.history import EntityHistory, entity_history
 from codirector.engine.views.memory import MemoryBank, MemoryReader, position_at_shot, stale_snapshots
 from codirector.engine.views.report import write_html
 from codirector.engine.workspace import Workspace
-from codirector.errors import RunStateError, StoreError, did_you_mean
+from codirector.errors import IntegrityViolation, InvalidArgument, StoreError, did_you_mean
 from codirector.events import RecordedEvent, event_types
-from codirector.store.blobs import BlobStore
+from codirector.generators.base import Backends
+from codirector.generators.prices import PriceTable
+from codirector.store.blobs import open_blobs
 from codirector.store.db import current_revision, head_revision, make_engine, upgrade
 from codirector.store.event_store import MAIN, EventStore
 from codirector.store.home import Home
@@ -36,26 +66,34 @@ from codirector.store.vector_index import (
 )
 from codirector.store.verify import Problem, VerifyReport, verify
 
+if TYPE_CHECKING:
+    from codirector.engine.demo import DemoSummary
+    from codirector.engine.director.direction import DirectorResult
+    from codirector.engine.evaluation.bench import BenchResult
+    from codirector.engine.evaluation.evaluate import Evaluation
+
 
 class Studio:
     """One codirector home: run, query, branch, replay, audit and verify stories."""
 
-    def __init__(self, home: str | os.PathLike[str] | None = None, db: str | None = None) -> None:
-        self.home = Home.resolve(home, db)
+    def __init__(self, home: str | os.PathLike[str] | None = None, db: str | None = None,
+                 blobs: str | os.PathLike[str] | None = None, cache: str | os.PathLike[str] | None = None) -> None:
+        self.home = Home.resolve(home, db, blobs, cache)
         self._workspace: Workspace | None = None
-        self.blobs = BlobStore(self.home.blobs_dir)
+        self.blobs = open_blobs(self.home.blobs)  # builds no client: remote stores connect on first use
 
     # -- lifecycle ----------------------------------------------------------------------
 
-    def init(self) -> dict[str, Any]:
+    def init(self) -> InitResult:
         """Create or upgrade the database and the home folders (what `codirector init` does)."""
         self.home.ensure()
+        self.blobs.ensure()
         engine = make_engine(self.home.db_url)
         before = current_revision(engine)
         upgrade(engine)
         engine.dispose()
-        return {"home": str(self.home.root), "database": self.home.describe_db(),
-                "revision_before": before, "revision": head_revision()}
+        return InitResult(home=str(self.home.root), database=self.home.describe_db(), blobs=self.blobs.describe(),
+                          cache=str(self.home.cache), revision_before=before, revision=head_revision())
 
     @property
     def workspace(self) -> Workspace:
@@ -67,7 +105,7 @@ class Studio:
                     hint="run `codirector init` first, or pass --home DIR / set CODIRECTOR_HOME to an existing home",
                 )
             self._workspace = Workspace(store=EventStore.open(self.home.db_url), blobs=self.blobs,
-                                        cache_dir=self.home.root)
+                                        cache_dir=self.home.cache)
         return self._workspace
 
     @property
@@ -82,16 +120,18 @@ class Studio:
     def __enter__(self) -> Studio:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # -- queries ------------------------------------------------------------------------
 
-    def stories(self, *, include_replays: bool = False) -> list[dict[str, Any]]:
-        """Every story with its branches and each branch's status (replay scratch branches hidden)."""
+    def stories(self, *, include_replays: bool = False) -> StoryListing:
+        """Every story with its branches, each branch's status and lease (who runs it now; replay scratch
+        branches hidden). ``running`` is true while a live lease is held; an expired one is still shown."""
         out = []
+        leases = {(x.story_id, x.branch): x for x in self.workspace.leases.all()}
         for story in self.store.stories():
-            branches = []
+            branches: list[BranchStatus] = []
             for b in story.branches:
                 if is_scratch(b.name) and not include_replays:
                     continue
@@ -101,15 +141,16 @@ class Studio:
                 ranked = any(e.type == "BranchRanked" for e in own)
                 shots = sorted({e.shot for e in self.store.read(story.id, b.name, types=["ShotCompleted"])
                                 if e.shot is not None})
-                branches.append({
-                    "name": b.name, "parent": b.parent, "fork_position": b.fork_position,
-                    "events": b.head_position, "shots_completed": len(shots),
-                    "status": "completed" if done else "ranked" if ranked else (
+                lease = leases.get((story.id, b.name))
+                branches.append(BranchStatus(
+                    name=b.name, parent=b.parent, fork_position=b.fork_position, events=b.head_position,
+                    shots_completed=len(shots),
+                    status="completed" if done else "ranked" if ranked else (
                         "empty" if b.head_position == 0 else "in progress"),
-                    "created_at": b.created_at,
-                })
-            out.append({"id": story.id, "title": story.title, "created_at": story.created_at, "branches": branches})
-        return out
+                    created_at=b.created_at, running=lease is not None and lease.live, lease=lease,
+                ))
+            out.append(StorySummary(story.id, story.title, story.created_at, branches))
+        return StoryListing(out)
 
     def log(
         self, story_id: str, branch: str = MAIN, *, types: list[str] | None = None, shot: int | None = None,
@@ -120,7 +161,7 @@ class Studio:
             known = event_types()
             for t in types:
                 if t not in known:
-                    raise RunStateError(f"unknown event type {t!r}", hint=did_you_mean(t, known, "event type"))
+                    raise InvalidArgument(f"unknown event type {t!r}", hint=did_you_mean(t, known, "event type"))
         return self.store.read(story_id, branch, types=types, shot=shot, after=after, upto=upto, limit=limit)
 
     def memory(
@@ -130,11 +171,11 @@ class Studio:
         position = at_position
         if at_shot is not None:
             if at_shot < 1:
-                raise RunStateError(f"--at-shot must be 1 or more (shots are numbered from 1), got {at_shot}")
+                raise InvalidArgument(f"--at-shot must be 1 or more (shots are numbered from 1), got {at_shot}")
             position = position_at_shot(self.store.read(story_id, branch, types=["KeyframeSelected"]), at_shot)
         return MemoryReader(self.store).at(story_id, branch, position)
 
-    def history(self, story_id: str, entity: str, branch: str = MAIN) -> dict[str, Any]:
+    def history(self, story_id: str, entity: str, branch: str = MAIN) -> EntityHistory:
         """An entity's lineage and every event that touched it."""
         return entity_history(self.store.read(story_id, branch), entity, story_id=story_id, branch=branch)
 
@@ -144,98 +185,138 @@ class Studio:
         self, story_file: str | os.PathLike[str], *, profile: str | None = None,
         config: str | os.PathLike[str] | None = None, seed: int | None = None, max_rounds: int | None = None,
         story_id: str | None = None, no_memory: bool = False, no_synergy: bool = False, no_refine: bool = False,
-        backends: Any = None, progress: Any = None,
+        backends: Backends | None = None, progress: Progress | None = None, story_format: str | None = None,
+        wait: float | None = None, budget: float | None = None,
     ) -> RunResult:
-        """Start a story from a file and run it to the end (``codirector run``)."""
+        """Start a story from a file (any known format; ``story_format`` names one) and run it (``codirector run``).
+
+        ``budget``: USD the run may spend (``--budget``), at the prices of ``config``'s ``[prices]`` and the built-ins.
+        """
         self._ensure_initialised()
         return start_run(self.workspace, story_file, profile=profile, config=config, seed=seed, max_rounds=max_rounds,
-                         story_id=story_id, backends=backends, progress=progress,
-                         ablations={"no_memory": no_memory, "no_synergy": no_synergy, "no_refine": no_refine})
+                         story_id=story_id, backends=backends, progress=progress, story_format=story_format,
+                         ablations={"no_memory": no_memory, "no_synergy": no_synergy, "no_refine": no_refine},
+                         wait=wait, budget=spending(budget, config))
 
-    def resume(self, story_id: str, branch: str = MAIN, *, backends: Any = None, progress: Any = None) -> Any:
-        """Continue an interrupted run (or director); recorded calls come from the log (``codirector resume``)."""
-        from codirector.engine.director.direction import is_brief, resume_direction
+    def resume(self, story_id: str, branch: str = MAIN, *, backends: Backends | None = None,
+               progress: Progress | None = None, wait: float | None = None, budget: float | None = None,
+               prices: str | os.PathLike[str] | None = None) -> RunResult | DirectorResult:
+        """Continue an interrupted run (or director); recorded calls come from the log (``codirector resume``).
 
+        The branch's lease is held while it runs: another runner gets ``BranchBusy`` (``wait``: seconds to wait).
+        ``budget`` caps the branch's spending (a brief's: all of it), at ``prices`` (a TOML file's ``[prices]``).
+        """
+        from codirector.engine.director.direction import resume_direction
+
+        meter = spending(budget, prices)
         if branch == MAIN and is_brief(self.workspace, story_id):
-            return resume_direction(self.workspace, story_id, backends=backends, progress=progress)
-        return execute(self.workspace, story_id, branch, backends=backends, progress=progress)
+            with self.workspace.lease(story_id, MAIN, wait=wait):
+                directed = resume_direction(self.workspace, story_id, backends=backends, progress=progress,
+                                            budget=meter)
+                return replace(directed, spend=self._spend(story_id, meter.prices))
+        return execute(self.workspace, story_id, branch, backends=backends, progress=progress, wait=wait,
+                       budget=meter)
 
-    def run_branch(self, story_id: str, branch: str, *, backends: Any = None, progress: Any = None) -> RunResult:
+    def run_branch(self, story_id: str, branch: str, *, backends: Backends | None = None,
+                   progress: Progress | None = None, wait: float | None = None, budget: float | None = None,
+                   prices: str | os.PathLike[str] | None = None) -> RunResult:
         """Run a branch from its fork (``codirector run --story S --branch B``)."""
         if branch == MAIN:
-            raise RunStateError("`run --story` continues a branch; the main branch is continued by `resume`")
-        return execute(self.workspace, story_id, branch, backends=backends, progress=progress)
+            raise InvalidArgument("`run --story` continues a branch; the main branch is continued by `resume`",
+                                  hint=f"codirector resume {story_id}")
+        return execute(self.workspace, story_id, branch, backends=backends, progress=progress, wait=wait,
+                       budget=spending(budget, prices))
 
     def branch(self, story_id: str, *, from_shot: int, name: str, parent: str = MAIN,
-               overrides: dict[str, str] | None = None) -> dict[str, Any]:
+               overrides: dict[str, str] | None = None) -> NewBranch:
         """Fork a branch just before ``from_shot`` with optional prompt overrides (``codirector branch``)."""
         return create_branch(self.workspace, story_id, from_shot=from_shot, name=name, parent=parent,
                              overrides=overrides)
 
-    def export(self, story_id: str, out: str | os.PathLike[str], branch: str = MAIN) -> dict[str, Any]:
+    def export(self, story_id: str, out: str | os.PathLike[str], branch: str = MAIN) -> ExportResult:
         """Assemble the branch's clips into one MP4 (``codirector export``)."""
         return export_branch(self.workspace, story_id, branch, out)
 
-    def replay(self, story_id: str, branch: str = MAIN, *, backends: Any = None) -> ReplayReport:
+    def replay(self, story_id: str, branch: str = MAIN, *, backends: Backends | None = None) -> ReplayReport:
         """Re-run a branch against its recording, no model called; identical or the first divergence.
 
         ``backends``, if given, are handed to the recorder and still never called (tests count on it).
         """
-        from codirector.engine.director.direction import is_brief
-
-        if branch == MAIN and is_brief(self.workspace, story_id):
-            pulls = [b.name for b in self.store.story(story_id).branches if b.name != MAIN and not is_scratch(b.name)]
-            raise RunStateError(
-                f"{story_id!r} is an advertising brief: its main branch holds the director's decisions, not a run",
-                hint="replay one of its branches: " + ", ".join(f"--branch {p}" for p in pulls[:4]),
-            )
+        refuse_brief_main(self.workspace, story_id, branch, action="replay")
         return replay(self.workspace, story_id, branch, backends=backends)
 
     # -- the Co-Director, evaluation and benchmarks ----------------------------------------
 
     def direct(self, brief_file: str | os.PathLike[str], *, iterations: int = 4, profile: str | None = None,
                config: str | os.PathLike[str] | None = None, c: float = 50.0, seed: int | None = None,
-               story_id: str | None = None, policy: str = "ucb", epsilon: float = 0.1, backends: Any = None,
-               progress: Any = None) -> Any:
+               story_id: str | None = None, policy: str = "ucb", epsilon: float = 0.1,
+               backends: Backends | None = None, progress: Progress | None = None,
+               budget: float | None = None) -> DirectorResult:
         """Explore creative directions for an ad brief, one branch per pull (``codirector direct``)."""
         from codirector.engine.director.direction import direct
 
         self._ensure_initialised()
-        return direct(self.workspace, brief_file, iterations=iterations, profile=profile, config=config, c=c, seed=seed,
-                      story_id=story_id, policy=policy, epsilon=epsilon, backends=backends, progress=progress)
+        meter = spending(budget, config)
+        result = direct(self.workspace, brief_file, iterations=iterations, profile=profile, config=config, c=c,
+                        seed=seed, story_id=story_id, policy=policy, epsilon=epsilon, backends=backends,
+                        progress=progress, budget=meter)
+        return replace(result, spend=self._spend(result.story_id, meter.prices))
 
     def evaluate(self, story_id: str, branch: str = MAIN, *, profile: str | None = None,
-                 config: str | os.PathLike[str] | None = None, backends: Any = None, progress: Any = None
-                 ) -> dict[str, Any]:
+                 config: str | os.PathLike[str] | None = None, backends: Backends | None = None,
+                 progress: Progress | None = None) -> Evaluation:
         """Judge a finished branch (shot and story judges) and measure consistency (``codirector eval``)."""
         from codirector.engine.evaluation.evaluate import evaluate
 
         return evaluate(self.workspace, story_id, branch, profile=profile, config=config, backends=backends,
                         progress=progress)
 
-    def bench(self, stories_dir: str | os.PathLike[str], *, methods: Any = ("full", "no-memory", "no-synergy",
-              "no-refine"), profile: str | None = None, config: str | os.PathLike[str] | None = None,
-              backends: Any = None, out_dir: str | os.PathLike[str] | None = None, progress: Any = None) -> Any:
+    def bench(self, stories_dir: str | os.PathLike[str], *,
+              methods: Sequence[str] = ("full", "no-memory", "no-synergy", "no-refine"), profile: str | None = None,
+              config: str | os.PathLike[str] | None = None, backends: Backends | None = None,
+              out_dir: str | os.PathLike[str] | None = None, progress: Progress | None = None,
+              story_format: str | None = None, budget: float | None = None) -> BenchResult:
         """Every story under every method, evaluated: the paper's Table 1/2 layout (``codirector bench``)."""
         from codirector.engine.evaluation.bench import bench
 
         self._ensure_initialised()
         return bench(self.workspace, stories_dir, methods=methods, profile=profile, config=config, backends=backends,
-                     out_dir=out_dir, progress=progress)
+                     out_dir=out_dir, progress=progress, story_format=story_format, budget=spending(budget, config))
 
-    def diff(self, story_id: str, a: str, b: str) -> dict[str, Any]:
+    def cost(self, story_id: str, branch: str = MAIN, *, by: str = "shot",
+             prices: str | os.PathLike[str] | PriceTable | None = None) -> CostReport:
+        """What the branch spent, what its shared prefix cost the parent, what the recording saved (``codirector
+        cost``); at the built-in prices and a TOML file's ``[prices]`` (the table in force now, never recorded)."""
+        if by not in BY:
+            raise InvalidArgument(f"--by must be one of {', '.join(BY)}, got {by!r}", hint=did_you_mean(by, BY, "key"))
+        table = prices if isinstance(prices, PriceTable) else PriceTable.from_file(prices)
+        return branch_cost(self.store.read(story_id, branch), story_id=story_id, branch=branch, prices=table, by=by,
+                           served_from_recording=is_scratch(branch))
+
+    def _spend(self, story_id: str, prices: PriceTable) -> Spend:
+        """USD per branch of a story (replays aside): a brief's main and its pulls."""
+        spend = Spend()
+        for b in self.store.story(story_id).branches:
+            if not is_scratch(b.name):
+                spend.add(b.name, self.cost(story_id, b.name, prices=prices))
+        return spend
+
+    def diff(self, story_id: str, a: str, b: str) -> BranchDiff:
         """Where two branches part and how their shots and memory differ (``codirector diff``)."""
         return diff_branches(self.workspace, story_id, a, b)
 
-    def audit(self, story_id: str, branch: str = MAIN, *, html: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    def audit(self, story_id: str, branch: str = MAIN, *, html: str | os.PathLike[str] | None = None,
+              prices: str | os.PathLike[str] | None = None) -> Audit:
         """Every continuity decision with its evidence (``codirector audit``); optionally an HTML report."""
-        data = audit_events(self.store.read(story_id, branch), story_id=story_id, branch=branch)
+        audit = audit_events(self.store.read(story_id, branch), story_id=story_id, branch=branch)
+        audit = replace(audit, cost=self.cost(story_id, branch, prices=prices))
         if html is not None:
-            data["html"] = str(write_html(data, self.blobs, html))
-        return data
+            audit = replace(audit, html=str(write_html(audit, self.blobs, html)))
+        return audit
 
-    def demo(self, out_dir: str | os.PathLike[str] = "codirector-demo", *, config: Any = None, backends: Any = None,
-             progress: Any = None) -> dict[str, Any]:
+    def demo(self, out_dir: str | os.PathLike[str] = "codirector-demo", *,
+             config: str | os.PathLike[str] | None = None, backends: Backends | None = None,
+             progress: Progress | None = None) -> DemoSummary:
         """The offline showcase: run, branch, replay, and the pictures (``codirector demo``)."""
         from codirector.engine.demo import run_demo
 
@@ -244,13 +325,13 @@ class Studio:
                         progress=progress)
 
     def backends(self, *, profile: str | None = None, config: str | os.PathLike[str] | None = None
-                 ) -> list[dict[str, Any]]:
+                 ) -> BackendsReport:
         """Registered backends, what each needs, and whether it can run here (``codirector backends``)."""
         from codirector.generators import registry
         from codirector.generators.profiles import resolve
 
         cfg = resolve(profile, config) if (profile or config) else None
-        rows = []
+        rows: list[BackendStatus] = []
         for b in registry.backends():
             options: dict[str, Any] = {}
             selected = False
@@ -260,9 +341,8 @@ class Studio:
                     selected = True
                     options = {k: v for k, v in table.items() if k != "backend"}
             ok, why = registry.usable(b.kind, b.name, options)
-            rows.append({"kind": b.kind, "name": b.name, "summary": b.summary, "needs": b.needs,
-                         "usable": ok, "status": why, "selected": selected})
-        return rows
+            rows.append(BackendStatus(b.kind, b.name, b.summary, b.needs, ok, why, selected))
+        return BackendsReport(rows, checked_profile=cfg is not None)
 
     def _ensure_initialised(self) -> None:
         """``run`` creates the home on first use (every other command needs an existing one)."""
@@ -275,22 +355,26 @@ class Studio:
         """The story's vector index, caught up with the log (and saved if it was behind)."""
         return self.workspace.index(story_id)
 
-    def reindex(self, story_id: str | None = None) -> list[dict[str, Any]]:
+    def reindex(self, story_id: str | None = None) -> ReindexResult:
         """Rebuild vector indexes from the log (every story, or one)."""
         ids = [story_id] if story_id is not None else [s.id for s in self.store.stories()]
-        out = []
+        out: list[IndexRebuilt] = []
         for sid in ids:
             index, path = self.workspace.rebuild_index(sid)
             dropped = SnapshotCache(self.store).drop(sid)  # a cache too: rebuilt on the next reads
-            out.append({"story": sid, "vectors": len(index), "dim": index.dim, "path": str(path),
-                        "snapshots_dropped": dropped})
-        return out
+            out.append(IndexRebuilt(sid, len(index), index.dim, str(path), dropped))
+        return ReindexResult(out)
 
     def verify(self, story_id: str | None = None) -> VerifyReport:
         """Hash chain, blobs and vector index; ``report.ok`` is False on any damage."""
         if story_id is not None:
             self.store.story(story_id)
-        report = verify(self.store, self.blobs, self.home.vectors_dir, story_id)
+        for sid in [story_id] if story_id is not None else [s.id for s in self.store.stories()]:
+            try:  # the index is this machine's cache (DESIGN §10): caught up first, so only damage is reported
+                self.workspace.index(sid)
+            except IntegrityViolation:
+                pass  # an unreadable index file or a damaged embedding blob: the checks below name it
+        report = verify(self.store, self.blobs, self.workspace.vectors_dir, story_id)
         for sid in [story_id] if story_id is not None else [s.id for s in self.store.stories()]:
             for branch, position in stale_snapshots(self.store, sid):
                 report.problems.append(Problem(sid, branch, position, "snapshot",

@@ -14,7 +14,7 @@ from codirector.events.base import (
     seal,
     utc_now,
 )
-from codirector.events.calls import ModelCalled
+from codirector.events.calls import RUN_MARKS, BudgetReached, ModelCalled
 from codirector.events.director import BranchRanked, DirectionChosen, RewardObserved
 from codirector.events.keyframe import AlignmentReport, KeyframeGenerated, KeyframeJudged, KeyframeSelected
 from codirector.events.memory import EmbeddingRef, EntityRegistered, ViewAdded, ViewSource
@@ -34,7 +34,8 @@ from codirector.events.video import EntityUpdate, MotionPromptRefined, VideoAnal
 MEMORY_EVENT_TYPES = ("EntityRegistered", "ViewAdded")
 
 __all__ = [
-    "GENESIS", "MEMORY_EVENT_TYPES", "AgentOutputRejected", "AlignmentReport", "BranchCreated", "BranchRanked",
+    "GENESIS", "MEMORY_EVENT_TYPES", "RUN_MARKS", "AgentOutputRejected", "AlignmentReport", "BranchCreated",
+    "BranchRanked", "BudgetReached",
     "Candidate", "DirectionChosen", "Draft", "DuplicateResolved", "EmbeddingRef", "EntityRegistered",
     "EntityUpdate", "Event", "KeyframeGenerated", "KeyframeJudged", "KeyframeSelected", "MemoryRetrieved",
     "ModelCalled", "MotionPromptRefined", "ProposedEntity", "RecordedEvent", "Reference", "RewardObserved",

@@ -7,9 +7,16 @@ embedder (texts or images in, unit vectors out). The engine talks to models only
 Invariants:
 - Requests are plain data: everything that affects the output is a field, so the call recorder
   can hash a request into a key (``request_fields``) and replay can diff two requests.
+- A backend's key holds only what that backend receives. ``VLMRequest.hints`` (the story plan's
+  declared intent) is read by plan-driven backends alone (``reads_hints = True``, the preview
+  VLM); a real model never sees it, so it is in the key of hint-reading backends only, and
+  editing a hint never changes the key of a call made with a real model.
 - Images travel as bytes plus their blob digest (the digest goes into the key, the bytes to the
   model). No request or result ever carries an API key.
 - Backends raise ``BackendError`` (with a fix) for failures they understand; results are data.
+- Results report usage (``VLMAnswer.usage``, ``ImageResult.usage``, ``VideoResult.usage``: numbers
+  only, keys as in ``events.calls``). A backend that bills may also offer ``usage_bound(request)``:
+  the most usage that request can bill, computed before the call (``--budget`` checks it).
 """
 
 from __future__ import annotations
@@ -33,9 +40,10 @@ class ImageInput:
 class VLMRequest:
     """One agent turn: instructions, text and images in; JSON matching ``schema`` out.
 
-    ``plan`` is structured context from the story plan (what a shot uses, what evolves). The
-    plan-driven preview backend answers from it; real models never see it. ``schema_name`` and
-    ``json_schema`` describe the expected output for structured-output APIs.
+    ``hints`` is structured context from the story plan (what a shot uses, what evolves). Only a
+    backend with ``reads_hints = True`` (the plan-driven preview VLM) answers from it; real models
+    never see it, and it is not part of their recording key. ``schema_name`` and ``json_schema``
+    describe the expected output for structured-output APIs.
     """
 
     agent: str
@@ -44,8 +52,8 @@ class VLMRequest:
     images: tuple[ImageInput, ...] = ()
     schema_name: str = ""
     json_schema: dict[str, Any] = field(default_factory=dict)
-    plan: dict[str, Any] = field(default_factory=dict)
     temperature: float = 0.0
+    hints: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,13 @@ class ImageRequest:
     references: tuple[ImageInput, ...] = ()
     style: str | None = None
 
+    def styled_prompt(self) -> str:
+        """The prompt followed by the visual style: the text every image model is given for it."""
+        parts = [self.prompt.strip()]
+        if self.style and self.style.strip():
+            parts.append(f"Visual style: {self.style.strip()}.")
+        return " ".join(p for p in parts if p)
+
 
 @dataclass(frozen=True)
 class ImageResult:
@@ -79,6 +94,7 @@ class ImageResult:
     width: int
     height: int
     model: str
+    usage: dict[str, Any] | None = None  # what the call used (see ``events.calls``): tokens, images, seconds
 
 
 @dataclass(frozen=True)
@@ -104,11 +120,16 @@ class VideoResult:
     width: int
     height: int
     model: str
+    usage: dict[str, Any] | None = None  # what the call used (see ``events.calls``): seconds of video, of compute
 
 
 @runtime_checkable
 class VLM(Protocol):
-    """A vision-language model answering agents with JSON text."""
+    """A vision-language model answering agents with JSON text.
+
+    A backend may also set ``reads_hints = True`` (see ``reads_hints``); the protocol does not
+    require it, and a backend without it is keyed as a real model.
+    """
 
     backend: str
     model: str
@@ -161,19 +182,30 @@ def image_fields(images: tuple[ImageInput, ...]) -> list[dict[str, str]]:
     return [{"label": im.label, "blob": im.digest} for im in images]
 
 
-def request_fields(request: VLMRequest | ImageRequest | VideoRequest) -> dict[str, Any]:
-    """Everything in a request that affects the output, as plain JSON (the recorder hashes this)."""
+def reads_hints(backend: object) -> bool:
+    """Whether ``backend`` answers from ``VLMRequest.hints`` (plan-driven), rather than from the messages."""
+    return bool(getattr(backend, "reads_hints", False))
+
+
+def request_fields(request: VLMRequest | ImageRequest | VideoRequest, *, hints: bool = False) -> dict[str, Any]:
+    """Everything in a request that affects the output, as plain JSON (the recorder hashes this).
+
+    ``hints=True`` adds ``VLMRequest.hints`` (under the name ``plan``, as logs have always held it)
+    for a backend that reads them; a real model's fields are exactly what it receives.
+    """
     if isinstance(request, VLMRequest):
-        return {
+        fields: dict[str, Any] = {
             "agent": request.agent,
             "system": request.system,
             "user": request.user,
             "images": image_fields(request.images),
             "schema_name": request.schema_name,
             "json_schema": request.json_schema,
-            "plan": request.plan,
             "temperature": request.temperature,
         }
+        if hints:
+            fields["plan"] = request.hints
+        return fields
     if isinstance(request, ImageRequest):
         return {
             "prompt": request.prompt,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +47,7 @@ from codirector.generators.diffusers_common import (
     require_weights,
     torch_dtype,
 )
+from codirector.generators.imaging import check_frame_size, cover, png
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +83,9 @@ OTHER = ImageFamily("text", 8)
 # ---------------------------------------------------------------------------- pure helpers
 
 
-def reference_prompt(prompt: str, style: str | None, labels: list[str], mode: str, picture: str = "Image") -> str:
-    """The prompt the pipeline gets: the request's prompt, the style, and what the references show."""
-    parts = [prompt.strip()]
-    if style:
-        parts.append(f"Visual style: {style.strip()}.")
+def reference_prompt(styled: str, labels: list[str], mode: str, picture: str = "Image") -> str:
+    """The prompt the pipeline gets: the request's prompt and style (``styled``), and what the references show."""
+    parts = [styled]
     if labels and mode == "list":
         shown = " ".join(f"{picture} {i} shows {label}." for i, label in enumerate(labels, start=1))
         parts.append(f"{shown} Keep each one's identity, face, hair, clothing and colours as in its picture.")
@@ -109,18 +109,9 @@ def stitch(images: list[Any], height: int) -> Any:
     return canvas
 
 
-def fit(im: Any, width: int, height: int) -> Any:
-    """``im`` scaled to cover ``width`` x ``height`` and cropped centred (unchanged if it already fits)."""
-    from PIL import Image, ImageOps
-
-    im = im.convert("RGB")
-    if im.size == (width, height):
-        return im
-    return ImageOps.fit(im, (width, height), method=Image.Resampling.LANCZOS, centering=(0.5, 0.5))
-
-
 def check_size(width: int, height: int, multiple: int, pipeline: str, section: str = "run") -> None:
     """Width and height must be multiples of ``multiple``; the error says the nearest valid size."""
+    check_frame_size(width, height)
     bad = [(name, v) for name, v in (("width", width), ("height", height)) if v <= 0 or v % multiple]
     if bad:
         got = " and ".join(f"{name} {v}" for name, v in bad)
@@ -129,12 +120,6 @@ def check_size(width: int, height: int, multiple: int, pipeline: str, section: s
             hint=f"set [{section}] width = {nearest_multiple(width, multiple)} and height = "
             f"{nearest_multiple(height, multiple)} (the nearest multiples of {multiple})",
         )
-
-
-def _png(im: Any) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 # ---------------------------------------------------------------------------- the generator
@@ -258,7 +243,7 @@ class DiffusersImageGenerator(PipelineHolder):
                             "reference images here; keyframes follow the text only (configure [image] ip_adapter, "
                             "or use a multi-reference editing pipeline such as Qwen-Image-Edit-2509)")
         kwargs: dict[str, Any] = {
-            "prompt": reference_prompt(request.prompt, request.style, labels, mode, fam.picture),
+            "prompt": reference_prompt(request.styled_prompt(), labels, mode, fam.picture),
             "height": request.height,
             "width": request.width,
             "num_inference_steps": self.steps,
@@ -297,6 +282,7 @@ class DiffusersImageGenerator(PipelineHolder):
         pipe = self.load()
         self.check_inputs(request)  # the loaded class may be more specific than the declared one
         kwargs = self.call_kwargs(request)
+        started = time.perf_counter()
         no_refs_with_adapter = self.reference_mode() == "ip_adapter" and not request.references
         if no_refs_with_adapter:
             pipe.set_ip_adapter_scale(0.0)  # the blank image only satisfies the adapter; it must not steer
@@ -310,8 +296,10 @@ class DiffusersImageGenerator(PipelineHolder):
         images = getattr(out, "images", None)
         if not images:
             raise BackendError(f"{type(pipe).__name__} returned no image for the {request.purpose} image")
-        im = fit(images[0], request.width, request.height)
-        return ImageResult(png=_png(im), width=request.width, height=request.height, model=self.model)
+        im = cover(images[0], request.width, request.height)
+        usage = {"images": 1, "size": f"{request.width}x{request.height}", "device": default_device(self.device),
+                 "compute_seconds": round(time.perf_counter() - started, 3)}  # wall clock: GPU seconds on a GPU
+        return ImageResult(png=png(im), width=request.width, height=request.height, model=self.model, usage=usage)
 
 
 def check(model: str = "", offline: bool | None = None, **_: Any) -> tuple[bool, str]:

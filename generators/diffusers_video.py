@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from codirector.generators.diffusers_common import (
     require_weights,
     torch_dtype,
 )
+from codirector.generators.imaging import check_frame_size, cover
 from codirector.generators.video_io import encode_mp4
 
 log = logging.getLogger(__name__)
@@ -135,13 +137,6 @@ def to_uint8_frames(frames: Any) -> list[np.ndarray]:
     return [np.ascontiguousarray(f[..., :3]) for f in arr]
 
 
-def _resize(frame: np.ndarray, width: int, height: int) -> np.ndarray:
-    from PIL import Image, ImageOps
-
-    im = ImageOps.fit(Image.fromarray(frame), (width, height), method=Image.Resampling.LANCZOS)
-    return np.asarray(im)
-
-
 # ---------------------------------------------------------------------------- the generator
 
 
@@ -190,6 +185,7 @@ class DiffusersVideoGenerator(PipelineHolder):
         return found[1] if found is not None else None
 
     def check_inputs(self, request: VideoRequest) -> None:
+        check_frame_size(request.width, request.height, "image-to-video clip")
         family = self.family()
         if family is not None:
             check_rules(request, family, spatial_multiple(self.weights().root, family))
@@ -225,11 +221,9 @@ class DiffusersVideoGenerator(PipelineHolder):
 
     def call_kwargs(self, request: VideoRequest) -> dict[str, Any]:
         """What the pipeline is called with: the keyframe at the clip's size, the motion prompt, a fresh generator."""
-        from PIL import Image, ImageOps
+        from PIL import Image
 
-        key = Image.open(io.BytesIO(request.keyframe.data)).convert("RGB")
-        if key.size != (request.width, request.height):
-            key = ImageOps.fit(key, (request.width, request.height), method=Image.Resampling.LANCZOS)
+        key = cover(Image.open(io.BytesIO(request.keyframe.data)), request.width, request.height)
         kwargs: dict[str, Any] = {
             "image": key,
             "prompt": request.prompt,
@@ -254,20 +248,26 @@ class DiffusersVideoGenerator(PipelineHolder):
         self.check_inputs(request)  # before any weights are loaded
         pipe = self.load()
         self.check_inputs(request)
+        from PIL import Image
+
+        started = time.perf_counter()
         try:
             out = pipe(**self.call_kwargs(request))
         except (ValueError, TypeError, RuntimeError) as e:
             raise call_failed(pipe, "the clip", e, "video") from e
+        seconds = round(time.perf_counter() - started, 3)  # wall clock of the generation: GPU seconds on a GPU
         frames = to_uint8_frames(getattr(out, "frames", None))
         if len(frames) < request.num_frames:
             raise BackendError(f"{type(pipe).__name__} returned {len(frames)} frames, {request.num_frames} were asked",
                                hint="use a frame count the model supports (see the rule in the docs of this backend)")
         frames = frames[: request.num_frames]  # CogVideoX 1.5 pads to whole latent frames
-        frames = [f if f.shape[:2] == (request.height, request.width) else _resize(f, request.width, request.height)
-                  for f in frames]
+        frames = [f if f.shape[:2] == (request.height, request.width)
+                  else np.asarray(cover(Image.fromarray(f), request.width, request.height)) for f in frames]
         data = encode_mp4(frames, request.fps)
+        usage = {"video_seconds": round(len(frames) / request.fps, 6), "frames": len(frames),
+                 "device": default_device(self.device), "compute_seconds": seconds}
         return VideoResult(mp4=data, frames=len(frames), fps=request.fps, width=request.width, height=request.height,
-                           model=self.model)
+                           model=self.model, usage=usage)
 
 
 def check(model: str = "", allow_cpu: bool = False, offline: bool | None = None, **_: Any) -> tuple[bool, str]:

@@ -4,6 +4,8 @@ A profile is a named set of backends; a TOML file (``--config F``) starts from a
 overrides any part. The keys of DESIGN §7 are a contract (``profile``, ``[vlm] backend/model/
 base_url``, ``[image]``, ``[video]``, ``[embedder] backend/model/pretrained``); other keys of a
 table are passed to that backend as options. ``[run]`` holds the loop's own settings.
+``[prices."MODEL"]`` overrides a model's price (``generators.prices``); prices are not settings:
+they are read when a cost is asked for, never recorded in the log.
 
 Invariant: a resolved config never holds a secret. API keys come from the environment
 (``OPENAI_API_KEY``, or the variable named by ``api_key_env``); a config that contains one is
@@ -15,11 +17,12 @@ from __future__ import annotations
 import copy
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from codirector.errors import ConfigError, did_you_mean
+from codirector.generators.prices import PriceTable
 
 _PREVIEW_EMBEDDER = {"backend": "open_clip", "model": "ViT-B-32", "pretrained": "laion2b_s34b_b79k",
                      "offline": True, "allow_random": True}
@@ -47,17 +50,27 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 
-RUN_DEFAULTS: dict[str, Any] = {
-    "width": 512,
-    "height": 288,
-    "num_frames": 17,
-    "fps": 8.0,
-    "max_rounds": 3,
-    "shortlist": 12,
-    "duplicate_threshold": 0.93,
-    "agent_attempts": 3,
-    "frames_for_analysis": 8,
-}
+
+
+@dataclass(frozen=True)
+class RunTable:
+    """The ``[run]`` table: the loop's own settings and their defaults, written here only.
+
+    ``engine.loop.context.RunSettings`` extends it with the paper's ablation flags.
+    """
+
+    width: int = 512
+    height: int = 288
+    num_frames: int = 17
+    fps: float = 8.0
+    max_rounds: int = 3
+    shortlist: int = 12
+    duplicate_threshold: float = 0.93
+    agent_attempts: int = 3
+    frames_for_analysis: int = 8
+
+
+RUN_DEFAULTS: dict[str, Any] = asdict(RunTable())
 
 SECRET_KEYS = ("api_key", "apikey", "token", "secret", "password", "authorization")
 SECTIONS = ("vlm", "image", "video", "embedder", "run")
@@ -74,6 +87,7 @@ class RunConfig:
     embedder: dict[str, Any]
     run: dict[str, Any] = field(default_factory=lambda: dict(RUN_DEFAULTS))
     source: str | None = None
+    prices: dict[str, Any] = field(default_factory=dict)  # [prices."MODEL"]: read when asked, never recorded
 
     def table(self, kind: str) -> dict[str, Any]:
         return dict(getattr(self, kind))
@@ -131,10 +145,11 @@ def resolve(profile: str | None = None, config_path: str | Path | None = None,
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{path} is not valid TOML: {e}", hint="see README, 'Switching to real models'") from e
         _refuse_secrets(data, str(path))
-        unknown = [k for k in data if k not in (*SECTIONS, "profile")]
+        unknown = [k for k in data if k not in (*SECTIONS, "profile", "prices")]
         if unknown:
             raise ConfigError(f"{path}: unknown key {unknown[0]!r}",
-                              hint="top-level keys are profile, [vlm], [image], [video], [embedder], [run]")
+                              hint="top-level keys are profile, [vlm], [image], [video], [embedder], [run], [prices]")
+        PriceTable.from_file(path)  # a bad [prices] table is refused before anything runs
     name = profile or data.get("profile") or "preview"
     if name not in PROFILES:
         raise ConfigError(f"unknown profile {name!r}", hint=did_you_mean(name, PROFILES, "profile"))
@@ -160,7 +175,7 @@ def resolve(profile: str | None = None, config_path: str | Path | None = None,
         else:
             base[section].update(table)
     _refuse_secrets(base, source or "config")
-    return RunConfig(profile=name, run=run, source=source, **base)
+    return RunConfig(profile=name, run=run, source=source, prices=dict(data.get("prices", {})), **base)
 
 
 def build_backends(config: RunConfig) -> Any:

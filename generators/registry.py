@@ -50,16 +50,16 @@ def _register_builtins(reg: Callable[[BackendInfo], None]) -> None:
     reg(BackendInfo("vlm", "preview", f"{g}.preview:PreviewVLM",
                     "plan-driven agents: answers from the story's cast/uses/evolves, accepts every keyframe",
                     "nothing"))
-    reg(BackendInfo("vlm", "openai", f"{g}.openai_backends:OpenAIVLM",
+    reg(BackendInfo("vlm", "openai", f"{g}.openai_vlm:OpenAIVLM",
                     "any OpenAI-compatible chat API (OpenAI, vLLM, Ollama, LM Studio) with structured output",
                     "OPENAI_API_KEY (or api_key_env) and network access to base_url",
-                    f"{g}.openai_backends:check_vlm"))
+                    f"{g}.openai_vlm:check_vlm"))
     reg(BackendInfo("image", "storyboard", f"{g}.preview:StoryboardImageGenerator",
                     "deterministic storyboard panels: references composited, prompt as caption", "nothing"))
-    reg(BackendInfo("image", "openai", f"{g}.openai_backends:OpenAIImageGenerator",
+    reg(BackendInfo("image", "openai", f"{g}.openai_images:OpenAIImageGenerator",
                     "OpenAI Images API: images.generate, images.edit with the reference list",
                     "OPENAI_API_KEY (or api_key_env) and network access",
-                    f"{g}.openai_backends:check_images"))
+                    f"{g}.openai_images:check_images"))
     reg(BackendInfo("image", "diffusers", f"{g}.diffusers_image:DiffusersImageGenerator",
                     "diffusers text-to-image with references (QwenImageEditPlus, FLUX.2, SD/SDXL + IP-Adapter)",
                     "diffusers weights on disk or downloadable; a GPU for useful speed",

@@ -105,7 +105,7 @@ def missing_pieces(config: Any) -> list[str]:
     """What the configured backends need and this machine lacks (empty: ready to run)."""
     from codirector.generators import registry
     from codirector.generators.diffusers_common import locate
-    from codirector.generators.openai_backends import resolve_base_url, safe_url
+    from codirector.generators.openai_client import resolve_base_url, safe_url
 
     missing: list[str] = []
     try:

@@ -1,23 +1,43 @@
-"""Content-addressed blob store: images, clips, embeddings and large model responses.
+"""Content-addressed blob stores: images, clips, embeddings and large model responses.
 
-Invariant: a blob's file name is the sha256 of its bytes, and a file only ever appears under its
-name complete (temp file in the same folder, fsync, atomic rename, fsync of the folder). Writers
-put a blob BEFORE appending the event that names it, so a crash can leave an unreferenced blob
-but never an event naming a missing one. Writing the same bytes twice is a no-op.
+One small interface, ``BlobStore`` (``put``, ``get``, ``exists``, ``check``, ``digests``,
+``describe``, ``ensure``), two implementations chosen by URL in one factory, ``open_blobs``:
+- a plain path or ``file://`` URL: ``LocalBlobStore``, files under ``root/ab/cdef...``;
+- ``s3://bucket/prefix``, ``gs://bucket/prefix`` (any fsspec protocol): ``FsspecBlobStore``, the
+  same key layout under the prefix. s3fs/gcsfs are extras, imported on first use only, so commands
+  that never touch a remote blob (queries, the demo) never import them.
+
+Invariants:
+- A blob's name is the sha256 of its bytes. ``put`` of a digest already stored writes nothing;
+  ``get`` re-hashes what it read and raises ``IntegrityViolation`` if it is missing or altered.
+- A blob appears under its name complete or not at all: locally a temp file in the same folder,
+  fsync, atomic rename, fsync of the folder; in an object store a single PUT (atomic by the
+  store's own contract). Writers put a blob BEFORE appending the event that names it, so a crash
+  can leave an unreferenced blob but never an event naming a missing one.
+- ``describe()`` and every error message name the store without credentials: remote stores take
+  theirs the standard way (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+  ``AWS_DEFAULT_REGION``; gcsfs's usual sources), never from the log.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import re
 import tempfile
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from codirector.errors import IntegrityViolation
+from codirector.errors import ConfigError, IntegrityViolation, StoreError
+from codirector.store.home import mask_url
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
+# protocol -> the package (extra) that implements it
+_REMOTE = {"s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3"), "gs": ("gcsfs", "gcs"), "gcs": ("gcsfs", "gcs")}
+_SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
 
 
 def digest_of(data: bytes) -> str:
@@ -32,52 +52,90 @@ def check_digest(digest: str) -> str:
     return digest
 
 
-class BlobStore:
-    """Files named by their sha256 under ``root/ab/cdef...``."""
+def blob_key(digest: str) -> str:
+    """Where a blob lives under a store's root: ``ab/cdef...``."""
+    check_digest(digest)
+    return f"{digest[:2]}/{digest[2:]}"
 
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
 
-    def path(self, digest: str) -> Path:
-        check_digest(digest)
-        return self.root / digest[:2] / digest[2:]
+class BlobStore(ABC):
+    """The content-addressed contract; subclasses only move bytes (``_read``, ``_write``, ``_has``)."""
 
     def put(self, data: bytes) -> str:
-        """Store ``data`` durably and return its digest (idempotent)."""
+        """Store ``data`` durably and return its digest; an existing digest is not written again."""
         digest = digest_of(data)
-        target = self.path(digest)
-        if target.exists() and target.stat().st_size == len(data):
-            return digest
-        write_atomically(target, data)
-        _fsync_dir(target.parent)
+        if not self._has(digest, len(data)):
+            self._write(digest, data)
         return digest
 
     def get(self, digest: str) -> bytes:
-        """The bytes of a blob; ``IntegrityViolation`` if it is missing."""
-        path = self.path(digest)
-        try:
-            return path.read_bytes()
-        except FileNotFoundError:
+        """The bytes of a blob, re-hashed; ``IntegrityViolation`` if it is missing or altered."""
+        data = self._read(check_digest(digest))
+        if data is None:
             raise IntegrityViolation(
-                f"blob {digest[:12]}… is missing from {self.root}",
-                hint="restore the home folder's blobs/ from a backup; `codirector verify` lists every damaged one",
-            ) from None
-
-    def exists(self, digest: str) -> bool:
-        return self.path(digest).exists()
+                f"blob {digest[:12]}… is missing from {self.describe()}",
+                hint="restore the blob store from a backup; `codirector verify` lists every damaged blob",
+            )
+        actual = digest_of(data)
+        if actual != digest:
+            raise IntegrityViolation(
+                f"blob {digest[:12]}… in {self.describe()} is altered (its bytes now hash to {actual[:12]}…)",
+                hint="restore it from a backup; `codirector verify` lists every damaged blob",
+            )
+        return data
 
     def check(self, digest: str) -> str | None:
         """None if the blob is present and intact, else what is wrong with it."""
-        path = self.path(digest)
-        if not path.exists():
+        data = self._read(check_digest(digest))
+        if data is None:
             return "missing"
-        actual = hashlib.sha256(path.read_bytes()).hexdigest()
+        actual = digest_of(data)
         if actual != digest:
             return f"altered (its bytes now hash to {actual[:12]}…)"
         return None
 
+    @abstractmethod
+    def exists(self, digest: str) -> bool:
+        """Whether a blob of that name is stored (its bytes are not checked)."""
+
+    @abstractmethod
     def digests(self) -> Iterator[str]:
-        """Every blob digest present on disk."""
+        """Every blob digest present in the store."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where the blobs are, safe to print and log (no credentials)."""
+
+    @abstractmethod
+    def ensure(self) -> None:
+        """Create the store if it can be created, or raise ``StoreError`` saying why it cannot be used."""
+
+    @abstractmethod
+    def _read(self, digest: str) -> bytes | None:
+        """The stored bytes, or None if there is no such blob."""
+
+    @abstractmethod
+    def _write(self, digest: str, data: bytes) -> None:
+        """Store ``data`` under ``digest`` so that it appears complete or not at all."""
+
+    @abstractmethod
+    def _has(self, digest: str, size: int) -> bool:
+        """Whether a complete blob of that name (and size) is already stored."""
+
+
+class LocalBlobStore(BlobStore):
+    """Files named by their sha256 under ``root/ab/cdef...`` (the fast path: no fsspec)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def path(self, digest: str) -> Path:
+        return self.root / blob_key(digest)
+
+    def exists(self, digest: str) -> bool:
+        return self.path(digest).exists()
+
+    def digests(self) -> Iterator[str]:
         if not self.root.exists():
             return
         for sub in sorted(self.root.iterdir()):
@@ -85,6 +143,153 @@ class BlobStore:
                 for f in sorted(sub.iterdir()):
                     if not f.name.startswith(".tmp-"):
                         yield sub.name + f.name
+
+    def describe(self) -> str:
+        return str(self.root)
+
+    def ensure(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _read(self, digest: str) -> bytes | None:
+        try:
+            return self.path(digest).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def _write(self, digest: str, data: bytes) -> None:
+        target = write_atomically(self.path(digest), data)
+        _fsync_dir(target.parent)
+
+    def _has(self, digest: str, size: int) -> bool:
+        try:
+            return self.path(digest).stat().st_size == size
+        except FileNotFoundError:
+            return False
+
+
+class FsspecBlobStore(BlobStore):
+    """Objects named ``<prefix>/ab/cdef...`` in an fsspec filesystem (S3, GCS, ...).
+
+    The filesystem is made on first use, so building the store imports nothing heavy.
+    """
+
+    def __init__(self, url: str) -> None:
+        protocol, _, rest = url.partition("://")
+        self.protocol = protocol.lower()
+        self.root = rest.strip("/")
+        if not self.root:
+            raise ConfigError(f"the blob store URL {url!r} names no bucket",
+                              hint=f"use {self.protocol}://BUCKET or {self.protocol}://BUCKET/PREFIX")
+        if "@" in self.bucket:  # never echo it: the part before the @ is a credential
+            raise ConfigError(f"the {self.protocol}:// blob store URL carries credentials",
+                              hint="give them the standard way (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...) "
+                                   f"and pass {self.protocol}://BUCKET/PREFIX")
+        package, extra = _REMOTE.get(self.protocol, (None, None))
+        if package is not None and importlib.util.find_spec(package) is None:
+            raise ConfigError(f"{self.protocol}:// blob stores need the {package} package, which is not installed",
+                              hint=f'pip install "codirector[{extra}]"')
+        self._fs: Any = None
+
+    @property
+    def fs(self) -> Any:
+        if self._fs is None:
+            import fsspec
+
+            options: dict[str, Any] = {"skip_instance_cache": True}
+            if self.protocol in ("s3", "s3a"):
+                options["use_listings_cache"] = False
+            try:
+                self._fs = fsspec.filesystem(self.protocol, **options)
+            except (ImportError, ValueError) as e:
+                raise ConfigError(f"cannot open the blob store {self.describe()}: {_scrub(str(e))}") from None
+        return self._fs
+
+    @property
+    def bucket(self) -> str:
+        return self.root.split("/", 1)[0]
+
+    def key(self, digest: str) -> str:
+        return f"{self.root}/{blob_key(digest)}"
+
+    def exists(self, digest: str) -> bool:
+        return bool(self._call("look up", self.fs.exists, self.key(digest)))
+
+    def digests(self) -> Iterator[str]:
+        found = self._call("list", self.fs.find, self.root)
+        skip = len(self.root) + 1
+        for path in sorted(found):
+            name = str(path)[skip:].replace("/", "")
+            if _DIGEST.match(name):
+                yield name
+
+    def describe(self) -> str:
+        where = f"{self.protocol}://{self.root}"
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        if self.protocol in ("s3", "s3a") and endpoint:
+            where += f" (endpoint {mask_url(endpoint)})"
+        return where
+
+    def ensure(self) -> None:
+        if not self._call("look up", self.fs.exists, self.bucket):
+            raise StoreError(f"the bucket {self.bucket!r} of the blob store {self.describe()} does not exist",
+                             hint="create the bucket first (it may be empty), or pass --blobs with an existing one")
+
+    def _read(self, digest: str) -> bytes | None:
+        try:
+            return bytes(self._call("read", self.fs.cat_file, self.key(digest)))
+        except FileNotFoundError:
+            return None
+
+    def _write(self, digest: str, data: bytes) -> None:
+        self._call("write", self.fs.pipe_file, self.key(digest), data)
+
+    def _has(self, digest: str, size: int) -> bool:
+        try:
+            info = self._call("look up", self.fs.info, self.key(digest))
+        except FileNotFoundError:
+            return False
+        return int(info.get("size", -1)) == size
+
+    def _call(self, what: str, fn: Any, *args: Any) -> Any:
+        """``fn(*args)``; a missing object stays ``FileNotFoundError``, other failures become ``StoreError``."""
+        try:
+            return fn(*args)
+        except FileNotFoundError:
+            raise
+        except Exception as e:  # botocore/aiohttp/gcsfs errors have no common base but OSError-ish ones
+            raise StoreError(
+                f"cannot {what} blobs in {self.describe()}: {type(e).__name__}: {_scrub(str(e))}",
+                hint="check --blobs / CODIRECTOR_BLOBS, the endpoint and the credentials in the environment "
+                     "(AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION)",
+            ) from None
+
+
+def open_blobs(url: str | os.PathLike[str]) -> BlobStore:
+    """The blob store a ``--blobs`` value names: a path / ``file://`` URL, or ``s3://``, ``gs://``, ..."""
+    text = os.fspath(url)
+    if "://" not in text:
+        return LocalBlobStore(Path(text).expanduser())
+    protocol = text.split("://", 1)[0].lower()
+    if protocol in ("file", "local"):
+        return LocalBlobStore(Path(text.split("://", 1)[1]).expanduser())
+    if protocol not in _REMOTE:
+        try:
+            from fsspec.registry import known_implementations
+        except ImportError:
+            known_implementations = {}
+        if protocol not in known_implementations:
+            raise ConfigError(f"unknown blob store URL scheme {protocol!r} in {mask_url(_scrub(text))!r}",
+                              hint="use a path, file:///path, s3://bucket/prefix or gs://bucket/prefix")
+    return FsspecBlobStore(text)
+
+
+def _scrub(text: str) -> str:
+    """``text`` with any credential from the environment masked (errors may echo request details)."""
+    for name in _SECRET_ENV:
+        value = os.environ.get(name)
+        if value and len(value) >= 4:
+            text = text.replace(value, "***")
+    return text
 
 
 def write_atomically(path: str | os.PathLike[str], data: bytes) -> Path:

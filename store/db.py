@@ -3,25 +3,30 @@
 SQLite connections get WAL, foreign keys and a busy timeout on every connect. Migrations are
 Alembic scripts shipped in ``store/migrations``; ``upgrade(engine)`` brings any database to head
 and is what ``codirector init`` runs. Opening a database that is behind head raises ``StoreError``
-naming the fix instead of failing later on a missing column.
+naming the fix instead of failing later on a missing column. ``connection`` turns a driver's
+``OperationalError`` (locked, not initialised, unreachable) into a ``StoreError`` that names the fix.
 """
 
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event as sa_event
 from sqlalchemy import inspect
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlmodel import create_engine
 
 from codirector.errors import StoreError
 from codirector.store.home import mask_url
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+PING_AFTER_IDLE_S = 2.0  # a pooled PostgreSQL connection idle this long is pinged before reuse
 
 
 def _busy_timeout_ms() -> int:
@@ -62,11 +67,40 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         return engine
     if url.startswith("postgresql"):
-        return create_engine(url, pool_pre_ping=True, **kwargs)
+        engine = create_engine(url, **kwargs)
+        _ping_after_idle(engine)
+        return engine
     raise StoreError(
         f"unsupported database URL {mask_url(url)!r}",
         hint="use sqlite:///path/to/file.db or postgresql://user:pass@host:5432/dbname",
     )
+
+
+def _ping_after_idle(engine: Engine) -> None:
+    """Check a pooled connection is alive before reuse, if it sat idle (the server may have restarted).
+
+    SQLAlchemy's ``pool_pre_ping`` pings on every checkout: a round trip per transaction, which
+    doubles the cost of a short one. A connection handed back moments ago is alive; one that sat
+    idle for ``PING_AFTER_IDLE_S`` is pinged, and a dead one is replaced (``DisconnectionError``
+    makes the pool retry with a fresh connection).
+    """
+
+    @sa_event.listens_for(engine, "checkin")
+    def _idle_from(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @sa_event.listens_for(engine, "checkout")
+    def _ping(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE_S:
+            return
+        try:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("SELECT 1")
+            cursor.close()
+            dbapi_conn.rollback()
+        except Exception as e:  # any failure: this connection is not usable, take another
+            raise DisconnectionError(f"pooled connection failed its ping: {e}") from e
 
 
 def alembic_config(engine: Engine) -> Any:
@@ -132,3 +166,26 @@ def require_current(engine: Engine) -> None:
         f"the database at {mask_url(str(engine.url))} is at revision {current}, this code needs {head_revision()}",
         hint="run `codirector init` to upgrade it",
     )
+
+
+@contextmanager
+def connection(engine: Engine, *, write: bool = False) -> Iterator[Connection]:
+    """A connection (``write``: a transaction, committed on exit), with driver errors as ``StoreError``."""
+    try:
+        with (engine.begin() if write else engine.connect()) as conn:
+            yield conn
+    except OperationalError as e:
+        raise _store_error(e, engine) from e
+
+
+def _store_error(e: OperationalError, engine: Engine) -> StoreError:
+    text = str(e.orig)
+    where = mask_url(str(engine.url))
+    if "locked" in text or "busy" in text:
+        return StoreError(
+            f"the database at {where} is locked by another process ({text})",
+            hint="wait for the other codirector process to finish, or use another --home",
+        )
+    if "no such table" in text or "does not exist" in text:
+        return StoreError(f"the database at {where} is not initialised ({text})", hint="run `codirector init`")
+    return StoreError(f"database error at {where}: {text}", hint="check --db / CODIRECTOR_DB and the server")

@@ -3,80 +3,49 @@
 Invariants (each has a test in ``tests/store``):
 - ``append(story, branch, drafts, expected_position=P)`` writes positions P+1..P+n in one
   transaction, or raises ``VersionConflict`` and writes nothing. Two writers can never both win:
-  the branch row's ``head_position`` is updated only ``WHERE head_position = P``.
+  the branch row's head is moved only ``WHERE head_position = P AND head_hash = <hash at P>``
+  (``store.appending``: the batch is sealed first, the transaction only claims and inserts).
 - Each event's ``prev_hash`` is the hash of the event before it in the branch's lineage, so the
   chain of a branch continues its parent's chain at the fork.
 - ``read(story, branch)`` returns the parent's events up to the fork, then the branch's own,
   ordered by position (1..head, contiguous). Forking copies nothing.
 - Story ids, branch names and every other value travel as bound parameters; no user text is
   ever spliced into SQL.
+Which rows a lineage sees is ``store.lineage``; cached projection states are ``store.snapshots``.
 """
 
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Connection, Engine, Row
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError
 
 from codirector.errors import (
     BranchNotFound,
+    IntegrityViolation,
     RunStateError,
-    StoreError,
     StoryNotFound,
     VersionConflict,
     did_you_mean,
 )
-from codirector.events.base import GENESIS, Draft, RecordedEvent, from_record, seal, utc_now
-from codirector.store.db import make_engine, require_current, upgrade
-from codirector.store.home import mask_url
-from codirector.store.tables import BranchRow, EventRow, SnapshotRow, StoryRow
+from codirector.events.base import GENESIS, Draft, RecordedEvent, from_record, utc_now
+from codirector.store.appending import BatchSQL, claim_and_insert, seal_all
+from codirector.store.db import connection, make_engine, require_current, upgrade
+from codirector.store.lineage import BranchInfo, Segment, StoryInfo, branch_info, walk, within
+from codirector.store.tables import BranchRow, EventRow, StoryRow
 
 EVENTS = EventRow.__table__  # type: ignore[attr-defined]
 BRANCHES = BranchRow.__table__  # type: ignore[attr-defined]
 STORIES = StoryRow.__table__  # type: ignore[attr-defined]
-SNAPSHOTS = SnapshotRow.__table__  # type: ignore[attr-defined]
+
+__all__ = ["MAIN", "BranchInfo", "EventStore", "Segment", "StoryInfo", "check_name"]
 
 MAIN = "main"
-_EVENT_COLUMNS = ("story_id", "branch", "position", "type", "shot", "record", "hash")
 MAX_NAME = 200
-
-
-@dataclass(frozen=True)
-class BranchInfo:
-    """A branch: its parent and fork position (None/0 for main), and its head."""
-
-    story_id: str
-    name: str
-    parent: str | None
-    fork_position: int
-    head_position: int
-    head_hash: str
-    created_at: str
-
-
-@dataclass(frozen=True)
-class StoryInfo:
-    """A story and its branches."""
-
-    id: str
-    title: str
-    created_at: str
-    branches: tuple[BranchInfo, ...]
-
-
-@dataclass(frozen=True)
-class Segment:
-    """Part of a branch's lineage: ``branch``'s own events with lo < position <= hi."""
-
-    branch: str
-    lo: int
-    hi: int | None
 
 
 def check_name(value: str, what: str) -> str:
@@ -98,16 +67,8 @@ def _row_to_event(row: Row[Any]) -> RecordedEvent:
     return from_record(row.record, row.hash)
 
 
-def _branch_info(row: Row[Any]) -> BranchInfo:
-    return BranchInfo(
-        story_id=row.story_id,
-        name=row.name,
-        parent=row.parent,
-        fork_position=row.fork_position,
-        head_position=row.head_position,
-        head_hash=row.head_hash,
-        created_at=row.created_at,
-    )
+class _NotClaimed(Exception):
+    """The head was not where the batch was sealed for: roll back and find out why."""
 
 
 class EventStore:
@@ -116,14 +77,8 @@ class EventStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._forks: dict[tuple[str, str], tuple[str | None, int]] = {}
-        m = "?" if engine.dialect.paramstyle == "qmark" else "%s"
-        self._sql = {
-            "claim": f"UPDATE branches SET head_position = {m} WHERE story_id = {m} AND name = {m} "
-                     f"AND head_position = {m} RETURNING head_hash",
-            "insert": f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) "
-                      f"VALUES ({', '.join([m] * len(_EVENT_COLUMNS))})",
-            "set_hash": f"UPDATE branches SET head_hash = {m} WHERE story_id = {m} AND name = {m}",
-        }
+        self._heads: dict[tuple[str, str], tuple[int, str]] = {}  # (story, branch) -> head this store wrote
+        self._sql = BatchSQL.for_paramstyle(engine.dialect.paramstyle)
 
     @classmethod
     def open(cls, url: str, *, create: bool = False) -> EventStore:
@@ -159,12 +114,14 @@ class EventStore:
                         head_position=0, head_hash=GENESIS, created_at=now,
                     )
                 )
-                return self._append(conn, story_id, MAIN, events, 0)
+                sealed = self._append(conn, story_id, MAIN, events, 0, GENESIS)
         except IntegrityError as e:
             raise RunStateError(
                 f"a story with id {story_id!r} already exists",
                 hint="pick another --story-id, or continue it with `codirector resume`",
             ) from e
+        self._heads[(story_id, MAIN)] = (len(sealed), sealed[-1].hash) if sealed else (0, GENESIS)
+        return sealed
 
     def stories(self) -> list[StoryInfo]:
         """Every story with its branches, oldest first."""
@@ -173,7 +130,7 @@ class EventStore:
             branches = conn.execute(select(BRANCHES).order_by(BRANCHES.c.created_at, BRANCHES.c.name)).all()
         by_story: dict[str, list[BranchInfo]] = {}
         for b in branches:
-            by_story.setdefault(b.story_id, []).append(_branch_info(b))
+            by_story.setdefault(b.story_id, []).append(branch_info(b))
         return [
             StoryInfo(id=s.id, title=s.title, created_at=s.created_at, branches=tuple(by_story.get(s.id, [])))
             for s in stories
@@ -191,7 +148,7 @@ class EventStore:
             branches = conn.execute(
                 select(BRANCHES).where(BRANCHES.c.story_id == story_id).order_by(BRANCHES.c.created_at)
             ).all()
-        return StoryInfo(row.id, row.title, row.created_at, tuple(_branch_info(b) for b in branches))
+        return StoryInfo(row.id, row.title, row.created_at, tuple(branch_info(b) for b in branches))
 
     def branch(self, story_id: str, name: str = MAIN) -> BranchInfo:
         """One branch, or ``StoryNotFound`` / ``BranchNotFound`` suggesting close names."""
@@ -235,50 +192,72 @@ class EventStore:
                     head_position=at_position, head_hash=fork_hash, created_at=utc_now(),
                 )
             )
-            self._append(conn, story_id, name, events, at_position)
-            return self._branch(conn, story_id, name)
+            self._append(conn, story_id, name, events, at_position, fork_hash)
+            info = self._branch(conn, story_id, name)
+        self._heads[(story_id, name)] = (info.head_position, info.head_hash)
+        return info
 
     # ------------------------------------------------------------------ writing
 
     def append(
         self, story_id: str, branch: str, drafts: Sequence[Draft], *, expected_position: int
     ) -> list[RecordedEvent]:
-        """Append ``drafts`` after ``expected_position`` or raise ``VersionConflict`` writing nothing."""
-        with self._begin() as conn:
-            return self._append(conn, story_id, branch, drafts, expected_position)
+        """Append ``drafts`` after ``expected_position`` or raise ``VersionConflict`` writing nothing.
 
-    def _append(
-        self, conn: Connection, story_id: str, branch: str, drafts: Sequence[Draft], expected: int
-    ) -> list[RecordedEvent]:
+        The events are sealed (canonical JSON, hash chain) before the transaction opens, from the
+        head this store last wrote or read; the transaction only claims the head and inserts.
+        """
         if not drafts:
             return []
-        n = len(drafts)
-        # Claiming the positions comes first: the UPDATE takes the write lock (SQLite) / the row
-        # lock (PostgreSQL), so the head hash it returns cannot change under us. Plain SQL: this is
-        # the hot path. No row back means another writer moved the head: nothing is written.
-        prev = conn.exec_driver_sql(self._sql["claim"], (expected + n, story_id, branch, expected)).scalar()
-        if prev is None:
-            actual = self._branch(conn, story_id, branch).head_position
-            raise VersionConflict(
-                f"append to {story_id!r}/{branch!r} expected last position {expected}, but it is {actual}",
-                expected=expected,
-                actual=actual,
-            )
-        recorded_at = utc_now()
-        sealed: list[RecordedEvent] = []
-        rows: list[tuple[Any, ...]] = []
-        for i, draft in enumerate(drafts):
-            ev, record = seal(
-                draft, story_id=story_id, branch=branch, position=expected + 1 + i,
-                prev_hash=prev, recorded_at=recorded_at,
-            )
-            prev = ev.hash
-            sealed.append(ev)
-            rows.append((story_id, branch, ev.position, ev.type, ev.shot, record, ev.hash))
-        # A driver-level executemany: appending is the hot path, and the row shape is fixed.
-        conn.exec_driver_sql(self._sql["insert"], rows)
-        conn.exec_driver_sql(self._sql["set_hash"], (prev, story_id, branch))
+        key = (story_id, branch)
+        known = self._heads.get(key)
+        remembered = known is not None and known[0] == expected_position
+        prev = known[1] if known is not None and remembered else self._head_hash(story_id, branch, expected_position)
+        sealed, rows = seal_all(story_id, branch, drafts, expected_position, prev)
+        try:
+            with self._begin() as conn:
+                self._write(conn, story_id, branch, expected_position, prev, rows)
+        except _NotClaimed:  # rolled back: nothing was written
+            self._heads.pop(key, None)
+            if self.head(story_id, branch) != expected_position:
+                self._head_hash(story_id, branch, expected_position)  # raises VersionConflict
+            if remembered:  # the remembered head hash was out of date: read it and try again
+                return self.append(story_id, branch, drafts, expected_position=expected_position)
+            raise IntegrityViolation(
+                f"the head hash of {story_id!r}/{branch!r} changed at position {expected_position}",
+                hint="the branches table was altered outside codirector; run `codirector verify`",
+            ) from None
+        self._heads[key] = (expected_position + len(rows), sealed[-1].hash)
         return sealed
+
+    def _append(
+        self, conn: Connection, story_id: str, branch: str, drafts: Sequence[Draft], expected: int, prev: str
+    ) -> list[RecordedEvent]:
+        """Seal and write inside the caller's transaction (a new story or branch, whose head is known)."""
+        if not drafts:
+            return []
+        sealed, rows = seal_all(story_id, branch, drafts, expected, prev)
+        self._write(conn, story_id, branch, expected, prev, rows)
+        return sealed
+
+    def _write(
+        self, conn: Connection, story_id: str, branch: str, expected: int, prev: str, rows: list[tuple[Any, ...]]
+    ) -> None:
+        """Claim and insert (``store.appending``); ``_NotClaimed`` (the transaction must roll back) if not."""
+        if not claim_and_insert(conn, self._sql, story_id, branch, expected, prev, rows):
+            raise _NotClaimed()
+
+    def _head_hash(self, story_id: str, branch: str, expected: int) -> str:
+        """The branch's head hash, or ``VersionConflict`` if its head is not at ``expected``."""
+        with self._connect() as conn:
+            info = self._branch(conn, story_id, branch)
+        if info.head_position != expected:
+            raise VersionConflict(
+                f"append to {story_id!r}/{branch!r} expected last position {expected}, but it is {info.head_position}",
+                expected=expected,
+                actual=info.head_position,
+            )
+        return info.head_hash
 
     # ------------------------------------------------------------------ reading
 
@@ -296,7 +275,7 @@ class EventStore:
         """Events visible on ``branch`` (its lineage), ``after < position <= upto``, in order."""
         with self._connect() as conn:
             segments = self._lineage(conn, story_id, branch)
-            query = select(EVENTS).where(self._visible(story_id, segments))
+            query = select(EVENTS).where(within(EVENTS, story_id, segments))
             if after:
                 query = query.where(EVENTS.c.position > after)
             if upto is not None:
@@ -342,72 +321,6 @@ class EventStore:
                 query = query.where(EVENTS.c.story_id == story_id)
             return int(conn.execute(query).scalar_one())
 
-    # ------------------------------------------------------------------ snapshots (a cache)
-
-    def save_snapshot(
-        self, story_id: str, branch: str, kind: str, position: int, schema_version: int, state: str
-    ) -> None:
-        """Cache a projection's state at ``position``; an existing snapshot there is kept."""
-        try:
-            with self._begin() as conn:
-                exists = conn.execute(
-                    select(SNAPSHOTS.c.position).where(
-                        SNAPSHOTS.c.story_id == story_id, SNAPSHOTS.c.branch == branch,
-                        SNAPSHOTS.c.kind == kind, SNAPSHOTS.c.position == position,
-                    )
-                ).first()
-                if exists is None:
-                    conn.execute(
-                        insert(SNAPSHOTS).values(
-                            story_id=story_id, branch=branch, kind=kind, position=position,
-                            schema_version=schema_version, state=state, created_at=utc_now(),
-                        )
-                    )
-        except IntegrityError:
-            pass  # a concurrent writer cached the same state first
-
-    def latest_snapshot(
-        self, story_id: str, branch: str, kind: str, *, upto: int, schema_version: int
-    ) -> tuple[int, str] | None:
-        """The newest cached state visible on ``branch`` at or before ``upto``."""
-        with self._connect() as conn:
-            segments = self._lineage(conn, story_id, branch)
-            conds = []
-            for seg in segments:
-                hi = upto if seg.hi is None else min(seg.hi, upto)
-                conds.append(
-                    and_(SNAPSHOTS.c.branch == seg.branch, SNAPSHOTS.c.position > seg.lo, SNAPSHOTS.c.position <= hi)
-                )
-            row = conn.execute(
-                select(SNAPSHOTS.c.position, SNAPSHOTS.c.state)
-                .where(
-                    SNAPSHOTS.c.story_id == story_id, SNAPSHOTS.c.kind == kind,
-                    SNAPSHOTS.c.schema_version == schema_version, or_(*conds),
-                )
-                .order_by(SNAPSHOTS.c.position.desc())
-                .limit(1)
-            ).first()
-        return (row.position, row.state) if row is not None else None
-
-    def snapshots(self, story_id: str, kind: str) -> list[tuple[str, int, int, str]]:
-        """Every cached state of a story: (branch, position, schema_version, state), by position."""
-        with self._connect() as conn:
-            rows = conn.execute(
-                select(SNAPSHOTS.c.branch, SNAPSHOTS.c.position, SNAPSHOTS.c.schema_version, SNAPSHOTS.c.state)
-                .where(SNAPSHOTS.c.story_id == story_id, SNAPSHOTS.c.kind == kind)
-                .order_by(SNAPSHOTS.c.branch, SNAPSHOTS.c.position)
-            ).all()
-        return [(r.branch, r.position, r.schema_version, r.state) for r in rows]
-
-    def drop_snapshots(self, story_id: str | None = None) -> int:
-        from sqlalchemy import delete
-
-        with self._begin() as conn:
-            stmt = delete(SNAPSHOTS)
-            if story_id is not None:
-                stmt = stmt.where(SNAPSHOTS.c.story_id == story_id)
-            return int(conn.execute(stmt).rowcount or 0)
-
     # ------------------------------------------------------------------ raw rows, for verify
 
     def raw_rows(self, story_id: str, branch: str) -> list[Row[Any]]:
@@ -428,7 +341,7 @@ class EventStore:
             select(BRANCHES).where(BRANCHES.c.story_id == story_id, BRANCHES.c.name == name)
         ).first()
         if row is not None:
-            return _branch_info(row)
+            return branch_info(row)
         if conn.execute(select(STORIES.c.id).where(STORIES.c.id == story_id)).first() is None:
             known = conn.execute(select(STORIES.c.id)).scalars().all()
             raise StoryNotFound(f"no story {story_id!r} in this database", hint=did_you_mean(story_id, known, "story"))
@@ -445,65 +358,19 @@ class EventStore:
         return self._forks[key]
 
     def _lineage(self, conn: Connection, story_id: str, branch: str) -> list[Segment]:
-        segments: list[Segment] = []
-        current: str | None = branch
-        hi: int | None = None
-        seen: set[str] = set()
-        while current is not None:
-            if current in seen:
-                raise StoreError(f"branch lineage of {story_id!r}/{branch!r} has a cycle at {current!r}")
-            seen.add(current)
-            parent, fork = self._fork_of(conn, story_id, current)
-            segments.append(Segment(current, fork, hi))
-            hi = fork if hi is None else min(hi, fork)
-            current = parent
-        segments.reverse()
-        return segments
-
-    @staticmethod
-    def _visible(story_id: str, segments: list[Segment]) -> Any:
-        conds = []
-        for seg in segments:
-            cond = and_(EVENTS.c.branch == seg.branch, EVENTS.c.position > seg.lo)
-            if seg.hi is not None:
-                cond = and_(cond, EVENTS.c.position <= seg.hi)
-            conds.append(cond)
-        return and_(EVENTS.c.story_id == story_id, or_(*conds))
+        return walk(story_id, branch, lambda name: self._fork_of(conn, story_id, name))
 
     def _hash_at(self, conn: Connection, story_id: str, branch: str, position: int) -> str:
         segments = self._lineage(conn, story_id, branch)
         row = conn.execute(
-            select(EVENTS.c.hash).where(self._visible(story_id, segments), EVENTS.c.position == position)
+            select(EVENTS.c.hash).where(within(EVENTS, story_id, segments), EVENTS.c.position == position)
         ).first()
         if row is None:
             raise RunStateError(f"{story_id!r}/{branch!r} has no event at position {position}")
         return str(row.hash)
 
     def _connect(self) -> Any:
-        return _guard(self.engine.connect(), self.engine)
+        return connection(self.engine)
 
     def _begin(self) -> Any:
-        return _guard(self.engine.begin(), self.engine)
-
-
-@contextmanager
-def _guard(cm: Any, engine: Engine) -> Iterator[Connection]:
-    """Run a connection block, turning driver ``OperationalError`` into ``StoreError`` with a fix."""
-    try:
-        with cm as conn:
-            yield conn
-    except OperationalError as e:
-        raise _store_error(e, engine) from e
-
-
-def _store_error(e: OperationalError, engine: Engine) -> StoreError:
-    text = str(e.orig)
-    where = mask_url(str(engine.url))
-    if "locked" in text or "busy" in text:
-        return StoreError(
-            f"the database at {where} is locked by another process ({text})",
-            hint="wait for the other codirector process to finish, or use another --home",
-        )
-    if "no such table" in text or "does not exist" in text:
-        return StoreError(f"the database at {where} is not initialised ({text})", hint="run `codirector init`")
-    return StoreError(f"database error at {where}: {text}", hint="check --db / CODIRECTOR_DB and the server")
+        return connection(self.engine, write=True)

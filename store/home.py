@@ -1,8 +1,11 @@
 """Where a codirector home keeps things: the SQLite database, blobs and vector indexes.
 
-``--home DIR`` / ``CODIRECTOR_HOME`` (default ``./.codirector``) and ``--db URL`` /
-``CODIRECTOR_DB`` (default: ``sqlite:///<home>/codirector.db``). Nothing outside the home is
-written except the database a URL points at.
+``--home DIR`` / ``CODIRECTOR_HOME`` (default ``./.codirector``), ``--db URL`` / ``CODIRECTOR_DB``
+(default: ``sqlite:///<home>/codirector.db``), ``--blobs URL`` / ``CODIRECTOR_BLOBS`` (default: the
+home's ``blobs/``; ``s3://bucket/prefix``, ``gs://...``) and ``--cache DIR`` / ``CODIRECTOR_CACHE``
+(this machine's vector-index cache; default: the home). Nothing outside the home is written
+except the database, blob store and cache those values point at. These four values are all a
+worker on another machine needs (DESIGN §10); only the database and the blobs are shared.
 """
 
 from __future__ import annotations
@@ -20,31 +23,49 @@ class Home:
 
     root: Path
     db_url: str
+    blobs_url: str = ""  # "" = the home's blobs/
+    cache_dir: Path | None = None  # None = the home
 
     @classmethod
-    def resolve(cls, home: str | os.PathLike[str] | None = None, db: str | None = None) -> Home:
+    def resolve(cls, home: str | os.PathLike[str] | None = None, db: str | None = None,
+                blobs: str | os.PathLike[str] | None = None, cache: str | os.PathLike[str] | None = None) -> Home:
         """The home from arguments, then environment variables, then defaults."""
         root = Path(home or os.environ.get("CODIRECTOR_HOME") or DEFAULT_HOME).expanduser().absolute()
         url = db or os.environ.get("CODIRECTOR_DB") or f"sqlite:///{root / 'codirector.db'}"
-        return cls(root=root, db_url=url)
+        blobs_url = os.fspath(blobs or os.environ.get("CODIRECTOR_BLOBS") or root / "blobs")
+        if "://" not in blobs_url:
+            blobs_url = str(Path(blobs_url).expanduser().absolute())
+        cache_dir = Path(cache or os.environ.get("CODIRECTOR_CACHE") or root).expanduser().absolute()
+        return cls(root=root, db_url=url, blobs_url=blobs_url, cache_dir=cache_dir)
 
     @property
     def blobs_dir(self) -> Path:
+        """The home's own blob folder (used when no other ``--blobs`` is given)."""
         return self.root / "blobs"
 
     @property
+    def blobs(self) -> str:
+        """Where the blobs are: a local path or a URL."""
+        return self.blobs_url or str(self.blobs_dir)
+
+    @property
+    def cache(self) -> Path:
+        """This machine's cache folder (the vector indexes live in its ``vectors/``)."""
+        return self.cache_dir or self.root
+
+    @property
     def vectors_dir(self) -> Path:
-        return self.root / "vectors"
+        return self.cache / "vectors"
 
     @property
     def is_sqlite(self) -> bool:
         return self.db_url.startswith("sqlite")
 
     def ensure(self) -> None:
-        """Create the home's folders (the database is created by migrations)."""
+        """Create the home's and the cache's folders (the database is created by migrations, the blob
+        store by ``BlobStore.ensure``)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        self.blobs_dir.mkdir(exist_ok=True)
-        self.vectors_dir.mkdir(exist_ok=True)
+        self.vectors_dir.mkdir(parents=True, exist_ok=True)
 
     def describe_db(self) -> str:
         """The database URL with any password masked (safe to print and log)."""

@@ -8,12 +8,14 @@
 - ``branches.head_position``/``head_hash`` are the optimistic-concurrency token and the chain anchor:
   an append updates them only where ``head_position`` still equals the writer's expectation.
 - ``snapshots`` is a cache of projections (memory at a position); deleting it loses nothing.
+- ``branch_leases`` says who is running a branch now (``store.leases``): coordination, not history,
+  so its rows are updated and deleted; times are the database clock's seconds since the epoch.
 Events never subclass SQLModel: ``store.event_store`` maps rows to ``RecordedEvent`` and back.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Column, ForeignKeyConstraint, Index, Text, UniqueConstraint
+from sqlalchemy import Column, Float, ForeignKeyConstraint, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 NAMING_CONVENTION = {
@@ -80,3 +82,17 @@ class SnapshotRow(SQLModel, table=True):
     schema_version: int
     state: str = Field(sa_column=Column(Text, nullable=False))
     created_at: str
+
+
+class LeaseRow(SQLModel, table=True):
+    __tablename__ = "branch_leases"
+
+    # No foreign key to ``branches``: ``run FILE`` takes the main branch's lease before the story exists.
+    story_id: str = Field(primary_key=True)
+    branch: str = Field(primary_key=True)
+    owner: str
+    host: str
+    pid: int
+    acquired_at: float = Field(sa_column=Column(Float, nullable=False))
+    heartbeat_at: float = Field(sa_column=Column(Float, nullable=False))
+    expires_at: float = Field(sa_column=Column(Float, nullable=False))

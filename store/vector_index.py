@@ -8,10 +8,11 @@ Invariants:
   branches) and ``sync`` adds whatever the file lacks from the embedding blobs; ``rebuild`` starts
   from empty. A lost or stale file is therefore never data loss, only a rebuild.
 - Search only sees the ids the caller allows (the views visible at a branch and position), so a
-  branch never retrieves another branch's entities or its own future. It is exact: a small
-  allowed set goes through a FAISS id selector; a large one through a half-precision pre-scan
-  (an in-memory copy built on first need, half the bytes to read) whose candidates are rescored
-  in float32 until the bound on the pre-scan's error proves the top k exact.
+  branch never retrieves another branch's entities or its own future. It is exact, ties broken by
+  id, and reads only the visible vectors until most of the index is visible
+  (``store.vector_search`` holds the kernels).
+- On disk the index is FAISS ``IndexIDMap2(IndexFlatIP)``; in memory it is one float32 matrix
+  with an id -> row map, loaded from that file and written back to it.
 - Saving merges with the file on disk under an exclusive lock and replaces it atomically, so two
   processes adding to one story's index never drop each other's vectors.
 """
@@ -22,7 +23,7 @@ import fcntl
 import hashlib
 import os
 import tempfile
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, KeysView
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,10 +32,18 @@ import numpy as np
 
 from codirector.errors import IntegrityViolation
 from codirector.store.blobs import BlobStore
+from codirector.store.vector_search import (
+    SUBSET_MAX_FRACTION,
+    Block,
+    allowed_array,
+    prescan,
+    rows_of,
+    score_block,
+    score_rows,
+    top_k,
+)
 
 VECTOR_EVENT_TYPES = ("EntityRegistered", "ViewAdded")
-_SELECTOR_FRACTION = 0.05  # below this share of ids, a FAISS selector beats scan-then-filter
-_FP16_SLACK = 1e-3  # > the largest gap between a half-precision and an exact cosine of unit vectors
 
 
 def embedding_id(story_id: str, entity: str, vector_blob: str) -> int:
@@ -93,7 +102,11 @@ def index_path(vectors_dir: Path, story_id: str) -> Path:
 
 
 class VectorIndex:
-    """``IndexIDMap2(IndexFlatIP)`` over L2-normalised vectors, persisted at ``path``."""
+    """L2-normalised vectors by id, searched exactly; persisted as ``IndexIDMap2(IndexFlatIP)`` at ``path``.
+
+    In memory the vectors are one contiguous float32 matrix (row order = insertion order) with
+    the id of each row and a sorted id -> row map, so a search reads only the rows it may see.
+    """
 
     def __init__(self, path: Path, dim: int | None = None) -> None:
         import faiss
@@ -101,24 +114,28 @@ class VectorIndex:
         self._faiss = faiss
         faiss.omp_set_num_threads(1)  # one query at a time: threads cost more than they give
         self.path = Path(path)
-        self._index: Any = None
+        self._dim: int | None = None if dim is None else int(dim)
+        self._n = 0
+        self._mat = np.empty((0, self._dim or 0), dtype=np.float32)  # rows [0, _n) hold vectors
+        self._row_ids = np.empty(0, dtype=np.int64)
         self._ids: set[int] = set()
-        self._rows: tuple[np.ndarray, np.ndarray] | None = None
-        self._coarse: Any = None
+        self._by_id: tuple[np.ndarray, np.ndarray] | None = None  # sorted ids, their rows
+        self._coarse: Any = None  # half-precision copy for the pre-scan, row-aligned, built on need
+        self._last: tuple[np.ndarray, int] | None = None  # the previous subset search's ids and size
+        self._block: Block | None = None  # a visible set searched more than once, gathered
         if self.path.exists():
-            self._index = self._read(self.path)
-            self._ids = set(int(i) for i in faiss.vector_to_array(self._index.id_map))
-        elif dim is not None:
-            self._index = self._empty(dim)
+            ids, vectors = self._read(self.path)
+            self._dim = vectors.shape[1]
+            self._append(ids, vectors)
 
     # -- basic facts --------------------------------------------------------------------
 
     @property
     def dim(self) -> int | None:
-        return None if self._index is None else int(self._index.d)
+        return self._dim
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return self._n
 
     def __contains__(self, vector_id: int) -> bool:
         return vector_id in self._ids
@@ -136,50 +153,63 @@ class VectorIndex:
         x = normalised(vectors)
         if x.shape[0] != ids_arr.size:
             raise ValueError(f"{ids_arr.size} ids for {x.shape[0]} vectors")
-        if self._index is None:
-            self._index = self._empty(x.shape[1])
-        if x.shape[1] != self._index.d:
+        if self._dim is None:
+            self._dim = x.shape[1]
+        if x.shape[1] != self._dim:
             raise IntegrityViolation(
-                f"vector of dimension {x.shape[1]} for an index of dimension {self._index.d} at {self.path}",
+                f"vector of dimension {x.shape[1]} for an index of dimension {self._dim} at {self.path}",
                 hint="a story keeps the embedder it was started with; run with the same [embedder] settings",
             )
-        keep = [i for i, vid in enumerate(ids_arr.tolist()) if vid not in self._ids]
-        # also drop duplicates within this call
         seen: set[int] = set()
-        unique = []
-        for i in keep:
-            vid = int(ids_arr[i])
-            if vid not in seen:
+        unique = []  # first occurrence of each id this index lacks
+        for i, vid in enumerate(ids_arr.tolist()):
+            if vid not in self._ids and vid not in seen:
                 seen.add(vid)
                 unique.append(i)
-        if not unique:
-            return 0
-        self._index.add_with_ids(x[unique], ids_arr[unique])
-        self._ids.update(int(ids_arr[i]) for i in unique)
-        self._rows = None  # the storage view moves when the flat index grows
-        if self._coarse is not None:
-            self._coarse.add(x[unique])  # rows stay aligned: both append in the same order
+        if unique:
+            self._append(ids_arr[unique], x[unique])
         return len(unique)
+
+    def _append(self, ids: np.ndarray, x: np.ndarray) -> None:
+        """Append unit vectors under new ids, keeping the matrix, the id map and the pre-scan aligned."""
+        n, m = self._n, ids.size
+        if n + m > self._mat.shape[0]:
+            grown = np.empty((max(n + m, 2 * self._mat.shape[0], 64), x.shape[1]), dtype=np.float32)
+            ids_grown = np.empty(grown.shape[0], dtype=np.int64)
+            if n:
+                grown[:n], ids_grown[:n] = self._mat[:n], self._row_ids[:n]
+            self._mat, self._row_ids = grown, ids_grown
+        self._mat[n : n + m] = x
+        self._row_ids[n : n + m] = ids
+        self._n = n + m
+        self._ids.update(ids.tolist())
+        if self._by_id is not None:  # merge the new ids into the sorted map: O(n), no re-sort
+            order = np.argsort(ids, kind="stable")
+            at = np.searchsorted(self._by_id[0], ids[order])
+            rows = np.arange(n, n + m, dtype=np.int64)[order]
+            self._by_id = (np.insert(self._by_id[0], at, ids[order]), np.insert(self._by_id[1], at, rows))
+        if self._coarse is not None:
+            self._coarse.add(x)  # rows stay aligned: both append in the same order
 
     def save(self) -> None:
         """Merge with the file on disk (under a lock) and replace it atomically."""
-        if self._index is None:
+        if self._dim is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         lock_path = self.path.with_suffix(".lock")
         with open(lock_path, "a+") as lock:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             if self.path.exists():
-                on_disk = self._read(self.path)
-                disk_ids = self._faiss.vector_to_array(on_disk.id_map)
-                missing = [int(i) for i in disk_ids if int(i) not in self._ids]
+                disk_ids, disk_vectors = self._read(self.path)
+                missing = [i for i, vid in enumerate(disk_ids.tolist()) if vid not in self._ids]
                 if missing:
-                    vecs = np.stack([on_disk.reconstruct(int(i)) for i in missing])
-                    self.add(missing, vecs)
+                    self._append(disk_ids[missing], disk_vectors[missing])
+            index = self._faiss.IndexIDMap2(self._faiss.IndexFlatIP(self._dim))
+            index.add_with_ids(self._mat[: self._n], self._row_ids[: self._n])
             fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".faiss", dir=self.path.parent)
             os.close(fd)
             try:
-                self._faiss.write_index(self._index, tmp)
+                self._faiss.write_index(index, tmp)
                 with open(tmp, "rb") as f:
                     os.fsync(f.fileno())
                 os.replace(tmp, self.path)
@@ -189,84 +219,69 @@ class VectorIndex:
     # -- reading ------------------------------------------------------------------------
 
     def reconstruct(self, vector_id: int) -> np.ndarray:
-        return np.asarray(self._index.reconstruct(int(vector_id)), dtype=np.float32)
+        """The stored (normalised) vector of ``vector_id``; ``KeyError`` if the index lacks it."""
+        rows = rows_of(np.asarray([vector_id], dtype=np.int64), *self._id_map())
+        if rows.size == 0:
+            raise KeyError(vector_id)
+        return self._mat[int(rows[0])].copy()
 
     def search(self, query: np.ndarray, k: int, allowed: Collection[int]) -> list[tuple[int, float]]:
-        """The ``k`` best (id, cosine) among ``allowed`` ids, best first. Exact.
+        """The ``k`` best (id, cosine) among ``allowed`` ids, best first (ties: smaller id first). Exact.
 
-        ``allowed`` should support fast ``in`` (a set, or a dict's keys); ids the index does not
-        hold are ignored.
+        Ids the index does not hold are ignored. The cost grows with the number of allowed ids, not
+        with the size of the index, until most of the index is allowed (see ``store.vector_search``).
         """
-        if not allowed or self._index is None or k <= 0 or not self._ids:
+        if not allowed or k <= 0 or self._n == 0:
             return []
         q = normalised(query)
-        total = len(self._ids)
-        if len(allowed) >= _SELECTOR_FRACTION * total:
-            return self._scan(q, k, allowed)
-        wanted = np.fromiter((a for a in allowed if a in self._ids), dtype=np.int64)
-        if wanted.size == 0:
-            return []
-        selector = self._faiss.IDSelectorBatch(wanted)
-        params = self._faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
-        scores, labels = self._index.search(q, min(k, wanted.size), params=params)
-        return [(int(i), float(s)) for i, s in zip(labels[0], scores[0], strict=True) if int(i) != -1]
+        if len(allowed) <= SUBSET_MAX_FRACTION * self._n:
+            return self._subset(q, k, allowed_array(allowed))
+        if not isinstance(allowed, (set, frozenset, dict, KeysView)):
+            allowed = set(allowed)  # the pre-scan asks `in` of each candidate
+        return prescan(self._faiss, self._coarse_index(), self._mat, self._row_ids, q, k, allowed)
 
-    def _scan(self, q: np.ndarray, k: int, allowed: Collection[int]) -> list[tuple[int, float]]:
-        """Most ids allowed: a half-precision pre-scan, then exact float32 scores for its top candidates.
+    def _subset(self, q: np.ndarray, k: int, wanted: np.ndarray) -> list[tuple[int, float]]:
+        """Score only the visible rows; the second search in a row of one set gathers them first."""
+        block = self._block
+        if block is not None and block.serves(wanted, self._n):
+            return top_k(block.ids, score_block(self._faiss, block.vectors, q), k)
+        rows = rows_of(wanted, *self._id_map())
+        last, self._last = self._last, (wanted, self._n)
+        if last is not None and last[1] == self._n and np.array_equal(last[0], wanted):
+            block = self._block = Block(wanted, self._n, self._row_ids[rows], self._mat[rows])
+            return top_k(block.ids, score_block(self._faiss, block.vectors, q), k)
+        return top_k(self._row_ids[rows], score_rows(self._faiss, self._mat, rows, q), k)
 
-        The pre-scan reads half the bytes of a float32 scan (a search over many vectors is bound by
-        memory bandwidth). Its scores are within ``_FP16_SLACK`` of the exact ones (unit vectors,
-        fp16 rounding of 2**-11 per component, plus float32 summation), so once the k-th best exact
-        score among the allowed candidates beats the best score anything outside the candidates
-        could have (the last candidate's pre-scan score plus the slack), the answer is exact; until
-        then the candidate set grows.
-        """
-        coarse = self._coarse_index()
-        total = len(self._ids)
-        xb, ids = self._storage()
-        fetch = min(total, max(16 * k, 4 * k * total // max(1, len(allowed))))
-        while True:
-            approx, rows = coarse.search(q, fetch)
-            rows = rows[0][rows[0] >= 0]
-            exact = xb[rows] @ q[0]
-            hits = sorted(((int(ids[r]), float(sc)) for r, sc in zip(rows, exact, strict=True)
-                           if int(ids[r]) in allowed), key=lambda h: -h[1])
-            outside_best = float(approx[0][len(rows) - 1]) + _FP16_SLACK
-            if fetch >= total or (len(hits) >= k and hits[k - 1][1] >= outside_best):
-                return hits[:k]
-            fetch = min(total, fetch * 4)
-
-    def _storage(self) -> tuple[np.ndarray, np.ndarray]:
-        """The flat index's float32 vectors (a view, no copy) and the id of each row."""
-        if self._rows is None:
-            flat = self._faiss.downcast_index(self._index.index)
-            n, d = flat.ntotal, flat.d
-            xb = self._faiss.rev_swig_ptr(flat.get_xb(), n * d).reshape(n, d)  # type: ignore[attr-defined]
-            self._rows = (xb, self._faiss.vector_to_array(self._index.id_map))
-        return self._rows
+    def _id_map(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every id in ascending order, and the row of each."""
+        if self._by_id is None:
+            order = np.argsort(self._row_ids[: self._n], kind="stable")
+            self._by_id = (self._row_ids[order], order.astype(np.int64))
+        return self._by_id
 
     def _coarse_index(self) -> Any:
-        """A half-precision copy of the vectors, row-aligned with the flat index, built on first need."""
+        """A half-precision copy of the vectors, row-aligned with the matrix, built on first need."""
         if self._coarse is None:
-            xb, _ = self._storage()
-            coarse = self._faiss.IndexScalarQuantizer(xb.shape[1], self._faiss.ScalarQuantizer.QT_fp16,
-                                                      self._faiss.METRIC_INNER_PRODUCT)
-            coarse.add(np.ascontiguousarray(xb))
+            f = self._faiss
+            coarse = f.IndexScalarQuantizer(self._dim, f.ScalarQuantizer.QT_fp16, f.METRIC_INNER_PRODUCT)
+            coarse.add(self._mat[: self._n])
             self._coarse = coarse
         return self._coarse
 
     # -- helpers ------------------------------------------------------------------------
 
-    def _empty(self, dim: int) -> Any:
-        return self._faiss.IndexIDMap2(self._faiss.IndexFlatIP(int(dim)))
-
-    def _read(self, path: Path) -> Any:
+    def _read(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
+        """The ids and vectors of an index file."""
         try:
-            return self._faiss.read_index(str(path))
-        except RuntimeError as e:
+            index: Any = self._faiss.read_index(str(path))
+            flat = self._faiss.downcast_index(index.index)
+            ids = self._faiss.vector_to_array(index.id_map).astype(np.int64)
+            vectors = flat.reconstruct_n(0, index.ntotal) if index.ntotal else np.empty((0, index.d), np.float32)
+        except (RuntimeError, AttributeError) as e:
             raise IntegrityViolation(
                 f"the vector index {path} cannot be read ({e})", hint="run `codirector reindex` to rebuild it"
             ) from e
+        return ids, np.ascontiguousarray(vectors, dtype=np.float32)
 
 
 def sync(index: VectorIndex, entries: dict[int, Entry], blobs: BlobStore) -> int:

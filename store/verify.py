@@ -5,7 +5,8 @@ row's ``prev_hash`` is the previous row's ``hash`` (the parent's event at the fo
 its key columns agree with its record, and ``hash == sha256(prev_hash + record)`` over the exact
 stored bytes. The first
 row that fails is named; later rows of that branch are not trusted and not listed. Blobs are
-re-hashed; the vector index must hold exactly the vectors the log names, equal to their blobs.
+re-hashed in whichever store ``--blobs`` names (a folder or a bucket); the vector index (this
+machine's cache) must hold exactly the vectors the log names, equal to their blobs.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from codirector.errors import IntegrityViolation
 from codirector.events.base import RecordedEvent, from_record, record_hash, referenced_blobs
 from codirector.store.blobs import BlobStore
 from codirector.store.event_store import EventStore
@@ -176,7 +178,11 @@ def verify_index(store: EventStore, story_id: str, blobs: BlobStore, vectors_dir
         return
     index = VectorIndex(path)
     report.vectors += len(index)
-    for line in check(index, entries, blobs):
+    try:
+        lines = check(index, entries, blobs)
+    except IntegrityViolation as e:  # a damaged embedding blob: the blob check names it
+        lines = [f"the index cannot be compared with the log ({e.message})"]
+    for line in lines:
         report.problems.append(Problem(story_id, None, None, "index", line + "; run `codirector reindex`"))
 
 

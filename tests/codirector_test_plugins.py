@@ -23,7 +23,7 @@ def _log(kind: str, request: Any) -> None:
     if isinstance(request, dict):
         fields = request
     else:
-        fields = request_fields(request)
+        fields = request_fields(request, hints=True)  # these wrap the preview backends, which read hints
     key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
     with open(path, "a") as f:
         f.write(f"{kind}\t{key}\n")

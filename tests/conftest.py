@@ -21,6 +21,8 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "home"
     monkeypatch.setenv("CODIRECTOR_HOME", str(home))
     monkeypatch.delenv("CODIRECTOR_DB", raising=False)
+    monkeypatch.delenv("CODIRECTOR_BLOBS", raising=False)
+    monkeypatch.delenv("CODIRECTOR_CACHE", raising=False)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -55,6 +57,38 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'store.db'}"
     return request.getfixturevalue("pg_url")  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """An S3-compatible server (moto) on 127.0.0.1 and a free port; its endpoint URL."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log lines in the test output
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh empty bucket on the loopback S3 server, as ``s3://BUCKET/blobs``; the standard AWS
+    variables (endpoint, dummy credentials, region) are set for this test and its subprocesses."""
+    import boto3
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "codirector-test-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "codirector-test-secret-0123456789")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3", "CODIRECTOR_BLOBS"):
+        monkeypatch.delenv(name, raising=False)
+    bucket = "t-" + uuid.uuid4().hex[:12]
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/blobs"
 
 
 @pytest.fixture(scope="session")

@@ -189,6 +189,7 @@ class ScriptedVLM:
 
     backend = "scripted"
     model = "scripted-vlm"
+    reads_hints = True  # falls back to the plan-driven preview answers, so its keys must follow the hints
 
     def __init__(self) -> None:
         from codirector.generators.preview import PreviewVLM

@@ -2,7 +2,8 @@
 
 Each is a function: inputs -> validated pydantic output (the paper's field names), through
 ``ask`` (recorded call, checks, bounded retry with feedback). ``plan`` carries the story's
-declared intent for the plan-driven preview backend; real models get only the text and images.
+declared intent for the plan-driven preview backend (as ``VLMRequest.hints``); real models get
+only the text and images, and their recording keys never hold the plan.
 """
 
 from __future__ import annotations

@@ -78,7 +78,7 @@ def ask(
         attempt += 1
         request = VLMRequest(
             agent=agent, system=system, user=user + (feedback_note(errors, attempt) if errors else ""),
-            images=tuple(images), schema_name=output.__name__, json_schema=schema, plan=plan or {},
+            images=tuple(images), schema_name=output.__name__, json_schema=schema, hints=plan or {},
         )
         live_before = ctx.recorder.stats.live
         raw, call = ctx.recorder.vlm(request, shot=shot)

@@ -31,12 +31,8 @@ from typing import Any
 
 from codirector.errors import RunStateError, did_you_mean
 from codirector.events import DirectionChosen, Event, RecordedEvent, RewardObserved
+from codirector.events.arms import DIMENSIONS  # the one table of arms (re-exported here)
 
-DIMENSIONS: dict[str, tuple[str, ...]] = {
-    "strategy": ("informational", "transformational", "comparative"),
-    "narrative_mode": ("analytical", "vignette", "narrative_drama"),
-    "aesthetic": ("clarity_energy", "cinematic_premium", "minimalist_focus", "kinetic_grit"),
-}
 POLICIES = ("ucb", "epsilon_greedy")
 DEFAULT_C = 50.0
 DEFAULT_EPSILON = 0.1

@@ -29,16 +29,19 @@ from typing import Any
 from codirector.engine.agents.base import AgentContext
 from codirector.engine.director import bandit
 from codirector.engine.director.agents import StorylineOutput, direction_card, recommend_direction, write_storyline
+from codirector.engine.director.bandit import BanditState
 from codirector.engine.director.briefs import default_brief_id, load_brief
 from codirector.engine.evaluation.judges import ad_efficacy, ad_execution, clips_of, story_frames
 from codirector.engine.loop.context import Progress, QuietProgress, RunSettings
-from codirector.engine.loop.runs import execute
+from codirector.engine.loop.runs import execute, is_brief, is_scratch, require_new_story
 from codirector.engine.loop.vectors import embedding_ref
-from codirector.engine.recording.recorder import CallRecorder, CallStats
+from codirector.engine.recording.budget import Budget
+from codirector.engine.recording.recorder import CallRecorder, CallStats, recorded_answers
 from codirector.engine.recording.writer import RunWriter
+from codirector.engine.views.cost import Spend
 from codirector.engine.views.state import fold_run_state
 from codirector.engine.workspace import Workspace
-from codirector.errors import RunStateError, StoryNotFound
+from codirector.errors import InvalidArgument, RunStateError, StoryNotFound
 from codirector.events import (
     BranchCreated,
     BranchRanked,
@@ -67,17 +70,59 @@ def branch_name(iteration: int, arms: dict[str, str]) -> str:
 
 
 @dataclass
+class PullSummary:
+    """One pull as main's log tells it: its branch and arms, the rule that chose each arm, the judge's reward."""
+
+    iteration: int
+    branch: str
+    arms: dict[str, str]
+    why: dict[str, str | None]  # per dimension, the rule that chose the arm
+    execution: float | None = None  # None until the pull is judged
+    efficacy: dict[str, float] | None = None
+    primary_fault: str | None = None
+    feedback: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"iteration": self.iteration, "branch": self.branch, "arms": dict(self.arms), "why": dict(self.why),
+                "execution": self.execution, "efficacy": self.efficacy, "primary_fault": self.primary_fault,
+                "feedback": self.feedback}
+
+
+@dataclass
+class RankedBranch:
+    """A place in the final ranking (``BranchRanked``): rank 1 is the best branch."""
+
+    rank: int
+    branch: str
+    iteration: int
+    arms: dict[str, str]
+    score: float
+    execution: float | None
+    rewards: dict[str, float]
+
+    @classmethod
+    def from_payload(cls, row: dict[str, Any]) -> RankedBranch:
+        return cls(int(row["rank"]), str(row["branch"]), int(row["iteration"]), dict(row.get("arms", {})),
+                   float(row["score"]), row.get("execution"), dict(row.get("rewards") or {}))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rank": self.rank, "branch": self.branch, "iteration": self.iteration, "arms": dict(self.arms),
+                "score": self.score, "execution": self.execution, "rewards": dict(self.rewards)}
+
+
+@dataclass
 class DirectorResult:
     """What a director run did: the pulls with their rewards, the ranking and the winner."""
 
     story_id: str
     iterations: int
-    pulls: list[dict[str, Any]]
-    ranking: list[dict[str, Any]]
+    pulls: list[PullSummary]
+    ranking: list[RankedBranch]
     best_branch: str | None
-    bandit: dict[str, Any]
+    bandit: BanditState
     calls: CallStats
     notes: list[str] = field(default_factory=list)
+    spend: Spend | None = None  # USD per branch (main: the director's own calls), from the log
 
     @property
     def completed(self) -> bool:
@@ -85,29 +130,27 @@ class DirectorResult:
 
     def to_json(self) -> dict[str, Any]:
         return {"story": self.story_id, "iterations": self.iterations, "completed": self.completed,
-                "best_branch": self.best_branch, "pulls": self.pulls, "ranking": self.ranking,
-                "bandit": self.bandit,
+                "best_branch": self.best_branch, "pulls": [p.to_json() for p in self.pulls],
+                "ranking": [r.to_json() for r in self.ranking], "bandit": self.bandit.to_json(),
                 "model_calls": {"live": self.calls.live, "reused": self.calls.reused,
                                 "matched_from_log": self.calls.matched, "by_kind": self.calls.by_kind},
-                "notes": self.notes}
+                "notes": self.notes, "cost": None if self.spend is None else self.spend.to_json()}
 
 
 def direct(
     ws: Workspace, brief_file: str | os.PathLike[str], *, iterations: int = 4, profile: str | None = None,
     config: str | os.PathLike[str] | None = None, c: float = bandit.DEFAULT_C, seed: int | None = None,
     story_id: str | None = None, policy: str = "ucb", epsilon: float = bandit.DEFAULT_EPSILON,
-    backends: Backends | None = None, progress: Progress | None = None,
+    backends: Backends | None = None, progress: Progress | None = None, budget: Budget | None = None,
 ) -> DirectorResult:
     """Explore ``iterations`` creative directions for a brief, one branch each, and rank them."""
     spec, image = load_brief(brief_file)
     if not 1 <= iterations <= MAX_ITERATIONS:
-        raise RunStateError(f"--iterations must be between 1 and {MAX_ITERATIONS}, got {iterations}")
+        raise InvalidArgument(f"--iterations must be between 1 and {MAX_ITERATIONS}, got {iterations}")
     bandit.check_policy(c=c, policy=policy, epsilon=epsilon)
     cfg = resolve(profile, config)
     sid = story_id or default_brief_id(brief_file, spec)
-    if sid in {s.id for s in ws.store.stories()}:
-        raise RunStateError(f"a story with id {sid!r} already exists",
-                            hint=f"continue it with `codirector resume {sid}`, or start another with --story-id NEW_ID")
+    require_new_story(ws, sid)
     blob = ws.blobs.put(image) if image is not None else None  # the blob lands before the event naming it
     settings = cfg.to_settings()
     settings["director"] = {"iterations": iterations, "c": c, "policy": policy, "epsilon": epsilon}
@@ -115,13 +158,15 @@ def direct(
     ws.store.create_story(sid, title=spec.display_title, events=[
         StoryCreated(title=spec.display_title, seed=story_seed, spec=spec.to_spec(blob), settings=settings).at()
     ])
-    return resume_direction(ws, sid, backends=backends, progress=progress)
+    return resume_direction(ws, sid, backends=backends, progress=progress, budget=budget)
 
 
 def resume_direction(
     ws: Workspace, story_id: str, *, backends: Backends | None = None, progress: Progress | None = None,
+    budget: Budget | None = None,
 ) -> DirectorResult:
-    """Continue (or finish) a brief's director run from its log; recorded calls are never repeated."""
+    """Continue (or finish) a brief's director run from its log; recorded calls are never repeated.
+    ``budget`` caps the whole brief: main's calls and every pull's."""
     store: EventStore = ws.store
     events = store.read(story_id, MAIN)
     if not events or events[0].type != "StoryCreated":
@@ -142,9 +187,10 @@ def resume_direction(
         if backends is None:
             backends = build_backends(cfg)
         notes.extend(backends.notes)
-        known = {e.payload["request_key"]: e for e in events
-                 if e.type == "ModelCalled" and e.payload.get("error") is None}
-        recorder = CallRecorder(writer, ws.blobs, backends, known=known)
+        known = recorded_answers(events)
+        if budget is not None and budget.capped:
+            budget.count_story(store, story_id, skip=is_scratch)
+        recorder = CallRecorder(writer, ws.blobs, backends, known=known, budget=budget)
         ctx = AgentContext(recorder, writer, RunSettings.from_table(cfg.run).agent_attempts)
         pilot = _Pilot(ws, story_id, spec, int(created["seed"]), ctx, backends, progress or QuietProgress(),
                        director)
@@ -161,11 +207,12 @@ def resume_direction(
     else:
         notes.append(f"{story_id!r} was already directed and ranked; nothing to do")
     final = store.read(story_id, MAIN)
-    return DirectorResult(story_id, iterations, _pull_summaries(final), list(ranked.payload["ranking"]),
-                          ranked.payload["best_branch"], bandit.fold(final).to_json(), calls, notes)
+    ranking = [RankedBranch.from_payload(r) for r in ranked.payload["ranking"]]
+    return DirectorResult(story_id, iterations, _pull_summaries(final), ranking, ranked.payload["best_branch"],
+                          bandit.fold(final), calls, notes)
 
 
-def _pull_summaries(events: list[RecordedEvent]) -> list[dict[str, Any]]:
+def _pull_summaries(events: list[RecordedEvent]) -> list[PullSummary]:
     """Per pull, from main's log: the branch, arms and rules that chose them, and the judge's reward."""
     rewards = {e.payload["iteration"]: e.payload for e in events if e.type == "RewardObserved"}
     out = []
@@ -174,9 +221,10 @@ def _pull_summaries(events: list[RecordedEvent]) -> list[dict[str, Any]]:
             continue
         p = e.payload
         reward = rewards.get(p["iteration"], {})
-        out.append({"iteration": p["iteration"], "branch": p["branch"], "arms": p["arms"],
-                    "why": {d: w.get("rule") for d, w in p["why"].get("dimensions", {}).items()},
-                    **{k: reward.get(k) for k in ("execution", "efficacy", "primary_fault", "feedback")}})
+        out.append(PullSummary(p["iteration"], p["branch"], p["arms"],
+                               {d: w.get("rule") for d, w in p["why"].get("dimensions", {}).items()},
+                               reward.get("execution"), reward.get("efficacy"), reward.get("primary_fault"),
+                               reward.get("feedback")))
     return out
 
 
@@ -232,7 +280,8 @@ class _Pilot:
             out, _ = write_storyline(self.ctx, brief=self.spec, arms=pull.arms, num_shots=int(self.spec["num_shots"]),
                                      earlier=earlier, iteration=iteration)
             self._create_branch(pull, out)
-        result = execute(self.ws, self.story_id, pull.branch, backends=self.backends, progress=self.progress)
+        result = execute(self.ws, self.story_id, pull.branch, backends=self.backends, progress=self.progress,
+                         budget=self.ctx.recorder.budget)
         for key in ("live", "reused", "matched"):
             setattr(self.stats, key, getattr(self.stats, key) + getattr(result.calls, key))
         for kind, n in result.calls.by_kind.items():
@@ -346,10 +395,4 @@ class _Collector(RunWriter):
         return out
 
 
-def is_brief(ws: Workspace, story_id: str) -> bool:
-    """Whether ``story_id`` was created from an advertising brief (its main branch is the director's)."""
-    first = ws.store.read(story_id, MAIN, limit=1)
-    return bool(first) and first[0].type == "StoryCreated" and first[0].payload.get("spec", {}).get("kind") == "brief"
-
-
-__all__ = ["DirectorResult", "branch_name", "direct", "is_brief", "resume_direction"]
+__all__ = ["DirectorResult", "PullSummary", "RankedBranch", "branch_name", "direct", "is_brief", "resume_direction"]

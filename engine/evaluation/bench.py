@@ -1,6 +1,7 @@
 """The benchmark harness: every story of a directory under every method, judged, in the paper's table.
 
-``bench(ws, stories_dir)`` runs each story file (``*.yaml``, ``*.yml``, ``*.json``) once per
+``bench(ws, stories_dir)`` runs each story file (``*.yaml``, ``*.yml``, ``*.json``, in any format that
+``engine.loop.formats`` reads, e.g. ST-Bench JSON) or ViStoryBench story folder once per
 method (``full`` and the ablations ``no-memory``, ``no-synergy``, ``no-refine``, the flags of
 ``codirector run``), as story ``<stem>--<method>``, evaluates each with ``engine.evaluation``, and
 averages per method into the layout of the paper's Tables 1 and 2:
@@ -28,12 +29,15 @@ from typing import Any
 
 import numpy as np
 
-from codirector.engine.evaluation.evaluate import evaluate
+from codirector.engine.evaluation.evaluate import Evaluation, evaluate
 from codirector.engine.evaluation.metrics import NOTE as CONSISTENCY_NOTE
 from codirector.engine.loop.context import Progress
-from codirector.engine.loop.runs import execute, start_run
+from codirector.engine.loop.formats import is_story_path
+from codirector.engine.loop.runs import execute, is_scratch, start_run
+from codirector.engine.recording.budget import Budget
+from codirector.engine.views.cost import Spend, branch_cost
 from codirector.engine.workspace import Workspace
-from codirector.errors import RunStateError, StoryFileError, did_you_mean
+from codirector.errors import InvalidArgument, StoryFileError, did_you_mean
 from codirector.generators.base import Backends
 from codirector.generators.profiles import build_backends, resolve
 from codirector.store.event_store import MAIN
@@ -45,7 +49,6 @@ METHODS: dict[str, dict[str, bool]] = {
     "no-refine": {"no_refine": True},
 }
 DEFAULT_METHODS = ("full", "no-memory", "no-synergy", "no-refine")
-STORY_SUFFIXES = (".yaml", ".yml", ".json")
 
 # (key in a row, column title, column group, decimals)
 COLUMNS: tuple[tuple[str, str, str, int], ...] = (
@@ -61,20 +64,41 @@ COLUMNS: tuple[tuple[str, str, str, int], ...] = (
 
 
 @dataclass
+class BenchRun:
+    """One story under one method: the story id it ran as, the events it wrote, and its evaluation."""
+
+    story: str
+    story_id: str
+    method: str
+    file: str
+    events_written: int
+    evaluation: Evaluation
+    cost_usd: float = 0.0  # the story's spend, judging included (unpriced calls aside)
+    unpriced: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"story": self.story, "story_id": self.story_id, "method": self.method, "file": self.file,
+                "events_written": self.events_written, "evaluation": self.evaluation.to_json(),
+                "cost_usd": round(self.cost_usd, 12), "unpriced": self.unpriced}
+
+
+@dataclass
 class BenchResult:
-    """Per-method rows (means over stories) and every (story, method) run with its evaluation."""
+    """Per-method rows (means over stories, keyed by ``COLUMNS``) and every (story, method) run."""
 
     methods: list[str]
     stories: list[str]
-    rows: list[dict[str, Any]]
-    runs: list[dict[str, Any]]
+    rows: list[dict[str, Any]]  # {"method", "stories", and one value (or None) per column key}
+    runs: list[BenchRun]
     notes: list[str] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
+    spend: Spend = field(default_factory=Spend)  # USD per method, over its stories
 
     def to_json(self) -> dict[str, Any]:
         return {"methods": self.methods, "stories": self.stories,
                 "columns": [{"key": k, "title": t, "group": g} for k, t, g, _ in COLUMNS],
-                "rows": self.rows, "runs": self.runs, "notes": self.notes, "files": self.files}
+                "rows": self.rows, "runs": [r.to_json() for r in self.runs], "notes": self.notes,
+                "files": self.files, "cost": self.spend.to_json()}
 
 
 def story_files(stories_dir: str | os.PathLike[str]) -> list[Path]:
@@ -82,9 +106,9 @@ def story_files(stories_dir: str | os.PathLike[str]) -> list[Path]:
     root = Path(stories_dir)
     if not root.is_dir():
         raise StoryFileError(f"{root} is not a directory", hint="give a folder of story files (see examples/stories/)")
-    files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in STORY_SUFFIXES)
+    files = sorted(p for p in root.iterdir() if is_story_path(p))  # files, and ViStoryBench story folders
     if not files:
-        raise StoryFileError(f"{root} holds no story files (*.yaml, *.yml, *.json)",
+        raise StoryFileError(f"{root} holds no story files (*.yaml, *.yml, *.json, or story folders with story.json)",
                              hint="see examples/stories/ for the format")
     return files
 
@@ -94,18 +118,18 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return float(np.mean(present)) if present else None
 
 
-def _row(method: str, evaluations: list[dict[str, Any]]) -> dict[str, Any]:
+def _row(method: str, evaluations: list[Evaluation]) -> dict[str, Any]:
     def judge(key: str) -> list[float | None]:
-        return [(e.get("story_judge") or {}).get(key) for e in evaluations]
+        return [None if e.story_judge is None else getattr(e.story_judge, key) for e in evaluations]
 
     def consistency(key: str) -> list[float | None]:
-        return [(e.get("consistency") or {}).get(key) for e in evaluations]
+        return [(e.consistency or {}).get(key) for e in evaluations]
 
     values = {
         "consistency_average": _mean(consistency("average")),
         "consistency_same_group": _mean(consistency("same_group")),
         "consistency_cross_group": _mean(consistency("cross_group")),
-        "shot_overall": _mean([e.get("shot_overall") for e in evaluations]),
+        "shot_overall": _mean([e.shot_overall for e in evaluations]),
         "global_completeness": _mean(judge("plot_completeness")),
         "global_consistency": _mean(judge("character_consistency")),
         "global_narrative_flow": _mean(judge("narrative_flow")),
@@ -119,41 +143,49 @@ def bench(
     ws: Workspace, stories_dir: str | os.PathLike[str], methods: Sequence[str] = DEFAULT_METHODS,
     profile: str | None = None, config: str | os.PathLike[str] | None = None,
     backends: Backends | None = None, out_dir: str | os.PathLike[str] | None = None,
-    progress: Progress | None = None,
+    progress: Progress | None = None, story_format: str | None = None, budget: Budget | None = None,
 ) -> BenchResult:
-    """Run, evaluate and tabulate every story of ``stories_dir`` under every method."""
+    """Run, evaluate and tabulate every story of ``stories_dir`` under every method; ``budget`` caps them all."""
     methods = list(methods)
     for m in methods:
         if m not in METHODS:
-            raise RunStateError(f"unknown bench method {m!r}", hint=did_you_mean(m, METHODS, "method"))
+            raise InvalidArgument(f"unknown bench method {m!r}", hint=did_you_mean(m, METHODS, "method"))
     if not methods:
-        raise RunStateError("no bench method given", hint=f"choose from {', '.join(METHODS)}")
+        raise InvalidArgument("no bench method given", hint=f"choose from {', '.join(METHODS)}")
     files = story_files(stories_dir)
     if backends is None:  # one set for every run: the ablations change the loop, never the backends
         backends = build_backends(resolve(profile, config))
     existing = {s.id: s for s in ws.store.stories()}
-    runs: list[dict[str, Any]] = []
-    by_method: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
+    runs: list[BenchRun] = []
+    by_method: dict[str, list[Evaluation]] = {m: [] for m in methods}
+    budget = budget or Budget()
+    spend = Spend()
     for path in files:
         for method in methods:
             sid = f"{path.stem}--{method}"
             if sid in existing:
-                result = execute(ws, sid, MAIN, backends=backends, progress=progress)  # no-op when complete
+                if budget.capped:
+                    budget.count_story(ws.store, sid, skip=is_scratch)
+                result = execute(ws, sid, MAIN, backends=backends, progress=progress,  # no-op when complete
+                                 budget=budget)
             else:
                 result = start_run(ws, path, profile=profile, config=config, story_id=sid,
-                                   ablations=METHODS[method], backends=backends, progress=progress)
-            evaluation = evaluate(ws, sid, MAIN, backends=backends, progress=progress)
+                                   ablations=METHODS[method], backends=backends, progress=progress,
+                                   story_format=story_format, budget=budget)
+            evaluation = evaluate(ws, sid, MAIN, backends=backends, progress=progress, budget=budget)
             by_method[method].append(evaluation)
-            runs.append({"story": path.stem, "story_id": sid, "method": method, "file": str(path),
-                         "events_written": result.written, "evaluation": evaluation})
+            cost = branch_cost(ws.store.read(sid, MAIN), story_id=sid, branch=MAIN, prices=budget.prices)
+            spend.add(method, cost)
+            runs.append(BenchRun(path.stem, sid, method, str(path), result.written, evaluation, cost.total_usd,
+                                 cost.unpriced))
     rows = [_row(m, by_method[m]) for m in methods]
     notes = [f"cross-shot consistency: {CONSISTENCY_NOTE}"]
-    if any(str(s.get("rationale", "")).startswith("preview:") for r in runs for s in r["evaluation"]["shots"]):
+    if any(r.evaluation.preview_judged for r in runs):
         notes.append("preview judges: scores are derived from each run's log, not from pixels; use a real VLM "
                      "profile for judgements of the images")
-    if any(not (r["evaluation"].get("consistency") or {}).get("meaningful", True) for r in runs):
+    if any(not r.evaluation.consistency_meaningful for r in runs):
         notes.append("the embedder is untrained here: consistency values carry no meaning")
-    result = BenchResult(methods, [p.stem for p in files], rows, runs, notes)
+    result = BenchResult(methods, [p.stem for p in files], rows, runs, notes, spend=spend)
     if out_dir is not None:
         result.files = write_reports(result, out_dir)
     return result

@@ -15,6 +15,9 @@ written (no references) and there is no inter-shot video analysis, whose job is 
 ``no_synergy`` keeps the pre-keyframe memory update but drops the analyzer (one round accepted
 unjudged, motion prompt unrefined, no video analysis); ``no_refine`` keeps the analyzer's
 judgements and memory updates but never rewrites a prompt.
+
+Invariant: the loop writes events and reads ``ctx.state`` / ``ctx.memory``; it never updates either
+by hand (the writer's listener folds every written or matched event into both, ``loop.context``).
 """
 
 from __future__ import annotations
@@ -93,14 +96,16 @@ class Loop:
                                           style=spec.get("style"))
             drafts = [ShotPlanned(keyframe_prompt=s.keyframe_prompt, motion_prompt=s.motion_prompt,
                                   planner="planner agent").at(i, cause=call.id) for i, s in enumerate(out.shots, 1)]
-        for ev in ctx.writer.append(drafts):
-            ctx.state.plan[ev.shot] = _planned(ev.shot, ev.payload)  # type: ignore[index,arg-type]
+        ctx.writer.append(drafts)  # the run-state listener adds them to ``ctx.state.plan``
         if not ctx.settings.no_memory:
             for member in spec.get("cast", []):
                 if member.get("reference_blob"):
                     view = ctx.image_input(member["name"], member["reference_blob"])
                     register_entity(ctx, name=member["name"], description=member["description"], base_entity=None,
                                     origin="cast", shot=None, view=view, source=ViewSource(kind="cast_file"))
+                    for blob in member.get("extra_view_blobs", []):  # a story's further images of it
+                        add_view(ctx, entity=member["name"], view=ctx.image_input(member["name"], blob),
+                                 source=ViewSource(kind="cast_file"), shot=None)
 
     def run_shots(self, first: int) -> None:
         """Shots ``first``..T, then ``StoryCompleted``."""
@@ -167,8 +172,7 @@ class Loop:
             self._analyze_video(t, video_blob, frames, m, plan, retrieved.entities)
         done = ShotCompleted(keyframe_blob=selected.blob, video_blob=video_blob, frames=frames, fps=fps,
                              keyframe_round=selected.round)
-        ev = ctx.writer.one(done.at(t))
-        state.completed[t] = dict(ev.payload)
+        ctx.writer.one(done.at(t))
         ctx.progress.done(t)
 
     def _relevant_first(self, names: list[str]) -> list[Any]:
@@ -262,20 +266,12 @@ class Loop:
                                          base_entity=u.base_entity) for u in updates],
             sampled_frames=picked, next_shot=t + 1, next_prompt_before=before, next_prompt_after=after,
         ).at(t, cause=call.id))
-        state.next_prompt[t + 1] = after
         for u in updates:
             data = frame_png(clip[picked[u.frame_index]])
             view = ImageInput(label=u.name, digest=ctx.blobs.put(data), data=data)
             source = ViewSource(kind="video_frame", shot=t, frame_index=picked[u.frame_index])
             register_entity(ctx, name=u.name, description=u.description, base_entity=u.base_entity,
                             origin="video_analyzer", shot=t, view=view, source=source, cause=analyzed.id)
-
-
-def _planned(shot: int, payload: dict[str, Any]) -> Any:
-    from codirector.engine.views.state import PlannedShot
-
-    return PlannedShot(shot, payload["keyframe_prompt"], payload["motion_prompt"], list(payload.get("uses", [])),
-                       list(payload.get("evolves", [])), payload.get("group"))
 
 
 __all__ = ["Candidate", "Loop", "add_view", "select_best"]

@@ -1,7 +1,8 @@
 """What one run of a branch holds while it executes: settings, writer, recorder, memory, index.
 
-Invariant: ``memory`` is always the fold of every event the writer has written or matched so far
-(a listener keeps it current), so the loop never reasons about a memory the log does not hold.
+Invariant: ``memory`` and ``state`` are always the folds of every event the writer has written or
+matched so far (one listener applies each event to both projections), so the loop never reasons
+about a memory or a plan the log does not hold, and never updates either by hand.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from typing import Any, Protocol
 from codirector.engine.agents.base import AgentContext
 from codirector.engine.recording.recorder import CallRecorder
 from codirector.engine.recording.writer import RunWriter
-from codirector.engine.views.memory import MemoryBank, _mutate
-from codirector.engine.views.state import RunState
+from codirector.engine.views.memory import MemoryBank, mutate
+from codirector.engine.views.state import RUN_STATE, RunState
 from codirector.events import RecordedEvent
 from codirector.generators.base import ImageInput
+from codirector.generators.profiles import RunTable
 from codirector.store.blobs import BlobStore
 from codirector.store.vector_index import VectorIndex
 
@@ -46,18 +48,10 @@ class QuietProgress:
 
 
 @dataclass(frozen=True)
-class RunSettings:
-    """The loop's own settings (the ``[run]`` table of the config), recorded with the story."""
+class RunSettings(RunTable):
+    """The loop's own settings, recorded with the story: the ``[run]`` table (its fields and defaults
+    live in ``generators.profiles.RunTable``) plus the paper's ablation flags."""
 
-    width: int = 512
-    height: int = 288
-    num_frames: int = 17
-    fps: float = 8.0
-    max_rounds: int = 3
-    shortlist: int = 12
-    duplicate_threshold: float = 0.93
-    agent_attempts: int = 3
-    frames_for_analysis: int = 8
     no_memory: bool = False
     no_synergy: bool = False
     no_refine: bool = False
@@ -94,7 +88,8 @@ class RunContext:
         self.writer.listeners.append(self._fold)
 
     def _fold(self, ev: RecordedEvent) -> None:
-        _mutate(self.memory, ev)
+        mutate(self.memory, ev)
+        RUN_STATE.apply(self.state, ev)
 
     @property
     def agents(self) -> AgentContext:

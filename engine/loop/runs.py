@@ -7,6 +7,8 @@ A run of a branch is a deterministic re-execution from the branch's start (the s
 - ``execute`` (what ``resume`` and ``run --branch`` call) rebuilds the backends from the recorded
   settings, matches what the log already holds and continues from where it stopped, calling a
   backend only for requests the recording cannot answer;
+- both hold the branch's lease while they work (``Workspace.lease``): a second runner of the same
+  branch, in any process on any machine sharing the database, gets ``BranchBusy`` (or waits);
 - ``create_branch`` forks just before a shot started, recording overrides as events; nothing is
   copied and no call is repeated for the shared shots.
 """
@@ -19,13 +21,16 @@ from typing import Any
 
 from codirector.engine.loop.algorithm import Loop
 from codirector.engine.loop.context import Progress, QuietProgress, RunContext, RunSettings
-from codirector.engine.loop.story import default_story_id, load_story
-from codirector.engine.recording.recorder import CallRecorder, CallStats
+from codirector.engine.loop.derived_plan import PLAN_DERIVED, derive_plan, needs_derived_plan
+from codirector.engine.loop.formats import NATIVE
+from codirector.engine.loop.story import default_story_id, read_story
+from codirector.engine.recording.budget import Budget
+from codirector.engine.recording.recorder import CallRecorder, CallStats, recorded_answers
 from codirector.engine.recording.writer import RunWriter
 from codirector.engine.views.memory import fold
 from codirector.engine.views.state import RunState, fold_run_state
 from codirector.engine.workspace import Workspace
-from codirector.errors import RunStateError, StoryNotFound, did_you_mean
+from codirector.errors import AlreadyExists, InvalidArgument, RunStateError, StoryNotFound, did_you_mean
 from codirector.events import MEMORY_EVENT_TYPES, BranchCreated, RecordedEvent, ShotPlanRevised, StoryCreated
 from codirector.generators.base import Backends
 from codirector.generators.profiles import RunConfig, build_backends, resolve
@@ -51,40 +56,105 @@ class RunResult:
                 "model_calls": {"live": self.calls.live, "reused": self.calls.reused,
                                 "matched_from_log": self.calls.matched, "replayed": self.calls.replayed,
                                 "by_kind": self.calls.by_kind},
-                "notes": self.notes}
+                "notes": self.notes, "cost": self.calls.cost_json()}
+
+
+@dataclass
+class NewBranch:
+    """A branch just forked (``codirector branch``): where it forks, from which shot, with which overrides."""
+
+    story_id: str
+    branch: str
+    parent: str
+    fork_position: int
+    from_shot: int
+    overrides: dict[str, str]
+    head: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"story": self.story_id, "branch": self.branch, "parent": self.parent,
+                "fork_position": self.fork_position, "from_shot": self.from_shot, "overrides": dict(self.overrides),
+                "head": self.head}
+
+
+SCRATCH_PREFIX = "replay~"
+
+
+def is_scratch(branch: str) -> bool:
+    """Scratch branches hold replays; listings hide them unless asked."""
+    return branch.startswith(SCRATCH_PREFIX)
+
+
+def require_new_story(ws: Workspace, story_id: str) -> None:
+    """Raise ``AlreadyExists`` if ``story_id`` is taken: checked before any blob or event is written."""
+    if story_id in {s.id for s in ws.store.stories()}:
+        raise AlreadyExists(f"a story with id {story_id!r} already exists",
+                            hint=f"continue it with `codirector resume {story_id}`, or start another with "
+                                 "--story-id NEW_ID")
+
+
+def is_brief(ws: Workspace, story_id: str) -> bool:
+    """Whether ``story_id`` was created from an advertising brief (its main branch is the director's)."""
+    first = ws.store.read(story_id, MAIN, limit=1)
+    return bool(first) and first[0].type == "StoryCreated" and first[0].payload.get("spec", {}).get("kind") == "brief"
+
+
+def refuse_brief_main(ws: Workspace, story_id: str, branch: str, *, action: str) -> None:
+    """Raise ``RunStateError`` when ``branch`` is a brief's main branch, which holds the director's
+    decisions and no video: ``action`` (run, replay, evaluate) applies to its pull branches instead."""
+    if branch != MAIN or not is_brief(ws, story_id):
+        return
+    pulls = [b.name for b in ws.store.story(story_id).branches if b.name != MAIN and not is_scratch(b.name)]
+    listed = ", ".join(f"--branch {p}" for p in pulls[:4]) if pulls else "(none yet; run `codirector direct`)"
+    raise RunStateError(
+        f"{story_id!r} is an advertising brief: its main branch holds the director's decisions, not a run",
+        hint=f"{action} one of its branches: {listed}",
+    )
 
 
 def start_run(
     ws: Workspace, story_file: str | Path, *, profile: str | None = None, config: str | Path | None = None,
     seed: int | None = None, max_rounds: int | None = None, story_id: str | None = None,
     ablations: dict[str, bool] | None = None, backends: Backends | None = None,
-    progress: Progress | None = None,
+    progress: Progress | None = None, story_format: str | None = None, wait: float | None = None,
+    budget: Budget | None = None,
 ) -> RunResult:
-    """Validate the story, record ``StoryCreated``, and run ``main`` to the end."""
-    spec, references = load_story(story_file)
+    """Validate the story (any known format), record ``StoryCreated``, and run ``main`` to the end.
+
+    A story without a plan run by the plan-driven preview VLM gets one derived from its text
+    (``engine.loop.derived_plan``), recorded in the spec so resume and replay use the same plan.
+    """
+    story = read_story(story_file, story_format)
+    spec = story.spec
     run_overrides: dict[str, Any] = {k: v for k, v in (ablations or {}).items() if v}
     if max_rounds is not None:
         if max_rounds < 1:
-            raise RunStateError(f"--max-rounds must be at least 1, got {max_rounds}")
+            raise InvalidArgument(f"--max-rounds must be at least 1, got {max_rounds}")
         run_overrides["max_rounds"] = max_rounds
     cfg = resolve(profile, config, overrides={"run": run_overrides})
+    plan_notes: list[str] = []
+    if needs_derived_plan(spec, cfg.vlm.get("backend")):
+        spec, plan_notes = derive_plan(spec, str(story.path))
     sid = story_id or default_story_id(story_file, spec)
-    existing = {s.id for s in ws.store.stories()}
-    if sid in existing:
-        raise RunStateError(
-            f"a story with id {sid!r} already exists",
-            hint=f"continue it with `codirector resume {sid}`, or start another with --story-id NEW_ID",
-        )
-    spec_data = spec.model_dump(mode="json", exclude_none=True)
-    for member in spec_data.get("cast", []):
-        if member["name"] in references:
-            member["reference_blob"] = ws.blobs.put(references[member["name"]])  # blobs before events
-    story_seed = spec.seed if seed is None else seed
-    settings = cfg.to_settings()
-    ws.store.create_story(sid, title=spec.title, events=[
-        StoryCreated(title=spec.title, seed=story_seed, spec=spec_data, settings=settings).at()
-    ])
-    return execute(ws, sid, MAIN, backends=backends, progress=progress)
+    with ws.lease(sid, MAIN, wait=wait):  # taken before the story exists: a second `run FILE` gets BranchBusy
+        require_new_story(ws, sid)
+        spec_data = spec.model_dump(mode="json", exclude_none=True)
+        if story.format != NATIVE:
+            spec_data["source_format"] = story.format
+        if plan_notes:
+            spec_data.update(plan_source=PLAN_DERIVED, plan_notes=plan_notes)
+        for member in spec_data.get("cast", []):
+            images = [ws.blobs.put(b) for b in story.images.get(member["name"], [])]  # blobs before events
+            if images:
+                member["reference_blob"] = images[0]
+            if images[1:]:
+                member["extra_view_blobs"] = images[1:]
+        story_seed = spec.seed if seed is None else seed
+        settings = cfg.to_settings()
+        ws.store.create_story(sid, title=spec.title, events=[
+            StoryCreated(title=spec.title, seed=story_seed, spec=spec_data, settings=settings).at()
+        ])
+        return execute(ws, sid, MAIN, backends=backends, progress=progress, budget=budget)
 
 
 def _creation_end(own: list[RecordedEvent]) -> int:
@@ -103,9 +173,22 @@ def _creation_end(own: list[RecordedEvent]) -> int:
 def execute(
     ws: Workspace, story_id: str, branch: str = MAIN, *, backends: Backends | None = None,
     progress: Progress | None = None, recording: list[RecordedEvent] | None = None,
-    target_branch: str | None = None, stats: CallStats | None = None,
+    target_branch: str | None = None, stats: CallStats | None = None, wait: float | None = None,
+    budget: Budget | None = None,
 ) -> RunResult:
-    """Run (or continue) a branch from its start; ``recording`` + ``target_branch`` is a replay."""
+    """Run (or continue) a branch from its start, holding the lease of the branch it writes;
+    ``recording`` + ``target_branch`` is a replay. ``wait``: see ``Workspace.lease``. ``budget``: the
+    spending cap and prices (a replay makes no call and takes none)."""
+    with ws.lease(story_id, target_branch or branch, wait=wait):
+        return _execute(ws, story_id, branch, backends=backends, progress=progress, recording=recording,
+                        target_branch=target_branch, stats=stats, budget=budget)
+
+
+def _execute(
+    ws: Workspace, story_id: str, branch: str, *, backends: Backends | None, progress: Progress | None,
+    recording: list[RecordedEvent] | None, target_branch: str | None, stats: CallStats | None,
+    budget: Budget | None = None,
+) -> RunResult:
     store = ws.store
     info = store.branch(story_id, branch)
     events = store.read(story_id, branch)
@@ -121,11 +204,9 @@ def execute(
     if full.story_completed and recording is None:
         return RunResult(story_id, branch, True, 0, 0, CallStats(), info.head_position,
                          notes=[f"{story_id}/{branch} is already complete"])
-    if branch == MAIN and state.spec.get("kind") == "brief":
-        raise RunStateError(f"{story_id!r} is an advertising brief: its main branch holds the director's decisions",
-                            hint="each explored direction is a branch: run, resume or replay those branches")
+    refuse_brief_main(ws, story_id, branch, action="run")
     config = RunConfig.from_settings(state.settings)
-    notes: list[str] = []
+    notes: list[str] = list(state.spec.get("plan_notes", []))  # e.g. "plan derived from the text"
     if recording is None and backends is None:
         backends = build_backends(config)
     if backends is not None:
@@ -136,9 +217,10 @@ def execute(
                            existing=[e for e in events if e.position > start])
     else:
         writer = RunWriter(store, story_id, write_to, head=store.branch(story_id, write_to).head_position)
-    known = {e.payload["request_key"]: e for e in prefix if e.type == "ModelCalled" and e.payload.get("error") is None}
+    known = recorded_answers(prefix)
     # In a replay the backends (if any were given) are never called: the recording answers or it diverges.
-    recorder = CallRecorder(writer, ws.blobs, backends, known=known, recording=recording)
+    recorder = CallRecorder(writer, ws.blobs, backends, known=known, recording=recording,
+                            budget=None if recording is not None else budget)
     if stats is not None:
         recorder.stats = stats  # the caller sees the counts even if the run stops with an error
     if progress is not None:
@@ -165,6 +247,7 @@ def execute(
     if backends is not None:  # notes a backend made while working (e.g. "references ignored")
         for b in (backends.vlm, backends.image, backends.video, backends.embedder):
             notes.extend(n for n in getattr(b, "notes", []) if n not in notes)
+    notes.extend(n for n in recorder.budget.notes if n not in notes)
     return RunResult(story_id, write_to, True, writer.written, writer.matched, recorder.stats, writer.position,
                      notes=notes)
 
@@ -172,7 +255,7 @@ def execute(
 def create_branch(
     ws: Workspace, story_id: str, *, from_shot: int, name: str, parent: str = MAIN,
     overrides: dict[str, str] | None = None,
-) -> dict[str, Any]:
+) -> NewBranch:
     """Fork ``name`` from ``parent`` just before ``from_shot`` started; overrides become events.
 
     ``overrides`` maps ``shots.N.keyframe`` / ``shots.N.motion`` (N >= from_shot) to new text.
@@ -180,19 +263,19 @@ def create_branch(
     store = ws.store
     state: RunState = fold_run_state(store.read(story_id, parent))
     if from_shot < 1 or from_shot > state.num_shots:
-        raise RunStateError(f"--from-shot must be between 1 and {state.num_shots} for {story_id!r}, got {from_shot}")
+        raise InvalidArgument(f"--from-shot must be between 1 and {state.num_shots} for {story_id!r}, got {from_shot}")
     fork = state.fork_position_for(from_shot)
     parsed: list[tuple[int, str, str]] = []
     for key, value in (overrides or {}).items():
         parts = key.split(".")
         if len(parts) != 3 or parts[0] != "shots" or not parts[1].isdigit() or parts[2] not in ("keyframe", "motion"):
-            raise RunStateError(f"cannot set {key!r}", hint="use shots.N.keyframe=TEXT or shots.N.motion=TEXT")
+            raise InvalidArgument(f"cannot set {key!r}", hint="use shots.N.keyframe=TEXT or shots.N.motion=TEXT")
         shot = int(parts[1])
         if shot < from_shot or shot > state.num_shots:
-            raise RunStateError(f"cannot set {key!r}: only shots {from_shot}..{state.num_shots} run on the new branch",
-                                hint=did_you_mean(key, [f"shots.{from_shot}.keyframe"], "key"))
+            raise InvalidArgument(f"cannot set {key!r}: only shots {from_shot}..{state.num_shots} run on the new "
+                                  "branch", hint=did_you_mean(key, [f"shots.{from_shot}.keyframe"], "key"))
         if not value.strip():
-            raise RunStateError(f"{key} must not be empty")
+            raise InvalidArgument(f"{key} must not be empty", hint=f"give the new text: {key}=TEXT")
         parsed.append((shot, parts[2], value))
     created = BranchCreated(name=name, parent=parent, fork_position=fork, from_shot=from_shot,
                             overrides=dict(overrides or {})).at(from_shot)
@@ -202,5 +285,4 @@ def create_branch(
         drafts.append(ShotPlanRevised(field=fld, before=before, after=value, reason="branch override")
                       .at(shot, cause=created.id))
     info = store.create_branch(story_id, name, parent=parent, at_position=fork, events=drafts)
-    return {"story": story_id, "branch": name, "parent": parent, "fork_position": fork, "from_shot": from_shot,
-            "overrides": dict(overrides or {}), "head": info.head_position}
+    return NewBranch(story_id, name, parent, fork, from_shot, dict(overrides or {}), info.head_position)

@@ -1,26 +1,28 @@
-"""Story files: StoryBench-style shots (YAML or JSON), validated with errors that point at the line.
+"""Story files: our schema (YAML or JSON), and the field's formats read into it, validated.
 
 A story gives ``shots`` (each a ``keyframe`` prompt q0 and a ``motion`` prompt m0, aliases
-``t2i_prompt``/``i2v_prompt``), or ``story`` text plus ``num_shots`` for the Planner agent.
-``cast``, ``uses``, ``evolves`` and ``group`` are optional plan hints (the preview profile runs
-from them; ``group`` labels outfit groups for the SameGrp/CrossGrp consistency metric).
+``t2i_prompt``/``i2v_prompt``; ``cut`` says whether it starts with a cut), or ``story`` text plus
+``num_shots`` for the Planner agent. ``cast``, ``uses``, ``evolves`` and ``group`` are optional plan
+hints (the preview profile runs from them; ``group`` labels outfit groups for the SameGrp/CrossGrp
+consistency metric). Other layouts (ST-Bench JSON, ViStoryBench folders) are found by content and
+converted by ``engine.loop.formats`` before the same validation.
 
 Invariant: a ``StorySpec`` that loads is internally consistent: every name a shot uses is
 declared (in ``cast`` or an ``evolves`` at or before that shot), every ``base_entity`` exists
 before it is evolved, and every reference file exists. Errors name the file, the place in it
-(``shots[3].motion``, which is shot 4) and what was expected.
+(``shots[3].motion``, which is shot 4), what was expected and the format the file was read as.
 """
 
 from __future__ import annotations
 
-import json
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from codirector.engine.loop.formats import NATIVE, format_named, read_story_data
 from codirector.errors import StoryFileError, did_you_mean
 
 KINDS = ("character", "prop", "background", "other")
@@ -45,6 +47,7 @@ class CastMember(_Strict):
     kind: str = "character"
     description: str
     reference: str | None = None
+    extra_views: list[str] | None = None  # more reference images, after ``reference``
 
     @field_validator("name")
     @classmethod
@@ -80,6 +83,7 @@ class ShotSpec(_Strict):
     uses: list[str] = Field(default_factory=list)
     evolves: list[Evolution] = Field(default_factory=list)
     group: str | None = None
+    cut: bool | None = None  # whether the shot starts with a cut (ST-Bench's `cut`); None: not said
 
     @field_validator("uses")
     @classmethod
@@ -158,11 +162,12 @@ _KNOWN_KEYS = sorted(set(StorySpec.model_fields) | set(ShotSpec.model_fields) | 
                      | set(CastMember.model_fields) | set(Evolution.model_fields))
 
 
-def parse_story(data: Any, source: str = "<story>") -> StorySpec:
-    """Validate already-parsed story data; ``StoryFileError`` on the first problems found."""
+def parse_story(data: Any, source: str = "<story>", *, story_format: str = NATIVE) -> StorySpec:
+    """Validate already-parsed story data (in our schema); ``StoryFileError`` on the first problems found."""
+    read_as = f" (read as {format_named(story_format).label})"
     if not isinstance(data, dict):
         raise StoryFileError(f"{source}: a story file must be a mapping with `title:` and `shots:`, "
-                             f"got {type(data).__name__}", hint="see examples/stories/ for the format")
+                             f"got {type(data).__name__}{read_as}", hint="see examples/stories/ for the format")
     try:
         spec = StorySpec.model_validate(data)
     except ValidationError as e:
@@ -171,13 +176,14 @@ def parse_story(data: Any, source: str = "<story>") -> StorySpec:
         errors = [_describe(err, _KNOWN_KEYS) for err in ordered]
         n = len(errors) - 1
         more = f" (and {n} more problem{'s' if n > 1 else ''})" if n else ""
-        raise StoryFileError(f"{source}: {errors[0]}{more}", hint="; ".join(errors[1:4]) or
+        raise StoryFileError(f"{source}: {errors[0]}{more}{read_as}", hint="; ".join(errors[1:4]) or
                              "fix the file and run again (see examples/stories/ for the format)") from None
-    _check_names(spec, source)
+    check_plan(spec, source)
     return spec
 
 
-def _check_names(spec: StorySpec, source: str) -> None:
+def check_plan(spec: StorySpec, source: str) -> None:
+    """The plan's names are consistent (see the module invariant); ``StoryFileError`` naming the place."""
     declared: dict[str, str] = {}
     for i, c in enumerate(spec.cast):
         if c.name in declared:
@@ -204,40 +210,46 @@ def _check_names(spec: StorySpec, source: str) -> None:
                 )
 
 
-def load_story(path: str | Path) -> tuple[StorySpec, dict[str, bytes]]:
-    """Read and validate a story file; returns the spec and the cast reference images' bytes."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise StoryFileError(f"story file {path} does not exist", hint="give the path to a .yaml or .json story "
-                             "(see examples/stories/)") from None
-    except (UnicodeDecodeError, IsADirectoryError) as e:
-        raise StoryFileError(f"{path} is not a readable text file ({e})") from None
-    try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        if isinstance(e, json.JSONDecodeError):
-            where = f" at line {e.lineno}, column {e.colno}"
-        problem = e.msg if isinstance(e, json.JSONDecodeError) else getattr(e, "problem", None) or str(e)
-        kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
-        raise StoryFileError(f"{path} is not valid {kind}{where}: {problem}",
-                             hint="fix the syntax (see examples/stories/ for the format)") from None
-    spec = parse_story(data, str(path))
-    references: dict[str, bytes] = {}
+@dataclass(frozen=True)
+class LoadedStory:
+    """A validated story, the bytes of its cast's reference images (by name), and where it came from."""
+
+    spec: StorySpec
+    images: dict[str, list[bytes]] = field(default_factory=dict)
+    format: str = NATIVE
+    path: Path = Path("<story>")
+
+
+def read_story(path: str | Path, story_format: str | None = None) -> LoadedStory:
+    """Read a story file or ViStoryBench folder in any known format (found by content, or ``story_format``)."""
+    raw = read_story_data(path, story_format)
+    spec = parse_story(raw.data, str(raw.path), story_format=raw.format)
+    images: dict[str, list[bytes]] = {}
     for i, member in enumerate(spec.cast):
-        if member.reference:
-            ref = (path.parent / member.reference).resolve()
+        files = [member.reference] if member.reference else []
+        files += member.extra_views or []
+        for j, name in enumerate(files):
+            where = "reference" if j == 0 and member.reference else f"extra_views[{j - bool(member.reference)}]"
+            ref = (raw.folder / name).resolve()
             if not ref.is_file():
-                raise StoryFileError(f"{path}: cast[{i}].reference: {member.reference} does not exist "
+                raise StoryFileError(f"{raw.path}: cast[{i}].{where}: {name} does not exist "
                                      f"(looked at {ref})", hint="paths are relative to the story file")
-            references[member.name] = ref.read_bytes()
-    return spec, references
+            images.setdefault(member.name, []).append(ref.read_bytes())
+    return LoadedStory(spec, images, raw.format, raw.path)
+
+
+def load_story(path: str | Path, story_format: str | None = None) -> tuple[StorySpec, dict[str, list[bytes]]]:
+    """Read and validate a story; returns the spec and each cast member's reference images' bytes."""
+    story = read_story(path, story_format)
+    return story.spec, story.images
 
 
 def default_story_id(path: str | Path, spec: StorySpec) -> str:
-    """A story id from the file name (``lighthouse.yaml`` -> ``lighthouse``)."""
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(path).stem).strip("-")
+    """A story id from the file name (``lighthouse.yaml`` -> ``lighthouse``; a story folder: its name)."""
+    p = Path(path)
+    if p.is_dir() or p.name == "story.json":  # a ViStoryBench story folder is named by its folder
+        p = p if p.is_dir() else p.parent
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", p.resolve().name).strip("-")
+    else:
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", p.stem).strip("-")
     return stem or re.sub(r"[^A-Za-z0-9]+", "-", spec.title.lower()).strip("-") or "story"

@@ -5,7 +5,9 @@ fork). The writer is given the events the branch already holds after that start:
 - while re-execution produces exactly those events, they are matched, not written (``resume``);
 - once it runs past them, new events are appended with optimistic concurrency;
 - if it produces something else, the code or settings changed since the log was written, and the
-  run stops with ``RunStateError`` instead of silently forking history.
+  run stops with ``RunStateError`` instead of silently forking history;
+- run marks (``BudgetReached``: why a run stopped, not what it did) are never re-produced, so
+  catching up steps over them.
 Every event written or matched is passed to the listeners (the loop's memory fold, progress).
 """
 
@@ -14,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from codirector.errors import RunStateError, VersionConflict
-from codirector.events import Draft, RecordedEvent
+from codirector.events import RUN_MARKS, Draft, RecordedEvent
 from codirector.store.event_store import EventStore
 
 Listener = Callable[[RecordedEvent], None]
@@ -49,7 +51,10 @@ class RunWriter:
 
     @property
     def catching_up(self) -> bool:
-        """True while re-execution is still inside what the log already holds."""
+        """True while re-execution is still inside what the log already holds (run marks stepped over)."""
+        while self._cursor < len(self._existing) and self._existing[self._cursor].type in RUN_MARKS:
+            self.position = self._existing[self._cursor].position
+            self._cursor += 1
         return self._cursor < len(self._existing)
 
     def peek(self) -> RecordedEvent | None:

@@ -1,6 +1,8 @@
 """Projections of the log, the read side: entity memory, run state, audit, history, diff, reports,
-pictures and the exported video. Each is a fold over typed, upcast events; none writes an event.
+pictures, cost and the exported video. Each is a fold over typed, upcast events through one dispatch
+style (``projection.Projection``: handlers registered per event class); none writes an event.
 
-May import: ``codirector.events``, ``codirector.store``, ``codirector.generators.video_io``.
+May import: ``codirector.events``, ``codirector.store``, ``codirector.generators.video_io`` and
+``codirector.generators.prices`` (pure: the price table the cost view reads).
 Never imports the loop, the director, evaluation or the studio.
 """

@@ -1,160 +1,230 @@
-"""The audit: every continuity decision of a branch, per shot, with its evidence; and branch diffs.
+"""The audit: every continuity decision of a branch, per shot, with its evidence.
 
 A projection of the log (nothing here writes). For each shot: the retrieval evidence of each
 Retrieve&Update (vector candidates and scores, the controller's choice, duplicates resolved, the
 view chosen per entity), every keyframe round (image, decision, reasons, alignment report, refined
 prompt), why the selected keyframe won, the motion prompt before and after, memory updates with
 the frame they came from, the next shot's prompt before and after, and rejected agent answers.
+
+Invariant: the audit is a fold of typed, upcast events (the ``AUDIT`` projection, the dispatch
+style of ``views.projection``); ``Audit.to_json()`` is the stable ``codirector audit --json``
+document, and the HTML report renders the same ``Audit`` object.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from codirector.engine.views.memory import fold
+from codirector.engine.views.cost import CostReport
+from codirector.engine.views.evidence import (
+    Change,
+    Clip,
+    KeyframeRound,
+    NextPrompt,
+    Planned,
+    Registration,
+    Rejection,
+    Retrieval,
+    Selection,
+    ShotAudit,
+    ViewUpdate,
+)
+from codirector.engine.views.memory import Entity, fold
+from codirector.engine.views.projection import Projection
 from codirector.engine.views.state import fold_run_state
-from codirector.engine.workspace import Workspace
-from codirector.events import MEMORY_EVENT_TYPES, RecordedEvent
+from codirector.events import (
+    MEMORY_EVENT_TYPES,
+    AgentOutputRejected,
+    EntityRegistered,
+    KeyframeGenerated,
+    KeyframeJudged,
+    KeyframeSelected,
+    MemoryRetrieved,
+    ModelCalled,
+    MotionPromptRefined,
+    RecordedEvent,
+    ShotCompleted,
+    ShotPlanned,
+    ShotStarted,
+    VideoAnalyzed,
+    VideoGenerated,
+    ViewAdded,
+)
+
+UNTRAINED_NOTE = "retrieval scores in this run come from an untrained embedder and carry no meaning"
 
 
-def _shot_record(shot: int) -> dict[str, Any]:
-    return {"shot": shot, "keyframe_prompt": None, "motion_prompt": None, "planned": None, "retrievals": [],
-            "rounds": [], "selected": None, "motion": None, "video": None, "memory_updates": [],
-            "next_prompt": None, "rejected": [], "registrations": [], "calls": 0, "model_seconds": 0.0,
-            "completed": False}
+@dataclass(frozen=True)
+class Audit:
+    """A branch's continuity decisions, shot by shot, and its memory at the end."""
+
+    story: str
+    branch: str
+    title: str
+    notes: tuple[str, ...]
+    planned_shots: int
+    completed: bool
+    shots: tuple[ShotAudit, ...]
+    memory: tuple[Entity, ...]
+    html: str | None = None  # where the HTML report was written, when one was asked for
+    cost: CostReport | None = None  # spend per shot (``views.cost``), at the prices in force when asked
+
+    def shot(self, n: int) -> ShotAudit | None:
+        return next((s for s in self.shots if s.shot == n), None)
+
+    def to_json(self) -> dict[str, Any]:
+        """The stable ``codirector audit --json`` document."""
+        out: dict[str, Any] = {
+            "story": self.story, "branch": self.branch, "title": self.title, "notes": list(self.notes),
+            "planned_shots": self.planned_shots, "completed": self.completed,
+            "shots": [s.to_json() for s in self.shots], "memory": [e.to_dict() for e in self.memory],
+        }
+        if self.cost is not None:
+            out["cost"] = self.cost.to_json()
+        if self.html is not None:
+            out["html"] = self.html
+        return out
 
 
-def audit_events(events: Iterable[RecordedEvent], *, story_id: str, branch: str) -> dict[str, Any]:
-    """The stable ``codirector audit --json`` document for a branch's events."""
+# ---------------------------------------------------------------------- the fold
+
+
+@dataclass
+class _Shots:
+    """The fold's working state: each shot's evidence so far."""
+
+    types_by_id: dict[str, str]
+    shots: dict[int, ShotAudit] = field(default_factory=dict)
+    meaningless: bool = False
+
+    def edit(self, ev: RecordedEvent, change: Callable[[ShotAudit], ShotAudit]) -> None:
+        if ev.shot is not None:
+            self.shots[ev.shot] = change(self.shots.get(ev.shot) or ShotAudit(ev.shot))
+
+
+AUDIT: Projection[_Shots] = Projection("audit")
+
+
+@AUDIT.on(ShotPlanned)
+def _planned(f: _Shots, e: ShotPlanned, ev: RecordedEvent) -> None:
+    planned = Planned(e.keyframe_prompt, e.motion_prompt, tuple(e.uses), e.group)
+    f.edit(ev, lambda s: replace(s, planned=planned))
+
+
+@AUDIT.on(ShotStarted)
+def _started(f: _Shots, e: ShotStarted, ev: RecordedEvent) -> None:
+    f.edit(ev, lambda s: replace(s, keyframe_prompt=e.keyframe_prompt, motion_prompt=e.motion_prompt))
+
+
+@AUDIT.on(MemoryRetrieved)
+def _retrieved(f: _Shots, e: MemoryRetrieved, ev: RecordedEvent) -> None:
+    if ev.shot is None:
+        return
+    f.meaningless |= not e.scores_meaningful
+    r = Retrieval(e.round, e.query, ev.position, e.memory_disabled, tuple(e.candidates), tuple(e.retrieved_existing),
+                  tuple(e.new_entities), tuple(e.duplicates_resolved), tuple(e.references), e.scores_meaningful)
+    f.edit(ev, lambda s: replace(s, retrievals=(*s.retrievals, r)))
+
+
+@AUDIT.on(KeyframeGenerated)
+def _generated(f: _Shots, e: KeyframeGenerated, ev: RecordedEvent) -> None:
+    r = KeyframeRound(e.round, e.prompt, e.blob, e.seed, tuple(e.reference_blobs), e.backend, e.model)
+    f.edit(ev, lambda s: replace(s, rounds=(*s.rounds, r)))
+
+
+@AUDIT.on(KeyframeJudged)
+def _judged(f: _Shots, e: KeyframeJudged, ev: RecordedEvent) -> None:
+    def judge(r: KeyframeRound) -> KeyframeRound:
+        if r.round != e.round:
+            return r
+        return replace(r, decision=e.decision, reasons=tuple(e.reasons), alignment_report=e.alignment_report,
+                       refined_keyframe_prompt=e.refined_keyframe_prompt)
+
+    f.edit(ev, lambda s: replace(s, rounds=tuple(map(judge, s.rounds))))
+
+
+@AUDIT.on(KeyframeSelected)
+def _selected(f: _Shots, e: KeyframeSelected, ev: RecordedEvent) -> None:
+    f.edit(ev, lambda s: replace(s, selected=Selection(e.round, e.blob, e.how, e.why)))
+
+
+@AUDIT.on(MotionPromptRefined)
+def _motion(f: _Shots, e: MotionPromptRefined, ev: RecordedEvent) -> None:
+    f.edit(ev, lambda s: replace(s, motion=Change(e.original, e.refined)))
+
+
+@AUDIT.on(VideoGenerated)
+def _video(f: _Shots, e: VideoGenerated, ev: RecordedEvent) -> None:
+    clip = Clip(e.blob, e.frames, e.fps, e.backend, e.model, e.motion_prompt)
+    f.edit(ev, lambda s: replace(s, video=clip))
+
+
+@AUDIT.on(VideoAnalyzed)
+def _analyzed(f: _Shots, e: VideoAnalyzed, ev: RecordedEvent) -> None:
+    nxt = NextPrompt(e.next_shot, e.next_prompt_before, e.next_prompt_after)
+    f.edit(ev, lambda s: replace(s, next_prompt=nxt, sampled_frames=tuple(e.sampled_frames)))
+
+
+@AUDIT.on(EntityRegistered)
+def _registered(f: _Shots, e: EntityRegistered, ev: RecordedEvent) -> None:
+    reg = Registration(e.name, e.base_entity, e.origin, e.description, ev.position,
+                       f.types_by_id.get(ev.causation_id or ""))
+    f.edit(ev, lambda s: replace(s, registrations=(*s.registrations, reg)))
+
+
+@AUDIT.on(ViewAdded)
+def _view(f: _Shots, e: ViewAdded, ev: RecordedEvent) -> None:
+    src = e.source
+    update = ViewUpdate(e.entity, e.blob, src.kind, src.frame_index, src.round, ev.position)
+    if src.kind == "video_frame":
+        f.edit(ev, lambda s: replace(s, memory_updates=(*s.memory_updates, update)))
+    else:
+        f.edit(ev, lambda s: replace(s, new_views=(*s.new_views, update)))
+
+
+@AUDIT.on(AgentOutputRejected)
+def _rejected(f: _Shots, e: AgentOutputRejected, ev: RecordedEvent) -> None:
+    rej = Rejection(e.agent, e.attempt, tuple(e.errors), e.raw_output[:2000], ev.position)
+    f.edit(ev, lambda s: replace(s, rejected=(*s.rejected, rej)))
+
+
+@AUDIT.on(ModelCalled)
+def _called(f: _Shots, e: ModelCalled, ev: RecordedEvent) -> None:
+    seconds = float(e.duration_ms) / 1000
+    f.edit(ev, lambda s: replace(s, calls=s.calls + 1, model_seconds=round(s.model_seconds + seconds, 3)))
+
+
+@AUDIT.on(ShotCompleted)
+def _completed(f: _Shots, e: ShotCompleted, ev: RecordedEvent) -> None:
+    f.edit(ev, lambda s: replace(s, completed=True))
+
+
+def _with_registrations(s: ShotAudit) -> ShotAudit:
+    """Each clip-frame view joined to the registration it came with (the entity it evolved into)."""
+    updates = list(s.memory_updates)
+    for reg in s.registrations:
+        updates = [replace(u, registration=reg) if u.entity == reg.name else u for u in updates]
+    return replace(s, memory_updates=tuple(updates))
+
+
+def audit_events(events: Iterable[RecordedEvent], *, story_id: str, branch: str) -> Audit:
+    """The audit of a branch's events (its lineage included)."""
     events = list(events)
     state = fold_run_state(events)
-    shots: dict[int, dict[str, Any]] = {}
-    notes: list[str] = []
-    meaningless = False
-    by_id = {e.id: e for e in events}
-
-    def rec(shot: int | None) -> dict[str, Any] | None:
-        if shot is None:
-            return None
-        return shots.setdefault(shot, _shot_record(shot))
-
-    for e in events:
-        p, s = e.payload, rec(e.shot)
-        if s is None:
-            continue
-        if e.type == "ShotPlanned":
-            s["planned"] = {"keyframe_prompt": p["keyframe_prompt"], "motion_prompt": p["motion_prompt"],
-                            "uses": p.get("uses", []), "group": p.get("group")}
-        elif e.type == "ShotStarted":
-            s["keyframe_prompt"], s["motion_prompt"] = p["keyframe_prompt"], p["motion_prompt"]
-        elif e.type == "MemoryRetrieved":
-            meaningless |= not p.get("scores_meaningful", True)
-            s["retrievals"].append({
-                "round": p["round"], "query": p["query"], "position": e.position,
-                "memory_disabled": p.get("memory_disabled", False),
-                "candidates": p.get("candidates", []), "retrieved_existing": p.get("retrieved_existing", []),
-                "new_entities": p.get("new_entities", []), "duplicates_resolved": p.get("duplicates_resolved", []),
-                "references": p.get("references", []), "scores_meaningful": p.get("scores_meaningful", True),
-            })
-        elif e.type == "KeyframeGenerated":
-            s["rounds"].append({"round": p["round"], "prompt": p["prompt"], "blob": p["blob"], "seed": p["seed"],
-                                "reference_blobs": p.get("reference_blobs", []), "backend": p["backend"],
-                                "model": p["model"], "decision": None, "reasons": [], "alignment_report": None,
-                                "refined_keyframe_prompt": ""})
-        elif e.type == "KeyframeJudged":
-            for r in s["rounds"]:
-                if r["round"] == p["round"]:
-                    r.update(decision=p["decision"], reasons=p["reasons"], alignment_report=p["alignment_report"],
-                             refined_keyframe_prompt=p.get("refined_keyframe_prompt", ""))
-        elif e.type == "KeyframeSelected":
-            s["selected"] = {"round": p["round"], "blob": p["blob"], "how": p["how"], "why": p["why"]}
-        elif e.type == "MotionPromptRefined":
-            s["motion"] = {"before": p["original"], "after": p["refined"]}
-        elif e.type == "VideoGenerated":
-            s["video"] = {"blob": p["blob"], "frames": p["frames"], "fps": p["fps"], "backend": p["backend"],
-                          "model": p["model"], "motion_prompt": p["motion_prompt"]}
-        elif e.type == "VideoAnalyzed":
-            s["next_prompt"] = {"shot": p.get("next_shot"), "before": p.get("next_prompt_before"),
-                                "after": p.get("next_prompt_after")}
-            s["sampled_frames"] = p.get("sampled_frames", [])
-        elif e.type == "EntityRegistered":
-            cause = by_id.get(e.causation_id or "")
-            s["registrations"].append({"name": p["name"], "base_entity": p.get("base_entity"), "origin": p["origin"],
-                                       "description": p["description"], "position": e.position,
-                                       "caused_by": cause.type if cause else None})
-        elif e.type == "ViewAdded":
-            src = p.get("source", {})
-            update = {"entity": p["entity"], "blob": p["blob"], "kind": src.get("kind"),
-                      "frame_index": src.get("frame_index"), "round": src.get("round"), "position": e.position}
-            if src.get("kind") == "video_frame":
-                s["memory_updates"].append(update)
-            else:
-                s.setdefault("new_views", []).append(update)
-        elif e.type == "AgentOutputRejected":
-            s["rejected"].append({"agent": p["agent"], "attempt": p["attempt"], "errors": p["errors"],
-                                  "raw_output": p.get("raw_output", "")[:2000], "position": e.position})
-        elif e.type == "ModelCalled":
-            s["calls"] += 1
-            s["model_seconds"] = round(s["model_seconds"] + float(p.get("duration_ms", 0)) / 1000, 3)
-        elif e.type == "ShotCompleted":
-            s["completed"] = True
-    for s in shots.values():
-        for reg in s["registrations"]:
-            for u in s["memory_updates"]:
-                if u["entity"] == reg["name"]:
-                    u.update(base_entity=reg["base_entity"], description=reg["description"])
-    if meaningless:
-        notes.append("retrieval scores in this run come from an untrained embedder and carry no meaning")
+    f = _Shots(types_by_id={e.id: e.type for e in events})
+    for ev in events:
+        if ev.shot is not None and ev.shot not in f.shots:
+            f.shots[ev.shot] = ShotAudit(ev.shot)  # any event of a shot gives it a record
+        AUDIT.apply(f, ev)
     memory = fold(e for e in events if e.type in MEMORY_EVENT_TYPES)
-    return {
-        "story": story_id, "branch": branch, "title": state.title, "notes": notes,
-        "planned_shots": state.num_shots, "completed": state.story_completed,
-        "shots": [shots[k] for k in sorted(shots)],
-        "memory": [e.to_dict() for e in memory],
-    }
+    return Audit(
+        story=story_id, branch=branch, title=state.title,
+        notes=((UNTRAINED_NOTE,) if f.meaningless else ()) + tuple(state.spec.get("plan_notes", [])),  # derived plan
+        planned_shots=state.num_shots, completed=state.story_completed,
+        shots=tuple(_with_registrations(f.shots[k]) for k in sorted(f.shots)), memory=tuple(memory),
+    )
 
 
-def diff_branches(ws: Workspace, story_id: str, a: str, b: str) -> dict[str, Any]:
-    """Where two branches part, and how their shots and memory differ."""
-    ea, eb = ws.store.read(story_id, a), ws.store.read(story_id, b)
-    parted = 0
-    for x, y in zip(ea, eb, strict=False):
-        if x.id != y.id:
-            break
-        parted = x.position
-    sa = {s["shot"]: s for s in audit_events(ea, story_id=story_id, branch=a)["shots"]}
-    sb = {s["shot"]: s for s in audit_events(eb, story_id=story_id, branch=b)["shots"]}
-
-    def view(s: dict[str, Any] | None) -> dict[str, Any] | None:
-        if s is None:
-            return None
-        sel = s.get("selected") or {}
-        rounds = {r["round"]: r for r in s["rounds"]}
-        used = rounds.get(sel.get("round"), {}).get("prompt") if sel else None
-        return {"keyframe_prompt": used or s.get("keyframe_prompt"), "keyframe_blob": sel.get("blob"),
-                "video_blob": (s.get("video") or {}).get("blob"), "completed": s["completed"]}
-
-    shots = []
-    first_diff = None
-    for shot in sorted(set(sa) | set(sb)):
-        va, vb = view(sa.get(shot)), view(sb.get(shot))
-        same = va == vb
-        if not same and first_diff is None:
-            first_diff = shot
-        shots.append({"shot": shot, "same": same, a: va, b: vb})
-    ma = fold(e for e in ea if e.type in MEMORY_EVENT_TYPES)
-    mb = fold(e for e in eb if e.type in MEMORY_EVENT_TYPES)
-    changed = []
-    for name in sorted(set(ma.names()) & set(mb.names())):
-        x, y = ma.get(name), mb.get(name)
-        if (x.description, x.base_entity, [v.blob for v in x.views]) != (y.description, y.base_entity,
-                                                                            [v.blob for v in y.views]):
-            changed.append({"name": name, "views": {a: len(x.views), b: len(y.views)},
-                            "description_changed": x.description != y.description})
-    return {
-        "story": story_id, "a": a, "b": b, "parted_at_position": parted, "first_differing_shot": first_diff,
-        "shots": shots,
-        "memory": {"only_in_a": [n for n in ma.names() if n not in mb],
-                   "only_in_b": [n for n in mb.names() if n not in ma], "changed": changed},
-    }
+__all__ = ["AUDIT", "Audit", "ShotAudit", "audit_events"]

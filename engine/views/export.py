@@ -6,6 +6,7 @@ checked by decoding the result), so what is exported is what the log says was ge
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,26 @@ from codirector.errors import RunStateError
 from codirector.generators.video_io import concat_mp4, frame_count
 
 
-def export_branch(ws: Workspace, story_id: str, branch: str, out: str | Path) -> dict[str, Any]:
+@dataclass
+class ExportResult:
+    """An exported video: its path, the shots in it, frames and fps, and whether the branch is complete."""
+
+    story_id: str
+    branch: str
+    path: str
+    shots: list[int]
+    frames: int
+    fps: float
+    complete: bool
+    planned_shots: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"story": self.story_id, "branch": self.branch, "path": self.path, "shots": list(self.shots),
+                "frames": self.frames, "fps": self.fps, "complete": self.complete,
+                "planned_shots": self.planned_shots}
+
+
+def export_branch(ws: Workspace, story_id: str, branch: str, out: str | Path) -> ExportResult:
     """Write the branch's video to ``out``; returns shots, frames and the file's path."""
     state = fold_run_state(ws.store.read(story_id, branch))
     if not state.completed:
@@ -31,5 +51,4 @@ def export_branch(ws: Workspace, story_id: str, branch: str, out: str | Path) ->
     counted = frame_count(out)
     if counted != expected or written != expected:
         raise RunStateError(f"exported {counted} frames but the clips hold {expected}", hint="report this as a bug")
-    return {"story": story_id, "branch": branch, "path": str(out), "shots": shots, "frames": counted, "fps": fps,
-            "complete": state.story_completed, "planned_shots": state.num_shots}
+    return ExportResult(story_id, branch, str(out), shots, counted, fps, state.story_completed, state.num_shots)

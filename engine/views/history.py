@@ -5,94 +5,172 @@ the entity was registered (shot, origin, position), its base chain and derived s
 view with the shot/round/frame it was cut from, and every event that mentions it with the role it
 played there (registered, view added, derived from, retrieved, used as reference, updated by the
 video analyzer, resolved as a duplicate).
+
+Invariant: both halves read typed, upcast events (the memory fold and the ``MENTIONS``
+projection), so an entity registered by a schema-v1 event has its lineage and its derived states
+like any other. ``EntityHistory.to_json()`` is the stable ``codirector history --json`` document.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
-from codirector.engine.views.memory import MemoryBank, fold
-from codirector.events import RecordedEvent
+from codirector.engine.views.memory import Entity, MemoryBank, fold
+from codirector.engine.views.projection import Projection, logged
+from codirector.events import (
+    MEMORY_EVENT_TYPES,
+    EntityRegistered,
+    MemoryRetrieved,
+    RecordedEvent,
+    ShotPlanned,
+    VideoAnalyzed,
+    ViewAdded,
+)
 
 
-def mentions(ev: RecordedEvent, name: str) -> list[tuple[str, dict[str, Any]]]:
-    """The roles ``name`` plays in ``ev`` with the detail worth showing; empty if none."""
-    p = ev.payload
-    roles: list[tuple[str, dict[str, Any]]] = []
-    t = ev.type
-    if t == "EntityRegistered":
-        if p.get("name") == name:
-            roles.append(("registered", {"origin": p.get("origin"), "kind": p.get("kind"),
-                                         "base_entity": p.get("base_entity"), "description": p.get("description")}))
-        elif p.get("base_entity") == name:
-            roles.append(("derived", {"entity": p.get("name"), "origin": p.get("origin")}))
-    elif t == "ViewAdded" and p.get("entity") == name:
-        roles.append(("view_added", {"blob": p.get("blob"), **(p.get("source") or {})}))
-    elif t == "MemoryRetrieved":
-        if name in p.get("retrieved_existing", []):
-            roles.append(("retrieved", {"round": p.get("round"), "query": p.get("query")}))
-        for ref in p.get("references", []):
-            if ref.get("entity") == name:
-                detail = {"round": p.get("round"), "blob": ref.get("blob"), "score": ref.get("score")}
-                roles.append(("reference", detail))
-        for dup in p.get("duplicates_resolved", []):
-            if name in (dup.get("proposed"), dup.get("resolved_to")):
-                roles.append(("duplicate_resolved", dict(dup)))
-        for new in p.get("new_entities", []):
-            if new.get("name") == name:
-                roles.append(("proposed", {"round": p.get("round"), "base_entity": new.get("base_entity")}))
-    elif t == "VideoAnalyzed":
-        for upd in p.get("entity_updates", []):
-            if upd.get("name") == name or upd.get("base_entity") == name:
-                roles.append(("video_update", dict(upd)))
-    elif t == "ShotPlanned":
-        if name in p.get("uses", []):
-            roles.append(("planned_use", {}))
-        for evo in p.get("evolves", []):
-            if name in (evo.get("name"), evo.get("base_entity")):
-                roles.append(("planned_evolution", dict(evo)))
-    return roles
+def describe(e: Entity) -> dict[str, Any]:
+    """An entity state as ``history --json`` shows it."""
+    return {
+        "name": e.name,
+        "kind": e.kind,
+        "description": e.description,
+        "base_entity": e.base_entity,
+        "origin": e.origin,
+        "registered": {"position": e.position, "shot": e.shot, "branch": e.branch},
+        "views": [{"blob": v.blob, **v.source(), "position": v.position, "branch": v.branch} for v in e.views],
+    }
 
 
-def entity_history(events: Iterable[RecordedEvent], name: str, *, story_id: str, branch: str) -> dict[str, Any]:
-    """The stable ``codirector history --json`` document for ``name``."""
-    events = list(events)
-    bank: MemoryBank = fold(e for e in events if e.type in ("EntityRegistered", "ViewAdded"))
-    entity = bank.get(name)  # EntityNotFound with suggestions
-    chain = bank.base_chain(name)
-    family = chain + [d for d in bank.descendants(name) if d not in chain]
+@dataclass(frozen=True)
+class Mention:
+    """One role the entity played in one event, with the detail worth showing."""
 
-    def describe(n: str) -> dict[str, Any]:
-        e = bank.entities[n]
+    position: int
+    branch: str
+    shot: int | None
+    type: str
+    role: str
+    detail: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"position": self.position, "branch": self.branch, "shot": self.shot, "type": self.type,
+                "role": self.role, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class EntityHistory:
+    """An entity, its lineage (base chain, derived states, each with its views) and its mentions."""
+
+    story: str
+    branch: str
+    entity: Entity
+    chain: tuple[str, ...]
+    derived: tuple[str, ...]
+    descendants: tuple[str, ...]
+    family: tuple[Entity, ...]  # the chain, then the descendants
+    events: tuple[Mention, ...]
+    used_as_reference_in_shots: tuple[int, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """The stable ``codirector history --json`` document."""
         return {
-            "name": e.name,
-            "kind": e.kind,
-            "description": e.description,
-            "base_entity": e.base_entity,
-            "origin": e.origin,
-            "registered": {"position": e.position, "shot": e.shot, "branch": e.branch},
-            "views": [{"blob": v.blob, **v.source(), "position": v.position, "branch": v.branch} for v in e.views],
+            "story": self.story,
+            "branch": self.branch,
+            "entity": describe(self.entity),
+            "lineage": {
+                "chain": list(self.chain),
+                "derived": list(self.derived),
+                "descendants": list(self.descendants),
+                "entities": [describe(e) for e in self.family],
+            },
+            "events": [m.to_json() for m in self.events],
+            "used_as_reference_in_shots": list(self.used_as_reference_in_shots),
         }
 
-    touched: list[dict[str, Any]] = []
-    reused: set[int] = set()
-    for ev in events:
-        for role, detail in mentions(ev, name):
-            touched.append({"position": ev.position, "branch": ev.branch, "shot": ev.shot, "type": ev.type,
-                            "role": role, "detail": detail})
-            if role == "reference" and ev.shot is not None:
-                reused.add(ev.shot)
-    return {
-        "story": story_id,
-        "branch": branch,
-        "entity": describe(entity.name),
-        "lineage": {
-            "chain": chain,
-            "derived": bank.derived(name),
-            "descendants": bank.descendants(name),
-            "entities": [describe(n) for n in family],
-        },
-        "events": touched,
-        "used_as_reference_in_shots": sorted(reused),
-    }
+
+# ---------------------------------------------------------------------- who mentions the entity
+
+
+@dataclass
+class _Mentions:
+    name: str
+    found: list[Mention] = field(default_factory=list)
+
+    def add(self, ev: RecordedEvent, role: str, detail: dict[str, Any]) -> None:
+        self.found.append(Mention(ev.position, ev.branch, ev.shot, ev.type, role, detail))
+
+
+MENTIONS: Projection[_Mentions] = Projection("entity history")
+
+
+@MENTIONS.on(EntityRegistered)
+def _registered(m: _Mentions, e: EntityRegistered, ev: RecordedEvent) -> None:
+    if e.name == m.name:
+        m.add(ev, "registered", {"origin": e.origin, "kind": e.kind, "base_entity": e.base_entity,
+                                 "description": e.description})
+    elif e.base_entity == m.name:
+        m.add(ev, "derived", {"entity": e.name, "origin": e.origin})
+
+
+@MENTIONS.on(ViewAdded)
+def _view_added(m: _Mentions, e: ViewAdded, ev: RecordedEvent) -> None:
+    if e.entity == m.name:
+        m.add(ev, "view_added", {"blob": e.blob, **logged(e.source)})
+
+
+@MENTIONS.on(MemoryRetrieved)
+def _retrieved(m: _Mentions, e: MemoryRetrieved, ev: RecordedEvent) -> None:
+    if m.name in e.retrieved_existing:
+        m.add(ev, "retrieved", {"round": e.round, "query": e.query})
+    for ref in e.references:
+        if ref.entity == m.name:
+            m.add(ev, "reference", {"round": e.round, "blob": ref.blob, "score": ref.score})
+    for dup in e.duplicates_resolved:
+        if m.name in (dup.proposed, dup.resolved_to):
+            m.add(ev, "duplicate_resolved", logged(dup))
+    for new in e.new_entities:
+        if new.name == m.name:
+            m.add(ev, "proposed", {"round": e.round, "base_entity": new.base_entity})
+
+
+@MENTIONS.on(VideoAnalyzed)
+def _video_analyzed(m: _Mentions, e: VideoAnalyzed, ev: RecordedEvent) -> None:
+    for upd in e.entity_updates:
+        if m.name in (upd.name, upd.base_entity):
+            m.add(ev, "video_update", logged(upd))
+
+
+@MENTIONS.on(ShotPlanned)
+def _planned(m: _Mentions, e: ShotPlanned, ev: RecordedEvent) -> None:
+    if m.name in e.uses:
+        m.add(ev, "planned_use", {})
+    for evo in e.evolves:
+        if m.name in (evo.get("name"), evo.get("base_entity")):
+            m.add(ev, "planned_evolution", dict(evo))
+
+
+def mentions(events: Iterable[RecordedEvent], name: str) -> list[Mention]:
+    """Every role ``name`` plays in ``events``, in log order."""
+    return MENTIONS.fold(_Mentions(name), events).found
+
+
+def entity_history(events: Iterable[RecordedEvent], name: str, *, story_id: str, branch: str) -> EntityHistory:
+    """The lineage of ``name`` and every event that mentions it (``EntityNotFound`` with suggestions)."""
+    events = list(events)
+    bank: MemoryBank = fold(e for e in events if e.type in MEMORY_EVENT_TYPES)
+    entity = bank.get(name)
+    chain = bank.base_chain(name)
+    descendants = bank.descendants(name)
+    family = chain + [d for d in descendants if d not in chain]
+    found = mentions(events, name)
+    reused = sorted({m.shot for m in found if m.role == "reference" and m.shot is not None})
+    return EntityHistory(
+        story=story_id, branch=branch, entity=entity, chain=tuple(chain), derived=tuple(bank.derived(name)),
+        descendants=tuple(descendants), family=tuple(bank.entities[n] for n in family), events=tuple(found),
+        used_as_reference_in_shots=tuple(reused),
+    )
+
+
+__all__ = ["MENTIONS", "EntityHistory", "Mention", "describe", "entity_history", "mentions"]

@@ -7,6 +7,8 @@ origin, the shot/position that registered it and, per view, where the view came 
 Invariants:
 - ``fold`` and ``apply`` are pure with respect to the log: the same events give the same memory.
   ``apply(bank, event)`` returns a new bank; ``fold`` uses one private copy for speed.
+- The fold reads typed, upcast events (the ``MEMORY`` projection, ``views.projection``), so a
+  schema-v1 ``EntityRegistered`` enters memory exactly as a current one would.
 - Names are unique. A repeated registration or a view for an unknown entity (which the engine
   never writes) is kept out of memory and listed in ``anomalies`` instead of failing the read.
 - Snapshots are a cache of ``to_json()``; ``MemoryReader`` is tested to give exactly the plain fold.
@@ -17,10 +19,11 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 import orjson
 
+from codirector.engine.views.projection import Projection
 from codirector.errors import EntityNotFound, RunStateError, did_you_mean
 from codirector.events import MEMORY_EVENT_TYPES, EntityRegistered, RecordedEvent, ViewAdded
 from codirector.store.event_store import EventStore, Segment
@@ -170,8 +173,11 @@ class MemoryBank:
 # ---------------------------------------------------------------------- the fold
 
 
-def _entity_registered(bank: MemoryBank, ev: RecordedEvent) -> None:
-    e = cast(EntityRegistered, ev.event)
+MEMORY: Projection[MemoryBank] = Projection("memory")
+
+
+@MEMORY.on(EntityRegistered)
+def _entity_registered(bank: MemoryBank, e: EntityRegistered, ev: RecordedEvent) -> None:
     if e.name in bank.entities:
         bank.anomalies.append(f"position {ev.position}: {e.name!r} registered twice; first kept")
         return
@@ -189,8 +195,8 @@ def _entity_registered(bank: MemoryBank, ev: RecordedEvent) -> None:
     )
 
 
-def _view_added(bank: MemoryBank, ev: RecordedEvent) -> None:
-    e = cast(ViewAdded, ev.event)
+@MEMORY.on(ViewAdded)
+def _view_added(bank: MemoryBank, e: ViewAdded, ev: RecordedEvent) -> None:
     entity = bank.entities.get(e.entity)
     if entity is None:
         bank.anomalies.append(f"position {ev.position}: view for unknown entity {e.entity!r} ignored")
@@ -209,20 +215,16 @@ def _view_added(bank: MemoryBank, ev: RecordedEvent) -> None:
     bank.entities[entity.name] = entity._replace(views=entity.views + (view,))
 
 
-_HANDLERS = {"EntityRegistered": _entity_registered, "ViewAdded": _view_added}
-
-
-def _mutate(bank: MemoryBank, ev: RecordedEvent) -> None:
-    handler = _HANDLERS.get(ev.type)
-    if handler is not None:
-        handler(bank, ev)
+def mutate(bank: MemoryBank, ev: RecordedEvent) -> None:
+    """Change ``bank`` in place by one event (any event moves its position)."""
+    MEMORY.apply(bank, ev)
     bank.position = max(bank.position, ev.position)
 
 
 def apply(bank: MemoryBank, ev: RecordedEvent) -> MemoryBank:
     """The memory after one more event (a new bank; ``bank`` is unchanged)."""
     new = bank.copy()
-    _mutate(new, ev)
+    mutate(new, ev)
     return new
 
 
@@ -230,7 +232,7 @@ def fold(events: Iterable[RecordedEvent], initial: MemoryBank | None = None) -> 
     """The memory after ``events`` (starting from ``initial``, which is not changed)."""
     bank = initial.copy() if initial is not None else MemoryBank()
     for ev in events:
-        _mutate(bank, ev)
+        mutate(bank, ev)
     return bank
 
 
@@ -296,7 +298,7 @@ def stale_snapshots(store: EventStore, story_id: str) -> list[tuple[str, int]]:
         bank, i = MemoryBank(), 0
         for position, schema, state in snaps:
             while i < len(events) and events[i].position <= position:
-                _mutate(bank, events[i])
+                mutate(bank, events[i])
                 i += 1
             bank.position = position
             if schema != MEMORY_SNAPSHOT_SCHEMA:
@@ -323,6 +325,6 @@ def position_at_shot(events: Iterable[RecordedEvent], shot: int) -> int:
 
 
 __all__ = [
-    "MEMORY_EVENT_TYPES", "Entity", "MemoryBank", "MemoryReader", "View", "apply", "fold", "owner_of",
-    "position_at_shot",
+    "MEMORY", "MEMORY_EVENT_TYPES", "Entity", "MemoryBank", "MemoryReader", "View", "apply", "fold", "mutate",
+    "owner_of", "position_at_shot",
 ]

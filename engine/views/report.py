@@ -1,7 +1,7 @@
 """The audit as one self-contained HTML file: images inlined, readable without codirector.
 
-Invariant: the page shows only what ``audit_events`` returns (it is a rendering of the log's
-projection, never a second source of truth); every shot has a ``section.shot`` with its keyframe
+Invariant: the page shows only what the ``Audit`` from ``audit_events`` holds (it is a rendering
+of the log's projection, never a second source of truth); every shot has a ``section.shot`` with its keyframe
 rounds (``img.keyframe``) and each round's ``.decision``.
 """
 
@@ -15,6 +15,11 @@ from typing import Any
 
 from PIL import Image
 
+from codirector.engine.views.audit import Audit
+from codirector.engine.views.cost import CostReport
+from codirector.engine.views.evidence import Retrieval, ShotAudit
+from codirector.engine.views.memory import Entity
+from codirector.engine.views.projection import logged
 from codirector.store.blobs import BlobStore, write_atomically
 
 CSS = """
@@ -72,102 +77,119 @@ def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value))
 
 
-def render_html(audit: dict[str, Any], blobs: BlobStore) -> str:
-    """The audit document as HTML."""
+def render_html(audit: Audit, blobs: BlobStore) -> str:
+    """The audit as HTML."""
     images = _Images(blobs)
-    out = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>Audit: {_e(audit['title'])}</title>"
+    out = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>Audit: {_e(audit.title)}</title>"
            f"<style>{CSS}</style></head><body>"]
-    out.append(f"<header><h1>{_e(audit['title'])}</h1><p>story <b>{_e(audit['story'])}</b>, branch "
-               f"<b>{_e(audit['branch'])}</b>: {len(audit['shots'])} of {audit['planned_shots']} shots, "
-               f"{'complete' if audit['completed'] else 'incomplete'}</p></header><main>")
-    for note in audit["notes"]:
+    out.append(f"<header><h1>{_e(audit.title)}</h1><p>story <b>{_e(audit.story)}</b>, branch "
+               f"<b>{_e(audit.branch)}</b>: {len(audit.shots)} of {audit.planned_shots} shots, "
+               f"{'complete' if audit.completed else 'incomplete'}</p></header><main>")
+    for note in audit.notes:
         out.append(f"<div class=note>{_e(note)}</div>")
-    out.append(_memory(audit["memory"], images))
-    for shot in audit["shots"]:
+    out.append(_memory(audit.memory, images))
+    if audit.cost is not None:
+        out.append(_cost(audit.cost))
+    for shot in audit.shots:
         out.append(_shot(shot, images))
     out.append("</main></body></html>")
     return "".join(out)
 
 
-def _memory(entities: list[dict[str, Any]], images: _Images) -> str:
+def _memory(entities: tuple[Entity, ...], images: _Images) -> str:
     cards = []
     for ent in entities:
-        base = f" &larr; <b>{_e(ent['base_entity'])}</b>" if ent.get("base_entity") else ""
-        views = "".join(f"<img src='{images.uri(v['blob'], 160)}' title='{_e(v['kind'])}, shot {_e(v['shot'])}'>"
-                        for v in ent["views"][:4])
-        cards.append(f"<div class=entity data-entity='{_e(ent['name'])}'><b>{_e(ent['name'])}</b>{base}<br>"
-                     f"<i>{_e(ent['kind'])}, {_e(ent['origin'])}, shot {_e(ent['shot'])}</i><br>{views}<br>"
-                     f"{_e(ent['description'][:180])}</div>")
+        base = f" &larr; <b>{_e(ent.base_entity)}</b>" if ent.base_entity else ""
+        views = "".join(f"<img src='{images.uri(v.blob, 160)}' title='{_e(v.kind)}, shot {_e(v.shot)}'>"
+                        for v in ent.views[:4])
+        cards.append(f"<div class=entity data-entity='{_e(ent.name)}'><b>{_e(ent.name)}</b>{base}<br>"
+                     f"<i>{_e(ent.kind)}, {_e(ent.origin)}, shot {_e(ent.shot)}</i><br>{views}<br>"
+                     f"{_e(ent.description[:180])}</div>")
     return f"<section id=memory><h2>Entity memory at the end</h2><div class=entities>{''.join(cards)}</div></section>"
 
 
-def _shot(s: dict[str, Any], images: _Images) -> str:
-    n = s["shot"]
+def _cost(c: CostReport) -> str:
+    """Spend per shot; unpriced models are named with their usage, never shown as free."""
+    rows = "".join(f"<tr data-cost-shot='{_e(r.key)}'><td>{_e(r.key if r.key is not None else 'story')}</td>"
+                   f"<td>{r.calls}</td><td>${r.usd:.6f}</td><td>{r.unpriced_calls or ''}</td>"
+                   f"<td>{r.reused_calls or ''}</td></tr>" for r in c.rows)
+    unpriced = "".join(f"<div class=note data-unpriced='{_e(m)}'>unpriced: {_e(m)} (usage: "
+                       f"{_e(', '.join(f'{k} {v:g}' for k, v in c.unpriced_usage.get(m, {}).items()))})</div>"
+                       for m in c.unpriced)
+    return (f"<section id=cost><h2>Cost</h2><p>spent <b>${c.total_usd:.6f}</b> on {c.calls} calls; "
+            f"{c.reused_calls} answered by the recording (would have cost ${c.saved_usd:.6f})</p>{unpriced}"
+            "<table><tr><th>shot</th><th>calls</th><th>USD</th><th>unpriced calls</th><th>from the recording</th>"
+            f"</tr>{rows}</table></section>")
+
+
+def _shot(s: ShotAudit, images: _Images) -> str:
+    n = s.shot
     parts = [f"<section class=shot id='shot-{n}' data-shot='{n}'><h2>Shot {n}</h2>"]
-    planned = s.get("planned") or {}
-    parts.append(f"<p><b>Planned keyframe:</b> {_e(planned.get('keyframe_prompt'))}<br>"
-                 f"<b>Started from:</b> {_e(s.get('keyframe_prompt'))}</p>")
-    for r in s["retrievals"]:
+    planned = s.planned.keyframe_prompt if s.planned else None
+    parts.append(f"<p><b>Planned keyframe:</b> {_e(planned)}<br>"
+                 f"<b>Started from:</b> {_e(s.keyframe_prompt)}</p>")
+    for r in s.retrievals:
         parts.append(_retrieval(r, images))
     parts.append("<h3>Keyframe rounds</h3><div class=rounds>")
-    chosen = (s.get("selected") or {}).get("round")
-    for r in s["rounds"]:
-        decision = r["decision"] or "none"
-        report = r.get("alignment_report") or {}
+    chosen = s.selected.round if s.selected else None
+    for r in s.rounds:
+        decision = r.decision or "none"
+        report = logged(r.alignment_report) if r.alignment_report else {}
         checks = ", ".join(f"{k.replace('main_character_', '')}: {v}" for k, v in report.items())
-        refined = (f"<br><b>refined prompt:</b> {_e(r['refined_keyframe_prompt'])}"
-                   if r.get("refined_keyframe_prompt") else "")
+        refined = (f"<br><b>refined prompt:</b> {_e(r.refined_keyframe_prompt)}"
+                   if r.refined_keyframe_prompt else "")
         parts.append(
-            f"<div class='round{' chosen' if r['round'] == chosen else ''}' data-round='{r['round']}'>"
-            f"<img class=keyframe alt='shot {n} round {r['round']} keyframe' src='{images.uri(r['blob'])}'><br>"
-            f"round {r['round']} <span class='decision {decision}'>{_e(decision)}</span> seed {r['seed']}<br>"
-            f"<span class=mono>{_e(checks)}</span><br>{_e('; '.join(r['reasons']))}{refined}</div>")
+            f"<div class='round{' chosen' if r.round == chosen else ''}' data-round='{r.round}'>"
+            f"<img class=keyframe alt='shot {n} round {r.round} keyframe' src='{images.uri(r.blob)}'><br>"
+            f"round {r.round} <span class='decision {decision}'>{_e(decision)}</span> seed {r.seed}<br>"
+            f"<span class=mono>{_e(checks)}</span><br>{_e('; '.join(r.reasons))}{refined}</div>")
     parts.append("</div>")
-    if s.get("selected"):
-        sel = s["selected"]
-        parts.append(f"<p class=selected><b>Selected: round {sel['round']} ({_e(sel['how'])})</b> &mdash; "
-                     f"{_e(sel['why'])}</p>")
-    if s.get("motion"):
-        parts.append(f"<h3>Motion prompt</h3><p class=before>before: {_e(s['motion']['before'])}</p>"
-                     f"<p class=after>after: {_e(s['motion']['after'])}</p>")
-    if s.get("memory_updates") or s.get("next_prompt"):
+    if s.selected:
+        sel = s.selected
+        parts.append(f"<p class=selected><b>Selected: round {sel.round} ({_e(sel.how)})</b> &mdash; "
+                     f"{_e(sel.why)}</p>")
+    if s.motion:
+        parts.append(f"<h3>Motion prompt</h3><p class=before>before: {_e(s.motion.before)}</p>"
+                     f"<p class=after>after: {_e(s.motion.after)}</p>")
+    if s.memory_updates or s.next_prompt:
         parts.append("<h3>After the clip</h3>")
-    for u in s.get("memory_updates", []):
-        base = f" (evolves from {_e(u.get('base_entity'))})" if u.get("base_entity") else ""
-        parts.append(f"<div class=refs><div class=ref><img src='{images.uri(u['blob'], 200)}'><br>"
-                     f"<b>{_e(u['entity'])}</b>{base}, clip frame {_e(u['frame_index'])}</div>"
-                     f"<p>{_e(u.get('description'))}</p></div>")
-    if s.get("next_prompt"):
-        np_ = s["next_prompt"]
-        parts.append(f"<p><b>Shot {np_['shot']} prompt</b><br><span class=before>before: {_e(np_['before'])}</span>"
-                     f"<br><span class=after>after: {_e(np_['after'])}</span></p>")
-    for rej in s["rejected"]:
-        parts.append(f"<div class=rejected><b>{_e(rej['agent'])}</b> answer {rej['attempt']} rejected: "
-                     f"{_e('; '.join(rej['errors']))}<br><span class=mono>{_e(rej['raw_output'][:400])}</span></div>")
-    parts.append(f"<p class=mono>{s['calls']} model calls, {s['model_seconds']:.2f} s in models</p></section>")
+    for u in s.memory_updates:
+        reg = u.registration
+        base = f" (evolves from {_e(reg.base_entity)})" if reg and reg.base_entity else ""
+        parts.append(f"<div class=refs><div class=ref><img src='{images.uri(u.blob, 200)}'><br>"
+                     f"<b>{_e(u.entity)}</b>{base}, clip frame {_e(u.frame_index)}</div>"
+                     f"<p>{_e(reg.description if reg else None)}</p></div>")
+    if s.next_prompt:
+        np_ = s.next_prompt
+        parts.append(f"<p><b>Shot {np_.shot} prompt</b><br><span class=before>before: {_e(np_.before)}</span>"
+                     f"<br><span class=after>after: {_e(np_.after)}</span></p>")
+    for rej in s.rejected:
+        parts.append(f"<div class=rejected><b>{_e(rej.agent)}</b> answer {rej.attempt} rejected: "
+                     f"{_e('; '.join(rej.errors))}<br><span class=mono>{_e(rej.raw_output[:400])}</span></div>")
+    parts.append(f"<p class=mono>{s.calls} model calls, {s.model_seconds:.2f} s in models</p></section>")
     return "".join(parts)
 
 
-def _retrieval(r: dict[str, Any], images: _Images) -> str:
-    if r["memory_disabled"]:
-        return f"<h3>Retrieval, round {r['round']}</h3><p>memory is off for this run (--no-memory)</p>"
-    rows = "".join(f"<tr><td>{_e(c['entity'])}</td><td>{c['score']:.3f}</td><td>{_e(c['via'])}</td></tr>"
-                   for c in r["candidates"])
-    dups = "".join(f"<li>{_e(d['proposed'])} &rarr; {_e(d['resolved_to'])} (cosine {d['score']:.3f})</li>"
-                   for d in r["duplicates_resolved"])
-    new = ", ".join(_e(p["name"]) + (f" (from {_e(p['base_entity'])})" if p.get("base_entity") else "")
-                    for p in r["new_entities"])
-    refs = "".join(f"<div class=ref><img src='{images.uri(x['blob'], 140)}'><br>{_e(x['entity'])}"
-                   + (f"<br>score {x['score']:.3f}" if x.get("score") is not None else "") + "</div>"
-                   for x in r["references"])
-    meaning = "" if r["scores_meaningful"] else " <i>(untrained embedder: scores carry no meaning)</i>"
-    return (f"<h3>Retrieval, round {r['round']}</h3><p>query: {_e(r['query'])}</p>"
+def _retrieval(r: Retrieval, images: _Images) -> str:
+    if r.memory_disabled:
+        return f"<h3>Retrieval, round {r.round}</h3><p>memory is off for this run (--no-memory)</p>"
+    rows = "".join(f"<tr><td>{_e(c.entity)}</td><td>{c.score:.3f}</td><td>{_e(c.via)}</td></tr>"
+                   for c in r.candidates)
+    dups = "".join(f"<li>{_e(d.proposed)} &rarr; {_e(d.resolved_to)} (cosine {d.score:.3f})</li>"
+                   for d in r.duplicates_resolved)
+    new = ", ".join(_e(p.name) + (f" (from {_e(p.base_entity)})" if p.base_entity else "")
+                    for p in r.new_entities)
+    refs = "".join(f"<div class=ref><img src='{images.uri(x.blob, 140)}'><br>{_e(x.entity)}"
+                   + (f"<br>score {x.score:.3f}" if x.score is not None else "") + "</div>"
+                   for x in r.references)
+    meaning = "" if r.scores_meaningful else " <i>(untrained embedder: scores carry no meaning)</i>"
+    return (f"<h3>Retrieval, round {r.round}</h3><p>query: {_e(r.query)}</p>"
             f"<table><tr><th>vector shortlist</th><th>score</th><th>via</th></tr>{rows}</table>{meaning}"
-            f"<p>reused: {_e(', '.join(r['retrieved_existing']) or 'none')}; new: {new or 'none'}</p>"
+            f"<p>reused: {_e(', '.join(r.retrieved_existing) or 'none')}; new: {new or 'none'}</p>"
             + (f"<ul>{dups}</ul>" if dups else "") + f"<div class=refs>{refs}</div>")
 
 
-def write_html(audit: dict[str, Any], blobs: BlobStore, path: str | Path) -> Path:
+def write_html(audit: Audit, blobs: BlobStore, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, render_html(audit, blobs).encode("utf-8"))

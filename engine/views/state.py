@@ -4,6 +4,11 @@ Like memory, this is a projection: the plan is the ``ShotPlanned`` events with t
 ``ShotPlanRevised`` overrides; the prompt a shot starts from is its plan, replaced by the video
 analyzer's refinement of it (``VideoAnalyzed.next_prompt_after``) and then by any override;
 a shot is complete when ``ShotCompleted`` is logged.
+
+Invariants: the fold reads typed, upcast events through the ``RUN_STATE`` projection (the same
+dispatch style as memory); a running loop never changes a ``RunState`` by hand: a listener on the
+run writer applies each event written or matched (``engine.loop.context``), so the state the loop
+reasons about is always the fold of what the log holds.
 """
 
 from __future__ import annotations
@@ -12,8 +17,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from codirector.engine.views.projection import Projection
 from codirector.errors import RunStateError
-from codirector.events import RecordedEvent
+from codirector.events import (
+    BranchCreated,
+    RecordedEvent,
+    ShotCompleted,
+    ShotPlanned,
+    ShotPlanRevised,
+    ShotStarted,
+    StoryCompleted,
+    StoryCreated,
+    VideoAnalyzed,
+)
 
 
 @dataclass
@@ -71,33 +87,62 @@ class RunState:
         return self.started[shot] - 1
 
 
-def fold_run_state(events: Iterable[RecordedEvent]) -> RunState:
-    """The run state after ``events`` (a branch read through its lineage)."""
-    state = RunState()
-    for ev in events:
-        p, t = ev.payload, ev.type
-        if t == "StoryCreated":
-            state.story_id, state.title, state.seed = ev.story_id, p["title"], p["seed"]
-            state.spec, state.settings = p.get("spec", {}), p.get("settings", {})
-        elif t == "ShotPlanned" and ev.shot is not None:
-            state.plan[ev.shot] = PlannedShot(ev.shot, p["keyframe_prompt"], p["motion_prompt"],
-                                              list(p.get("uses", [])), list(p.get("evolves", [])), p.get("group"))
-        elif t == "ShotPlanRevised" and ev.shot is not None:
-            state.overrides.setdefault(ev.shot, {})[p["field"]] = p["after"]
-        elif t == "VideoAnalyzed" and p.get("next_shot") is not None and p.get("next_prompt_after") is not None:
-            state.next_prompt[int(p["next_shot"])] = p["next_prompt_after"]
-        elif t == "ShotStarted" and ev.shot is not None:
-            state.started[ev.shot] = ev.position
-            state.started_prompt[ev.shot] = p["keyframe_prompt"]
-        elif t == "ShotCompleted" and ev.shot is not None:
-            state.completed[ev.shot] = dict(p)
-        elif t == "StoryCompleted":
-            state.story_completed = True
-        elif t == "BranchCreated":
-            state.branch_created = dict(p)
-            extra_cast = p.get("plan", {}).get("cast", [])
-            if extra_cast:
-                known = {m["name"] for m in state.spec.get("cast", [])}
-                state.spec = {**state.spec,
-                              "cast": [*state.spec.get("cast", []), *(m for m in extra_cast if m["name"] not in known)]}
-    return state
+RUN_STATE: Projection[RunState] = Projection("run state")
+
+
+@RUN_STATE.on(StoryCreated)
+def _story_created(state: RunState, e: StoryCreated, ev: RecordedEvent) -> None:
+    state.story_id, state.title, state.seed = ev.story_id, e.title, e.seed
+    state.spec, state.settings = e.spec, e.settings
+
+
+@RUN_STATE.on(ShotPlanned)
+def _shot_planned(state: RunState, e: ShotPlanned, ev: RecordedEvent) -> None:
+    if ev.shot is not None:
+        state.plan[ev.shot] = PlannedShot(ev.shot, e.keyframe_prompt, e.motion_prompt, list(e.uses),
+                                          list(e.evolves), e.group)
+
+
+@RUN_STATE.on(ShotPlanRevised)
+def _plan_revised(state: RunState, e: ShotPlanRevised, ev: RecordedEvent) -> None:
+    if ev.shot is not None:
+        state.overrides.setdefault(ev.shot, {})[e.field] = e.after
+
+
+@RUN_STATE.on(VideoAnalyzed)
+def _video_analyzed(state: RunState, e: VideoAnalyzed, ev: RecordedEvent) -> None:
+    if e.next_shot is not None and e.next_prompt_after is not None:
+        state.next_prompt[e.next_shot] = e.next_prompt_after
+
+
+@RUN_STATE.on(ShotStarted)
+def _shot_started(state: RunState, e: ShotStarted, ev: RecordedEvent) -> None:
+    if ev.shot is not None:
+        state.started[ev.shot] = ev.position
+        state.started_prompt[ev.shot] = e.keyframe_prompt
+
+
+@RUN_STATE.on(ShotCompleted)
+def _shot_completed(state: RunState, e: ShotCompleted, ev: RecordedEvent) -> None:
+    if ev.shot is not None:
+        state.completed[ev.shot] = e.payload()
+
+
+@RUN_STATE.on(StoryCompleted)
+def _story_completed(state: RunState, e: StoryCompleted, ev: RecordedEvent) -> None:
+    state.story_completed = True
+
+
+@RUN_STATE.on(BranchCreated)
+def _branch_created(state: RunState, e: BranchCreated, ev: RecordedEvent) -> None:
+    state.branch_created = e.payload()
+    extra_cast = e.plan.get("cast", [])
+    if extra_cast:
+        known = {m["name"] for m in state.spec.get("cast", [])}
+        state.spec = {**state.spec,
+                      "cast": [*state.spec.get("cast", []), *(m for m in extra_cast if m["name"] not in known)]}
+
+
+def fold_run_state(events: Iterable[RecordedEvent], initial: RunState | None = None) -> RunState:
+    """The run state after ``events`` (a branch read through its lineage), from ``initial`` if given."""
+    return RUN_STATE.fold(initial if initial is not None else RunState(), events)

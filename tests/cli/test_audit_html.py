@@ -109,10 +109,10 @@ def test_html_report_renders_in_headless_chromium(tmp_path: Path, browser: str) 
     parsed.feed(dom)
     audit = Studio(home).audit("lighthouse")
     assert sorted(parsed.shots) == list(range(1, 9))
-    for s in audit["shots"]:
-        seen = parsed.shots[s["shot"]]
-        assert len(seen["keyframes"]) == len(s["rounds"]) and all(k.startswith("data:image/jpeg;base64,")
-                                                                    for k in seen["keyframes"])
-        assert seen["decisions"] == [r["decision"] for r in s["rounds"]]
+    for s in audit.shots:
+        seen = parsed.shots[s.shot]
+        assert len(seen["keyframes"]) == len(s.rounds) and all(k.startswith("data:image/jpeg;base64,")
+                                                                for k in seen["keyframes"])
+        assert seen["decisions"] == [r.decision for r in s.rounds]
     pixels = np.asarray(Image.open(shot).convert("RGB"))
     assert pixels.shape[0] >= 2000 and pixels.std() > 20  # a real page, not a blank one

@@ -149,8 +149,8 @@ def test_python_api_and_cli_give_the_same_results(tmp_path: Path) -> None:
 
     mem = cli_json("memory", "pier", "--at-shot", "2")
     assert mem["entities"] == [e.to_dict() for e in api.memory("pier", at_shot=2)]  # type: ignore[index]
-    assert cli_json("history", "pier", "Ada_hat") == json.loads(json.dumps(api.history("pier", "Ada_hat")))
-    audit_cli, audit_api = cli_json("audit", "pier"), api.audit("pier")
+    assert cli_json("history", "pier", "Ada_hat") == json.loads(json.dumps(api.history("pier", "Ada_hat").to_json()))
+    audit_cli, audit_api = cli_json("audit", "pier"), api.audit("pier").to_json()
     assert _strip_times(audit_cli) == _strip_times(audit_api)  # model time per shot is a measurement
     api.branch("pier", from_shot=2, name="alt", overrides={"shots.2.keyframe": "Ada alone in a green hat"})
     cli_json("branch", "pier", "--from-shot", "2", "--name", "alt",
@@ -160,7 +160,7 @@ def test_python_api_and_cli_give_the_same_results(tmp_path: Path) -> None:
     assert _normalised(api, "pier") == _normalised(cli, "pier")
     assert cli_json("replay", "pier", "--branch", "alt")["identical"] is True  # type: ignore[index]
     assert api.replay("pier", "alt").identical
-    assert cli_json("diff", "pier", "main", "alt") == api.diff("pier", "main", "alt")
+    assert cli_json("diff", "pier", "main", "alt") == api.diff("pier", "main", "alt").to_json()
 
 
 def _strip_times(audit: object) -> object:

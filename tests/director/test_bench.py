@@ -12,7 +12,7 @@ import pytest
 
 from codirector.engine.evaluation.bench import bench, render_csv, render_json, render_markdown
 from codirector.engine.studio import Studio
-from codirector.errors import RunStateError, StoryFileError
+from codirector.errors import InvalidArgument, StoryFileError
 
 from support import Counting, fast_config, scripted_backends, write_story
 
@@ -32,10 +32,10 @@ def test_bench_runs_every_story_under_every_method_and_renders_the_table(studio:
     stories.mkdir()
     write_story(stories / "pier.yaml", shots=3)
     write_story(stories / "harbour.yaml", shots=2, title="The Harbour", seed=9)
-    result = bench(studio, stories, config=fast_config(tmp_path / "f.toml"), backends=scripted_backends(),
+    result = bench(studio.workspace, stories, config=fast_config(tmp_path / "f.toml"), backends=scripted_backends(),
                    out_dir=tmp_path / "out")
 
-    ids = {s["id"] for s in studio.stories()}
+    ids = {s.id for s in studio.stories()}
     assert ids == {f"{stem}--{m}" for stem in ("harbour", "pier") for m in ("full", "no-memory", "no-synergy",
                                                                            "no-refine")}
     for sid in ids:
@@ -74,13 +74,13 @@ def test_bench_runs_every_story_under_every_method_and_renders_the_table(studio:
     assert json.loads(files["json"].read_text())["rows"] == data["rows"]
 
     counting = Counting(scripted_backends())  # a second bench reads everything back from the log
-    again = bench(studio, stories, config=fast_config(tmp_path / "f.toml"), backends=counting.backends)
+    again = bench(studio.workspace, stories, config=fast_config(tmp_path / "f.toml"), backends=counting.backends)
     assert counting.total == 0 and again.rows == result.rows
 
 
 def test_bench_names_a_bad_method_or_an_empty_directory(studio: Studio, tmp_path: Path) -> None:
-    with pytest.raises(RunStateError, match="unknown bench method 'no-memroy'") as info:
-        bench(studio, tmp_path, methods=["full", "no-memroy"], backends=scripted_backends())
+    with pytest.raises(InvalidArgument, match="unknown bench method 'no-memroy'") as info:
+        bench(studio.workspace, tmp_path, methods=["full", "no-memroy"], backends=scripted_backends())
     assert "no-memory" in str(info.value.hint)
     with pytest.raises(StoryFileError, match="holds no story files"):
-        bench(studio, tmp_path, backends=scripted_backends())
+        bench(studio.workspace, tmp_path, backends=scripted_backends())

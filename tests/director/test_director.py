@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from codirector.engine.director import bandit
-from codirector.engine.director.direction import direct, resume_direction
 from codirector.engine.director.agents import names_forbidden
+from codirector.engine.director.direction import direct, resume_direction
 from codirector.engine.loop.runs import execute
 from codirector.engine.studio import Studio
 from codirector.errors import BackendError, RunStateError
@@ -36,7 +36,7 @@ def preview_answer(request) -> dict:  # type: ignore[no-untyped-def]
 
 
 def test_direct_explores_four_branches_rewards_each_and_ranks_the_best(studio: Studio, tmp_path: Path) -> None:
-    result = direct(studio, BRIEF, config=fast_config(tmp_path / "f.toml"), backends=scripted_backends())
+    result = direct(studio.workspace, BRIEF, config=fast_config(tmp_path / "f.toml"), backends=scripted_backends())
     sid = result.story_id
     assert sid == "dewline_serum" and result.completed and len(result.pulls) == 4
 
@@ -57,13 +57,13 @@ def test_direct_explores_four_branches_rewards_each_and_ranks_the_best(studio: S
     # every aesthetic-dimension arm of the first pulls is untried when chosen (cold start)
     assert len({c["arms"]["aesthetic"] for c in chosen}) == 4
 
-    branches = {b["name"]: b for b in studio.stories()[0]["branches"]}
+    branches = {b.name: b for b in studio.stories()[0].branches}
     pulls = [c["branch"] for c in chosen]
     assert set(branches) == {"main", *pulls}
     for c in chosen:
         a = c["arms"]
         assert c["branch"] == f"pull-{c['iteration']}-{a['strategy']}-{a['narrative_mode']}-{a['aesthetic']}"
-        assert branches[c["branch"]]["status"] == "completed" and branches[c["branch"]]["shots_completed"] == 3
+        assert branches[c["branch"]].status == "completed" and branches[c["branch"]].shots_completed == 3
 
     for r in rewards:
         assert r["execution"] == sum(r["criteria"].values()) and 0 <= r["execution"] <= 100
@@ -76,7 +76,7 @@ def test_direct_explores_four_branches_rewards_each_and_ranks_the_best(studio: S
     assert result.best_branch == ranked["best_branch"]
 
     # the bandit state is a fold of main's events
-    assert bandit.fold(main).to_json() == result.bandit
+    assert bandit.fold(main).to_json() == result.bandit.to_json()
 
     image_blob = next(m["reference_blob"] for m in main[0].payload["spec"]["cast"])
     brief = main[0].payload["spec"]
@@ -96,18 +96,18 @@ def test_direct_explores_four_branches_rewards_each_and_ranks_the_best(studio: S
         product = memory.get(brief["product"])
         assert product.kind == "prop" and product.views[0].blob == image_blob and product.views[0].kind == "cast_file"
         audit = studio.audit(sid, branch)
-        assert [s["shot"] for s in audit["shots"]] == [1, 2, 3] and all(s["completed"] for s in audit["shots"])
+        assert [s.shot for s in audit.shots] == [1, 2, 3] and all(s.completed for s in audit.shots)
         report = studio.replay(sid, branch)
         assert report.identical and report.model_calls == 0, report.divergence
     assert studio.verify().ok
 
     with pytest.raises(RunStateError, match="is an advertising brief"):
-        execute(studio, sid)  # the loop refuses a brief's main branch ...
+        execute(studio.workspace, sid)  # the loop refuses a brief's main branch ...
     assert studio.resume(sid, backends=scripted_backends()).best_branch == result.best_branch  # ... resume directs
     with pytest.raises(RunStateError, match="already exists") as info:
-        direct(studio, BRIEF, config=fast_config(tmp_path / "f.toml"), backends=scripted_backends())
+        direct(studio.workspace, BRIEF, config=fast_config(tmp_path / "f.toml"), backends=scripted_backends())
     assert "codirector resume dewline_serum" in str(info.value.hint)
-    again = resume_direction(studio, sid, backends=scripted_backends())  # a finished director: nothing to do
+    again = resume_direction(studio.workspace, sid, backends=scripted_backends())  # a finished director: nothing to do
     assert again.best_branch == result.best_branch and len(studio.log(sid)) == len(main)
 
 
@@ -121,7 +121,7 @@ def test_bad_director_answers_are_rejected_with_the_reason_and_retried(studio: S
            .enqueue("efficacy_judge", {"efficacy": 150, "rationale": "great"})
            .enqueue("ad_judge", {"coherence": 10, "visual_quality": 10, "engagement": 10, "prompt_adherence": 10,
                                  "logical_consistency": 10, "primary_fault": "audio", "feedback": "ok"}))
-    result = direct(studio, BRIEF, iterations=1, config=fast_config(tmp_path / "f.toml"),
+    result = direct(studio.workspace, BRIEF, iterations=1, config=fast_config(tmp_path / "f.toml"),
                     backends=scripted_backends(vlm))
     assert result.completed and len(result.pulls) == 1
     rejected = {e.payload["agent"]: e.payload["errors"] for e in studio.log(result.story_id,
@@ -138,31 +138,31 @@ def test_bad_director_answers_are_rejected_with_the_reason_and_retried(studio: S
 def test_an_interrupted_director_resumes_from_the_log_without_repeating_calls(studio: Studio, tmp_path: Path) -> None:
     config = fast_config(tmp_path / "f.toml")
     reference = Counting(scripted_backends())
-    whole = direct(studio, BRIEF, config=config, story_id="whole", backends=reference.backends)
+    whole = direct(studio.workspace, BRIEF, config=config, story_id="whole", backends=reference.backends)
 
     def fail(request):  # type: ignore[no-untyped-def]
         raise BackendError("the judge's server went away")
 
     flaky = Counting(scripted_backends(ScriptedVLM().enqueue("ad_judge", preview_answer, fail)))
     with pytest.raises(BackendError, match="went away"):
-        direct(studio, BRIEF, config=config, story_id="cut", backends=flaky.backends)
+        direct(studio.workspace, BRIEF, config=config, story_id="cut", backends=flaky.backends)
     cut = studio.log("cut")
     assert [e.type for e in cut].count("RewardObserved") == 1
     state = bandit.fold(cut)
     assert state.pending is not None and state.pending.iteration == 2  # chosen, run, not yet rewarded
-    assert [b for b in studio.stories()[1]["branches"] if b["name"] == state.pending.branch][0]["status"] == \
-        "completed"
+    assert [b for b in studio.stories()[1].branches if b.name == state.pending.branch][0].status == "completed"
 
     resumed = Counting(scripted_backends())
-    result = resume_direction(studio, "cut", backends=resumed.backends)
+    result = resume_direction(studio.workspace, "cut", backends=resumed.backends)
     assert result.completed
-    assert [p["arms"] for p in result.pulls] == [p["arms"] for p in whole.pulls]
-    assert [p["branch"] for p in result.pulls] == [p["branch"] for p in whole.pulls]
-    assert result.bandit["stats"] == whole.bandit["stats"] and result.best_branch == whole.best_branch
+    assert [p.arms for p in result.pulls] == [p.arms for p in whole.pulls]
+    assert [p.branch for p in result.pulls] == [p.branch for p in whole.pulls]
+    assert result.bandit.to_json()["stats"] == whole.bandit.to_json()["stats"]
+    assert result.best_branch == whole.best_branch
     # every call was made once: the failed judge call is the only extra one
     for kind in ("image", "video", "embed"):
         assert flaky.counts[kind] + resumed.counts[kind] == reference.counts[kind], kind
     assert flaky.counts["vlm"] + resumed.counts["vlm"] == reference.counts["vlm"] + 1
     failed = [e for e in studio.log("cut", types=["ModelCalled"]) if e.payload.get("error")]
     assert len(failed) == 1 and failed[0].payload["agent"] == "ad_judge"
-    assert bandit.fold(studio.log("cut")).to_json() == result.bandit
+    assert bandit.fold(studio.log("cut")).to_json() == result.bandit.to_json()

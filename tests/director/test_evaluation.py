@@ -39,7 +39,7 @@ def test_frames_are_sampled_at_the_papers_rates() -> None:
 
 def test_evaluate_records_the_judges_after_story_completed_with_consistency(studio: Studio) -> None:
     before = studio.log("pier")
-    out = evaluate(studio, "pier", backends=scripted_backends())
+    out = evaluate(studio.workspace, "pier", backends=scripted_backends())
     log = studio.log("pier")
     added = log[len(before):]
     assert before[-1].type == "StoryCompleted"  # everything evaluation wrote comes after the run
@@ -57,22 +57,23 @@ def test_evaluate_records_the_judges_after_story_completed_with_consistency(stud
     assert sum(1 for c in calls.values() if c.payload["kind"] == "embed") == 4  # the metric's frames, recorded
 
     # write_story's groups are A, B, B, B: 3 same-group pairs (B-B) and 3 cross-group pairs (A-B)
-    c = out["consistency"]
-    assert (c["pairs"], c["same_group_pairs"], c["cross_group_pairs"]) == (6, 3, 3)
+    c = out.consistency
+    assert c is not None and (c["pairs"], c["same_group_pairs"], c["cross_group_pairs"]) == (6, 3, 3)
     assert c["same_group"] is not None and c["cross_group"] is not None and "ViCLIP" in c["note"]
     assert story[0].payload["consistency"]["average"] == c["average"]
-    assert [s["shot"] for s in out["shots"]] == [1, 2, 3, 4] and out["story_judge"]["overall"] in range(1, 6)
-    assert "no judge looked at pixels" in out["shots"][0]["rationale"]
-    assert out["events_written"] == len(added) and not out["already_evaluated"]
+    assert [s.shot for s in out.shots] == [1, 2, 3, 4]
+    assert out.story_judge is not None and out.story_judge.overall in range(1, 6)
+    assert "no judge looked at pixels" in out.shots[0].rationale
+    assert out.events_written == len(added) and not out.already_evaluated
 
     report = studio.replay("pier")
     assert report.identical and any("evaluation events after StoryCompleted" in n for n in report.notes)
 
     counting = Counting(scripted_backends())
-    again = evaluate(studio, "pier", backends=counting.backends)
-    assert again["already_evaluated"] and counting.total == 0 and len(studio.log("pier")) == len(log)
-    assert again["shots"] == out["shots"] and again["consistency"] == out["consistency"]
-    assert again["story_judge"] == out["story_judge"]
+    again = evaluate(studio.workspace, "pier", backends=counting.backends)
+    assert again.already_evaluated and counting.total == 0 and len(studio.log("pier")) == len(log)
+    assert again.shots == out.shots and again.consistency == out.consistency
+    assert again.story_judge == out.story_judge
     assert studio.verify().ok  # every frame and vector the judges' calls name is stored
 
 
@@ -81,18 +82,18 @@ def test_an_interrupted_evaluation_continues_without_judging_a_shot_twice(studio
         raise BackendError("judge offline")
 
     with pytest.raises(BackendError):
-        evaluate(studio, "pier", backends=scripted_backends(ScriptedVLM().enqueue("story_judge", fail)))
+        evaluate(studio.workspace, "pier", backends=scripted_backends(ScriptedVLM().enqueue("story_judge", fail)))
     assert len(studio.log("pier", types=["ShotJudged"])) == 4
     counting = Counting(scripted_backends())
-    out = evaluate(studio, "pier", backends=counting.backends)
+    out = evaluate(studio.workspace, "pier", backends=counting.backends)
     assert dict(counting.counts) == {"vlm": 1}  # only the story judge; the frame embeddings are reused
-    assert len(studio.log("pier", types=["ShotJudged"])) == 4 and out["story_judge"] is not None
+    assert len(studio.log("pier", types=["ShotJudged"])) == 4 and out.story_judge is not None
 
 
 def test_a_score_out_of_range_is_rejected_and_retried(studio: Studio) -> None:
     vlm = ScriptedVLM().enqueue("shot_judge", {"content_match": 4, "action_match": 4, "camera_match": 4,
                                                "overall": 7, "rationale": "fine"})
-    evaluate(studio, "pier", backends=scripted_backends(vlm))
+    evaluate(studio.workspace, "pier", backends=scripted_backends(vlm))
     rejected = studio.log("pier", types=["AgentOutputRejected"])
     assert [e.payload["errors"] for e in rejected] == [["overall must be an integer from 1 to 5, got 7"]]
     assert studio.log("pier", types=["ShotJudged"])[0].payload["overall"] in range(1, 6)
@@ -101,5 +102,5 @@ def test_a_score_out_of_range_is_rejected_and_retried(studio: Studio) -> None:
 def test_only_a_finished_branch_can_be_evaluated(studio: Studio) -> None:
     studio.branch("pier", from_shot=3, name="alt")
     with pytest.raises(RunStateError, match="pier/alt is not complete \\(2 of 4 shots\\)") as info:
-        evaluate(studio, "pier", "alt", backends=scripted_backends())
+        evaluate(studio.workspace, "pier", "alt", backends=scripted_backends())
     assert "codirector run --story pier --branch alt" in str(info.value.hint)

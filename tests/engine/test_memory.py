@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from codirector.engine.views.memory import MemoryBank, MemoryReader, apply, fold
-from codirector.engine.studio import Studio
 from codirector.engine.loop.vectors import best_view, shortlist, store_embedding
+from codirector.engine.studio import Studio
+from codirector.engine.views.memory import MemoryBank, MemoryReader, apply, fold
 from codirector.errors import EntityNotFound, RunStateError
 from codirector.events import EntityRegistered, KeyframeSelected, StoryCreated, ViewAdded, ViewSource
 from codirector.store.event_store import EventStore

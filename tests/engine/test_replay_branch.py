@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from codirector.engine import agents
-from codirector.engine.views.memory import fold
 from codirector.engine.studio import Studio
+from codirector.engine.views.memory import fold
 from codirector.events import MEMORY_EVENT_TYPES
 
 from support import Counting, ScriptedVLM, fast_config, scripted_backends, write_story
@@ -38,8 +38,8 @@ def test_replay_of_a_preview_run_is_identical_with_zero_calls(studio: Studio, tm
     assert report.identical and report.divergence is None
     assert report.model_calls == 0 and counting.total == 0  # counted at the backends: nothing reached them
     assert report.events_compared == len(studio.log("pier")) - 1
-    assert "pier" in [s["id"] for s in studio.stories()]
-    assert all(b["name"] == "main" for b in studio.stories()[0]["branches"])  # the scratch branch is hidden
+    assert "pier" in [s.id for s in studio.stories()]
+    assert all(b.name == "main" for b in studio.stories()[0].branches)  # the scratch branch is hidden
     assert studio.verify().ok
 
 
@@ -65,13 +65,13 @@ def test_a_prompt_change_diverges_at_the_first_affected_call(studio: Studio, tmp
     report = studio.replay("pier")
     assert not report.identical and report.model_calls == 0
     d = report.divergence
-    assert d["position"] == first.position and d["shot"] == 1
-    assert (d["expected_type"], d["kind"], d["agent"]) == ("ModelCalled", "vlm", "motion_refiner")
-    assert "system:" in d["changes"]
+    assert d is not None and d.position == first.position and d.shot == 1
+    assert (d.expected_type, d.kind, d.agent) == ("ModelCalled", "vlm", "motion_refiner")
+    assert "system:" in d.changes
     assert "    -No jumps between close and wide framing and no sudden changes of viewpoint within the shot." in \
-        d["changes"]
+        d.changes
     assert "    +Never cut between close and wide framing and no sudden changes of viewpoint within the shot." in \
-        d["changes"]
+        d.changes
     # everything before the call still matched, and the original branch was not touched
     assert report.events_compared == first.position - 2
     assert studio.log("pier")[-1].type == "StoryCompleted"
@@ -83,7 +83,7 @@ def test_branch_from_shot_5_shares_shots_1_to_4_and_then_differs(studio: Studio,
     parent = studio.log("lighthouse")
     new_prompt = "Mia in her red scarf and Tom shelter in the lantern room from a storm, rain on the glass"
     info = studio.branch("lighthouse", from_shot=5, name="storm", overrides={"shots.5.keyframe": new_prompt})
-    fork = info["fork_position"]
+    fork = info.fork_position
     started5 = next(e for e in parent if e.type == "ShotStarted" and e.shot == 5)
     assert fork == started5.position - 1
 
@@ -103,10 +103,11 @@ def test_branch_from_shot_5_shares_shots_1_to_4_and_then_differs(studio: Studio,
     assert (started.shot, started.payload["keyframe_prompt"]) == (5, new_prompt)
 
     d = studio.diff("lighthouse", "main", "storm")
-    assert d["parted_at_position"] == fork and d["first_differing_shot"] == 5
-    assert [s["same"] for s in d["shots"]][:5] == [True] * 4 + [False]
+    assert d.parted_at_position == fork and d.first_differing_shot == 5
+    assert [s.same for s in d.shots][:5] == [True] * 4 + [False]
     # (a later shot can come out the same again: shot 7 has the same prompt, references and seed in both)
-    assert d["shots"][4]["storm"]["keyframe_prompt"] == new_prompt
+    assert d.shots[4].in_b is not None and d.shots[4].in_b.keyframe_prompt == new_prompt
+    assert d.to_json()["shots"][4]["storm"]["keyframe_prompt"] == new_prompt  # --json keys by branch name
 
     # a branch of the branch
     studio.branch("lighthouse", from_shot=7, name="storm-night", parent="storm",
@@ -121,13 +122,13 @@ def test_branch_from_shot_5_shares_shots_1_to_4_and_then_differs(studio: Studio,
 
 
 def test_branch_errors_name_the_problem(studio: Studio, tmp_path: Path) -> None:
-    from codirector.errors import RunStateError
+    from codirector.errors import InvalidArgument
 
     story = write_story(tmp_path / "pier.yaml", shots=2)
     studio.run(story, config=fast_config(tmp_path / "f.toml"), backends=scripted_backends())
-    with pytest.raises(RunStateError, match="between 1 and 2"):
+    with pytest.raises(InvalidArgument, match="between 1 and 2"):
         studio.branch("pier", from_shot=3, name="x")
-    with pytest.raises(RunStateError, match="shots.N.keyframe"):
+    with pytest.raises(InvalidArgument, match="shots.N.keyframe"):
         studio.branch("pier", from_shot=2, name="x", overrides={"shot.2.prompt": "y"})
-    with pytest.raises(RunStateError, match="only shots 2..2 run on the new branch"):
+    with pytest.raises(InvalidArgument, match="only shots 2..2 run on the new branch"):
         studio.branch("pier", from_shot=2, name="x", overrides={"shots.1.keyframe": "y"})

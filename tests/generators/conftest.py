@@ -20,6 +20,39 @@ import pytest
 from openai_loopback import FAKE_KEY, OpenAIServer
 
 
+@dataclass
+class CallLog:
+    """A real event store and blob store holding one story, and call recorders writing to its main branch."""
+
+    store: Any
+    blobs: Any
+    story: str = "calls"
+
+    def events(self) -> list[Any]:
+        return list(self.store.read(self.story, "main"))
+
+    def recorder(self, backends: Any, *, known: dict[str, Any] | None = None,
+                 recording: list[Any] | None = None) -> Any:
+        from codirector.engine.recording.recorder import CallRecorder
+        from codirector.engine.recording.writer import RunWriter
+
+        writer = RunWriter(self.store, self.story, "main", head=self.store.head(self.story))
+        return CallRecorder(writer, self.blobs, backends, known=known, recording=recording)
+
+
+@pytest.fixture
+def call_log(tmp_path: Path) -> Iterator[CallLog]:
+    from codirector.events import StoryCreated
+    from codirector.store.blobs import open_blobs
+    from codirector.store.event_store import EventStore
+
+    store = EventStore.open(f"sqlite:///{tmp_path / 'calls.db'}", create=True)
+    log = CallLog(store, open_blobs(tmp_path / "blobs"))
+    store.create_story(log.story, title="calls", events=[StoryCreated(title="calls", seed=1).at()])
+    yield log
+    store.close()
+
+
 @pytest.fixture
 def openai_server() -> Iterator[OpenAIServer]:
     server = OpenAIServer().start()

@@ -19,20 +19,14 @@ from PIL import Image
 
 from codirector.engine.agents.schemas import MemoryControllerOutput, strict_schema
 from codirector.engine.recording.recorder import CallRecorder
-from codirector.engine.studio import Studio
 from codirector.engine.recording.writer import RunWriter
+from codirector.engine.studio import Studio
 from codirector.errors import BackendError, ConfigError
 from codirector.events import StoryCreated
 from codirector.generators import registry
 from codirector.generators.base import Backends, ImageInput, ImageRequest, VLMRequest
-from codirector.generators.openai_backends import (
-    OpenAIImageGenerator,
-    OpenAIVLM,
-    check_images,
-    check_vlm,
-    nearest_size,
-    says_json_schema_unsupported,
-)
+from codirector.generators.openai_images import OpenAIImageGenerator, check_images, nearest_size
+from codirector.generators.openai_vlm import OpenAIVLM, check_vlm, says_json_schema_unsupported
 from codirector.generators.preview import AnimaticVideoGenerator
 
 from support import HashEmbedder, fast_config, png_bytes, write_story

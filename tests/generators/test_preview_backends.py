@@ -83,7 +83,7 @@ def test_plan_driven_vlm_answers_from_the_plan() -> None:
     vlm = PreviewVLM()
     plan = {"uses": ["Ada", "Ada_hat"], "known": ["Ada"], "cast": {"Ada": {"description": "a woman"}},
             "evolves": [{"name": "Ada_hat", "base_entity": "Ada", "description": "a woman in a hat"}]}
-    out = json.loads(vlm.complete(VLMRequest(agent="memory_controller", system="", user="", plan=plan)).text)
+    out = json.loads(vlm.complete(VLMRequest(agent="memory_controller", system="", user="", hints=plan)).text)
     assert out == {"retrieved_existing": [{"name": "Ada"}],
                    "new_entities": [{"name": "Ada_hat", "description": "a woman in a hat", "base_entity": "Ada"}]}
     judged = json.loads(vlm.complete(VLMRequest(agent="keyframe_analyzer", system="", user="")).text)

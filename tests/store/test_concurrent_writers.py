@@ -7,7 +7,7 @@ import sys
 import textwrap
 
 from codirector.events import StoryCreated
-from codirector.store.blobs import BlobStore
+from codirector.store.blobs import LocalBlobStore
 from codirector.store.event_store import EventStore
 from codirector.store.verify import verify
 
@@ -52,7 +52,7 @@ def race(url: str, tmp_path, n: int = 1000) -> None:  # type: ignore[no-untyped-
     for tag in "ab":  # each writer's own events stay in its order
         mine = [p for p in prompts if p.startswith(tag + "-")]
         assert mine == [f"{tag}-{i}" for i in range(n)]
-    report = verify(store, BlobStore(tmp_path / "blobs"), tmp_path / "vectors", "race")
+    report = verify(store, LocalBlobStore(tmp_path / "blobs"), tmp_path / "vectors", "race")
     assert report.ok, [p.line() for p in report.problems]
     assert report.events == 1 + 2 * n
     print(f"conflicts retried: {conflicts}")

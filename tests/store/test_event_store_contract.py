@@ -12,6 +12,7 @@ from sqlalchemy.exc import DBAPIError
 from codirector.errors import BranchNotFound, RunStateError, StoryNotFound, VersionConflict
 from codirector.events import GENESIS, EntityRegistered, ModelCalled, ShotStarted, StoryCreated, ViewAdded, ViewSource
 from codirector.store.event_store import EventStore
+from codirector.store.snapshots import SnapshotCache
 
 
 @pytest.fixture
@@ -67,6 +68,26 @@ class TestAppend:
         with pytest.raises(VersionConflict):
             store.append("s", "main", [started(1).at(1)], expected_position=5)
         assert store.head("s") == 1
+
+    def test_a_writer_that_remembers_an_old_head_writes_nothing(self, store: EventStore) -> None:
+        new_story(store)  # this store remembers the head it wrote: position 1
+        other = EventStore(store.engine)  # a second writer on the same database
+        other.append("s", "main", [started(1).at(1)], expected_position=1)
+        before = store.read("s")
+        with pytest.raises(VersionConflict) as info:
+            store.append("s", "main", [started(9).at(9)], expected_position=1)
+        assert (info.value.expected, info.value.actual) == (1, 2)
+        assert store.read("s") == before
+        store.append("s", "main", [started(2).at(2)], expected_position=2)  # the head it now reads
+        events = store.read("s")
+        assert [e.position for e in events] == [1, 2, 3] and events[2].prev_hash == events[1].hash
+
+    def test_the_remembered_head_is_only_a_hint_the_database_decides(self, store: EventStore) -> None:
+        new_story(store)
+        with store.engine.begin() as conn:  # the head row as a restore from another copy could leave it
+            conn.execute(text("UPDATE branches SET head_hash = :h WHERE story_id = 's'"), {"h": "f" * 64})
+        [ev] = store.append("s", "main", [started(1).at(1)], expected_position=1)
+        assert ev.prev_hash == "f" * 64 and store.branch("s").head_hash == ev.hash
 
     def test_empty_append_is_a_no_op(self, store: EventStore) -> None:
         new_story(store)
@@ -167,12 +188,20 @@ class TestBranches:
     def test_snapshots_are_found_along_the_lineage_only(self, store: EventStore) -> None:
         new_story(store, n=4)
         store.create_branch("s", "alt", at_position=3)
-        store.save_snapshot("s", "main", "memory", 2, 1, "at2")
-        store.save_snapshot("s", "main", "memory", 5, 1, "at5")
-        assert store.latest_snapshot("s", "alt", "memory", upto=3, schema_version=1) == (2, "at2")
-        assert store.latest_snapshot("s", "main", "memory", upto=9, schema_version=1) == (5, "at5")
-        assert store.latest_snapshot("s", "main", "memory", upto=1, schema_version=1) is None
-        assert store.latest_snapshot("s", "main", "memory", upto=9, schema_version=2) is None
+        cache = SnapshotCache(store)
+        cache.save("s", "main", "memory", 2, 1, "at2")
+        cache.save("s", "main", "memory", 5, 1, "at5")
+        cache.save("s", "alt", "memory", 4, 1, "alt4")
+        cache.save("s", "main", "memory", 2, 1, "second")  # a snapshot is written once
+        assert cache.latest("s", "alt", "memory", upto=3, schema_version=1) == (2, "at2")
+        assert cache.latest("s", "alt", "memory", upto=9, schema_version=1) == (4, "alt4")
+        assert cache.latest("s", "main", "memory", upto=9, schema_version=1) == (5, "at5")
+        assert cache.latest("s", "main", "memory", upto=4, schema_version=1) == (2, "at2")  # not alt's 4
+        assert cache.latest("s", "main", "memory", upto=1, schema_version=1) is None
+        assert cache.latest("s", "main", "memory", upto=9, schema_version=2) is None
+        assert [(b, p, st) for b, p, _, st in cache.all("s", "memory")] == [
+            ("alt", 4, "alt4"), ("main", 2, "at2"), ("main", 5, "at5")]
+        assert cache.drop("s") == 3 and cache.latest("s", "alt", "memory", upto=9, schema_version=1) is None
 
 
 class TestAppendOnly:
@@ -204,3 +233,20 @@ class TestUpcasting:
         assert isinstance(typed, EntityRegistered)
         assert (typed.name, typed.kind, typed.base_entity, typed.origin) == ("bg_harbour", "background", None,
                                                                              "memory_controller")
+
+
+@pytest.mark.postgres
+def test_a_pooled_connection_the_server_dropped_is_replaced(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import psycopg
+
+    from codirector.store import db
+
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_S", 0.0)  # every reuse counts as "after idle"
+    store = EventStore.open(pg_url, create=True)
+    new_story(store)
+    with psycopg.connect(pg_url, autocommit=True) as admin:  # the server ends every other session
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      "WHERE pid <> pg_backend_pid() AND datname = current_database()")
+    store.append("s", "main", [started(1).at(1)], expected_position=1)
+    assert store.head("s") == 2
+    store.close()

@@ -65,3 +65,41 @@ def test_unreadable_index_file_names_reindex(tmp_path: Path) -> None:
     with pytest.raises(IntegrityViolation) as info:
         VectorIndex(path)
     assert "reindex" in str(info.value.hint)
+
+
+def exact_scan(x: np.ndarray, ids: np.ndarray, q: np.ndarray, allowed: set[int], k: int) -> list[tuple[int, float]]:
+    """The reference: FAISS's flat scan over exactly the allowed vectors, ties broken by smaller id."""
+    import faiss
+
+    keep = np.array([int(i) in allowed for i in ids])
+    flat = faiss.IndexFlatIP(x.shape[1])
+    flat.add(normalised(x[keep]))
+    scores, rows = flat.search(normalised(q), int(keep.sum()))  # every allowed vector, scored
+    kept_ids = ids[keep]
+    ranked = sorted(((int(kept_ids[r]), float(s)) for r, s in zip(rows[0], scores[0], strict=True)),
+                    key=lambda h: (-h[1], h[0]))
+    return ranked[:k]
+
+
+@pytest.mark.parametrize("fraction", [0.005, 0.01, 0.1, 0.3, 0.5, 0.9, 1.0])
+def test_filtered_search_equals_the_exact_scan_with_ties_broken_by_id(tmp_path: Path, fraction: float) -> None:
+    rng = np.random.default_rng(1)
+    n, dim = 4000, 64
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    x[1::2] = x[::2]  # every vector twice, under two ids: exact ties everywhere
+    ids = rng.choice(2**62, size=n, replace=False).astype(np.int64)
+    index = VectorIndex(tmp_path / "i.faiss", dim=dim)
+    index.add(ids[: n // 2], x[: n // 2])
+    index.add(ids[n // 2 :], x[n // 2 :])  # two batches: the id map is merged, not rebuilt
+    for trial in range(6):
+        allowed = {int(i) for i in ids if rng.random() < fraction} or {int(ids[0])}
+        q = x[rng.integers(n)][None, :] if trial % 2 else rng.standard_normal((1, dim)).astype(np.float32)
+        for k in (1, 8, 50):
+            want = exact_scan(x, ids, q, allowed, k)
+            assert index.search(q, k, allowed) == want
+            # any collection works: a list with repeats and ids the index never held
+            assert index.search(q, k, [*allowed, *list(allowed)[:3], 12345]) == want
+    index.save()
+    reloaded = VectorIndex(tmp_path / "i.faiss")
+    assert reloaded.search(q, 8, allowed) == exact_scan(x, ids, q, allowed, 8)
+    assert reloaded.ids() == {int(i) for i in ids}

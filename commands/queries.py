@@ -1,0 +1,177 @@
+"""Reading the home: ``init``, ``stories``, ``log``, ``memory``, ``backends``, ``verify``, ``reindex``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from codirector.commands.common import BranchOpt, JsonOpt, console, emit_json, short, studio_of
+
+
+def init(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Create the home and database, or upgrade an existing database to this version.
+
+    Example: codirector --home ./films init
+    """
+    result = studio_of(ctx).init()
+    if as_json:
+        emit_json(result.to_json())
+        return
+    typer.echo(f"database {result.database}: {result.change} (revision {result.revision})")
+    typer.echo(f"home     {result.home}")
+    typer.echo(f"blobs    {result.blobs}")
+
+
+def stories(
+    ctx: typer.Context,
+    replays: Annotated[bool, typer.Option("--replays", help="Also list replay scratch branches.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """List stories with their branches and status.
+
+    Example: codirector stories --json
+    """
+    listing = studio_of(ctx).stories(include_replays=replays)
+    if as_json:
+        emit_json(listing.to_json())
+        return
+    if not listing:
+        typer.echo("no stories yet — try `codirector demo` or `codirector run STORY_FILE --profile preview`")
+        return
+    from rich.table import Table
+
+    table = Table("story", "title", "branch", "parent@fork", "events", "shots", "status", "running")
+    for s in listing:
+        for i, b in enumerate(s.branches):
+            fork = f"{b.parent}@{b.fork_position}" if b.parent else ""
+            lease = b.lease
+            running = "" if lease is None else (
+                f"{lease.host} pid {lease.pid}, heartbeat {lease.heartbeat_age:.0f} s ago"
+                + ("" if lease.live else " (expired: holder gone?)"))
+            table.add_row(s.id if i == 0 else "", s.title if i == 0 else "", b.name, fork,
+                          str(b.events), str(b.shots_completed), b.status, running)
+    console().print(table)
+
+
+def log(
+    ctx: typer.Context,
+    story: Annotated[str, typer.Argument(help="Story id (see `codirector stories`).")],
+    branch: BranchOpt = "main",
+    types: Annotated[list[str] | None, typer.Option("--type", "-t", help="Only this event type (repeatable). "
+                                                     "Example: --type EntityRegistered --type ViewAdded")] = None,
+    shot: Annotated[int | None, typer.Option("--shot", help="Only events of this shot (from 1).")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="At most this many events.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the events of a story branch, oldest first.
+
+    Example: codirector log lighthouse --type MemoryRetrieved --shot 3
+    """
+    events = studio_of(ctx).log(story, branch, types=types or None, shot=shot, limit=limit)
+    if as_json:
+        emit_json([e.summary() for e in events])
+        return
+    from rich.table import Table
+
+    table = Table("pos", "branch", "shot", "type", "summary")
+    for e in events:
+        table.add_row(str(e.position), e.branch, "" if e.shot is None else str(e.shot), e.type, short(e.payload))
+    console().print(table)
+
+
+def memory(
+    ctx: typer.Context,
+    story: Annotated[str, typer.Argument(help="Story id.")],
+    branch: BranchOpt = "main",
+    at_shot: Annotated[int | None, typer.Option("--at-shot", help="Memory shot N's keyframe was made with.")] = None,
+    at_position: Annotated[int | None, typer.Option("--at-position", help="Memory at log position P.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show entity memory as it stood (now, at a shot, or at a log position).
+
+    Example: codirector memory lighthouse --at-shot 5
+    """
+    if at_shot is not None and at_position is not None:
+        raise typer.BadParameter("give --at-shot or --at-position, not both")
+    bank = studio_of(ctx).memory(story, branch, at_shot=at_shot, at_position=at_position)
+    if as_json:
+        emit_json({"story": story, "branch": branch, "position": bank.position,
+                   "entities": [e.to_dict() for e in bank], "anomalies": bank.anomalies})
+        return
+    from rich.table import Table
+
+    table = Table("entity", "kind", "base_entity", "origin", "shot", "views", "description",
+                  title=f"{story}/{branch} memory at position {bank.position}")
+    for e in bank:
+        table.add_row(e.name, e.kind, e.base_entity or "", e.origin, "" if e.shot is None else str(e.shot),
+                      str(len(e.views)), e.description if len(e.description) < 60 else e.description[:59] + "…")
+    console().print(table)
+    for a in bank.anomalies:
+        typer.secho(f"anomaly: {a}", fg=typer.colors.YELLOW, err=True)
+
+
+def backends(
+    ctx: typer.Context,
+    profile: Annotated[str | None, typer.Option("--profile", "-p", help="Mark and check this profile's "
+                                                "backends.")] = None,
+    config: Annotated[str | None, typer.Option("--config", "-c", help="Check with this config's options.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List registered model backends, what each needs, and whether it can run here.
+
+    Example: codirector backends --profile openai
+    """
+    report = studio_of(ctx).backends(profile=profile, config=config)
+    if as_json:
+        emit_json(report.to_json())
+        return
+    from rich.table import Table
+
+    table = Table("kind", "backend", "usable here", "needs", "what it is")
+    for b in report:
+        mark = "*" if b.selected else ""
+        table.add_row(b.kind, b.name + mark, ("yes: " if b.usable else "no: ") + b.status, b.needs, b.summary)
+    console().print(table)
+    if report.checked_profile:
+        typer.echo("* = used by the selected profile/config")
+
+
+def verify(
+    ctx: typer.Context,
+    story: Annotated[str | None, typer.Argument(help="Only this story (default: all).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check the hash chain, every referenced blob and the vector index. Exit 5 on damage.
+
+    Example: codirector verify lighthouse
+    """
+    report = studio_of(ctx).verify(story)
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        typer.echo(f"checked {report.stories} stories, {report.branches} branches, {report.events} events, "
+                   f"{report.blobs} blobs, {report.vectors} vectors")
+        for p in report.problems:
+            typer.secho(f"DAMAGED {p.line()}", fg=typer.colors.RED)
+        if report.ok:
+            typer.secho("ok: the log, blobs and vector index are intact", fg=typer.colors.GREEN)
+    if not report.ok:
+        raise typer.Exit(5)
+
+
+def reindex(
+    ctx: typer.Context,
+    story: Annotated[str | None, typer.Argument(help="Only this story (default: all).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Rebuild the FAISS vector index from the log (it is a projection; nothing is lost).
+
+    Example: codirector reindex
+    """
+    result = studio_of(ctx).reindex(story)
+    if as_json:
+        emit_json(result.to_json())
+        return
+    for r in result:
+        typer.echo(f"{r.story}: {r.vectors} vectors" + (f" of dimension {r.dim}" if r.dim else ""))

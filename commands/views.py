@@ -1,0 +1,165 @@
+"""The log's projections: ``history`` (an entity's lineage), ``diff`` (two branches), ``audit`` (decisions),
+``cost`` (what a branch spent and what the recording saved)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from codirector.engine.views.cost import CostRow
+
+from codirector.commands.common import BranchOpt, JsonOpt, PricesOpt, console, emit_json, short, studio_of
+
+
+def history(
+    ctx: typer.Context,
+    story: Annotated[str, typer.Argument(help="Story id.")],
+    entity: Annotated[str, typer.Argument(help="Entity name, e.g. Mia_red_scarf.")],
+    branch: BranchOpt = "main",
+    as_json: JsonOpt = False,
+) -> None:
+    """An entity's lineage (base_entity chain, derived states, views) and every event touching it.
+
+    Example: codirector history lighthouse Mia_red_scarf
+    """
+    hist = studio_of(ctx).history(story, entity, branch)
+    if as_json:
+        emit_json(hist.to_json())
+        return
+    con = console()
+    ent = hist.entity
+    con.print(f"[bold]{ent.name}[/bold] ({ent.kind}, origin {ent.origin}, registered at shot "
+              f"{ent.shot}, position {ent.position})")
+    con.print(f"  {ent.description}")
+    con.print("lineage: " + " → ".join(hist.chain)
+              + (f"   derived: {', '.join(hist.descendants)}" if hist.descendants else ""))
+    for member in hist.family:
+        for v in member.views:
+            frame = "" if v.frame_index is None else f" frame {v.frame_index}"
+            con.print(f"  view of {member.name}: {v.kind} from shot {v.shot}{frame} "
+                      f"(blob {v.blob[:10]}…, position {v.position})")
+    from rich.table import Table
+
+    table = Table("pos", "shot", "event", "role", "detail")
+    for m in hist.events:
+        table.add_row(str(m.position), "" if m.shot is None else str(m.shot), m.type, m.role, short(m.detail, 70))
+    con.print(table)
+    if hist.used_as_reference_in_shots:
+        con.print("used as a reference in shots: " + ", ".join(map(str, hist.used_as_reference_in_shots)))
+
+
+
+def diff(
+    ctx: typer.Context,
+    story: Annotated[str, typer.Argument(help="Story id.")],
+    a: Annotated[str, typer.Argument(help="First branch.")],
+    b: Annotated[str, typer.Argument(help="Second branch.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Where two branches part, and how their shots and memory differ.
+
+    Example: codirector diff lighthouse main storm
+    """
+    d = studio_of(ctx).diff(story, a, b)
+    if as_json:
+        emit_json(d.to_json())
+        return
+    typer.echo(f"{a} and {b} share positions 1..{d.parted_at_position}; first differing shot: "
+               f"{d.first_differing_shot or 'none'}")
+    from rich.table import Table
+
+    table = Table("shot", "same", f"{a}: keyframe prompt", f"{b}: keyframe prompt")
+    for s in d.shots:
+        pa = (s.in_a.keyframe_prompt if s.in_a else None) or ""
+        pb = (s.in_b.keyframe_prompt if s.in_b else None) or ""
+        table.add_row(str(s.shot), "yes" if s.same else "NO", pa[:60], pb[:60])
+    console().print(table)
+    only_a, only_b = ", ".join(d.only_in_a) or "-", ", ".join(d.only_in_b) or "-"
+    changed = ", ".join(c.name for c in d.changed) or "-"
+    typer.echo(f"memory only in {a}: {only_a}; only in {b}: {only_b}; changed: {changed}")
+
+
+
+def audit(
+    ctx: typer.Context,
+    story: Annotated[str, typer.Argument(help="Story id.")],
+    branch: BranchOpt = "main",
+    html_out: Annotated[str | None, typer.Option("--html", help="Also write a self-contained HTML report "
+                                                 "here.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every continuity decision, per shot, with its evidence (retrieval, rounds, memory updates, prompts).
+
+    Example: codirector audit lighthouse --html lighthouse-audit.html
+    """
+    report = studio_of(ctx).audit(story, branch, html=html_out)
+    if as_json:
+        emit_json(report.to_json())
+        return
+    con = console()
+    con.print(f"[bold]{report.title}[/bold] ({story}/{branch}): {len(report.shots)} of {report.planned_shots} shots")
+    for note in report.notes:
+        con.print(f"[yellow]note:[/yellow] {note}")
+    for s in report.shots:
+        sel = s.selected
+        decisions = " ".join(f"r{r.round}:{r.decision or '-'}" for r in s.rounds)
+        refs = ", ".join(x.entity for r in s.retrievals[-1:] for x in r.references)
+        con.print(f"shot {s.shot}: rounds ({decisions}) -> round {sel.round if sel else None} "
+                  f"({sel.how if sel else None}); references: {refs or '-'}; "
+                  f"updates: {', '.join(u.label() for u in s.memory_updates) or '-'}"
+                  + (f"; [red]{len(s.rejected)} rejected answers[/red]" if s.rejected else "")
+                  + _shot_cost(report.cost.row(s.shot) if report.cost else None))
+    if report.cost is not None and report.cost.unpriced:
+        con.print("[yellow]unpriced:[/yellow] " + "; ".join(_usage_line(m, report.cost.unpriced_usage.get(m, {}))
+                                                          for m in report.cost.unpriced))
+    if report.html:
+        con.print(f"wrote {report.html}")
+
+
+def _shot_cost(row: CostRow | None) -> str:
+    if row is None:
+        return ""
+    unpriced = f" + {row.unpriced_calls} unpriced" if row.unpriced_calls else ""
+    return f"; cost ${row.usd:.4f}{unpriced}" if row.calls else f"; cost $0 ({row.reused_calls} shared calls)"
+
+
+def _usage_line(model: str, usage: dict[str, float]) -> str:
+    return f"{model} (" + ", ".join(f"{k} {v:g}" for k, v in usage.items()) + ")"
+
+
+def cost(
+    ctx: typer.Context,
+    story: Annotated[str, typer.Argument(help="Story id.")],
+    branch: BranchOpt = "main",
+    by: Annotated[str, typer.Option("--by", help="Break the spend down by shot, agent or model.")] = "shot",
+    prices: PricesOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """What the branch spent (usage x prices), what its shared prefix cost the parent, what the recording saved.
+
+    Unpriced models are listed with their usage, never counted as free. Example: codirector cost lighthouse --by agent
+    """
+    report = studio_of(ctx).cost(story, branch, by=by, prices=prices)
+    if as_json:
+        emit_json(report.to_json())
+        return
+    from rich.table import Table
+
+    table = Table(by, "calls", "USD", "unpriced calls", "from the recording", "would have cost")
+    for r in report.rows:
+        table.add_row("story" if r.key is None else str(r.key), str(r.calls), f"{r.usd:.6f}",
+                      str(r.unpriced_calls or ""), str(r.reused_calls or ""), f"{r.saved_usd:.6f}" if r.reused_calls
+                      else "")
+    con = console()
+    con.print(table)
+    con.print(f"{story}/{branch}: spent [bold]${report.total_usd:.6f}[/bold] on {report.calls} calls"
+              + (f" ({report.failed_calls} failed, free)" if report.failed_calls else ""))
+    if report.shared_calls:
+        con.print(f"shared with the parent: {report.shared_calls} calls that cost it ${report.shared_usd:.6f} "
+                  "(not spent again)")
+    con.print(f"served by the recording: {report.reused_calls} calls, which would have cost ${report.saved_usd:.6f}")
+    for m in report.unpriced:
+        con.print(f"[yellow]unpriced:[/yellow] {_usage_line(m, report.unpriced_usage.get(m, {}))}; give it a price "
+                  f'in [prices."{m}"] (--prices FILE)')

@@ -1,0 +1,117 @@
+"""A command's spending account: what the branches it works on spent, and the cap ``--budget USD``.
+
+The call recorder asks it before every live call (``over``) and tells it after (``charge``); a
+``Budget`` without a limit only meters, so every run can say what it spent and what the recording
+saved it.
+
+Invariants:
+- The check comes before a call reaches a backend: spent so far + the call's worst case (from the
+  request: its max_tokens, its image size, its video length; see ``generators.prices``) must stay
+  within the limit, else the recorder appends ``BudgetReached`` and stops with ``BudgetExceeded``
+  and nothing is called. With exact worst cases, a budgeted command spends at most its limit.
+- Spent so far = the recorded spend of every branch the budget covers, each counted once from the
+  log (``count``; a brief or a bench counts its stories up front), plus the live calls charged
+  since. Answers served from the recording are never charged.
+- Under a limit every model a run may call needs a price: an unpriced model cannot be bounded, so
+  it is refused before the first call, with the ``[prices]`` line that fixes it.
+- A call whose worst case its backend cannot state beforehand (a local GPU backend's seconds) is
+  bounded by the dearest call of that model seen so far; its first call is not bounded, and the
+  budget's ``notes`` say so.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from codirector.errors import ConfigError, InvalidArgument
+from codirector.events import RecordedEvent
+from codirector.generators.prices import PriceTable, call_cost
+from codirector.store.event_store import EventStore
+
+
+@dataclass
+class Budget:
+    """Spending of one command against an optional limit (USD), with the prices in force."""
+
+    limit_usd: float | None = None
+    prices: PriceTable = field(default_factory=PriceTable.builtin)
+    spent_usd: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    _counted: set[tuple[str, str]] = field(default_factory=set)
+    _dearest: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def capped(self) -> bool:
+        return self.limit_usd is not None
+
+    def count(self, story_id: str, branch: str, events: Iterable[RecordedEvent]) -> None:
+        """Add what ``branch``'s own answered calls among ``events`` cost (once per branch)."""
+        if (story_id, branch) in self._counted:
+            return
+        self._counted.add((story_id, branch))
+        for ev in events:
+            if ev.type == "ModelCalled" and ev.branch == branch and ev.payload.get("error") is None:
+                p = ev.payload
+                self.charge(str(p["backend"]), str(p["model"]), p.get("usage"))
+
+    def count_story(self, store: EventStore, story_id: str, *, skip: Callable[[str], bool]) -> None:
+        """Count every branch of a story but those ``skip`` names (replays: their calls are copies)."""
+        for b in store.story(story_id).branches:
+            if not skip(b.name) and (story_id, b.name) not in self._counted:
+                self.count(story_id, b.name, store.read(story_id, b.name, after=b.fork_position,
+                                                        types=["ModelCalled"]))
+
+    def require_prices(self, models: Iterable[tuple[str, str]]) -> None:
+        """Under a limit, refuse (before any call) the models that have no price: no budget can bound them."""
+        if not self.capped:
+            return
+        missing = sorted({m for backend, m in models if self.prices.price(backend, m) is None})
+        if missing:
+            first = missing[0]
+            raise ConfigError(
+                "--budget needs a price for every model the run may call; no price for "
+                + ", ".join(map(repr, missing)),
+                hint=f'add [prices."{first}"] to the --config file (e.g. per_second = 0.0011, your GPU\'s price per '
+                "second of generation; per_second = 0 if it costs you nothing), or run without --budget",
+            )
+
+    def over(self, backend: str, model: str, worst: Mapping[str, Any] | None) -> float | None:
+        """The call's worst case (USD) when it would take spending past the limit; ``None`` when it fits."""
+        if self.limit_usd is None:
+            return None
+        price = self.prices.price(backend, model)
+        if price is None:
+            self.require_prices([(backend, model)])
+            return None  # pragma: no cover - require_prices raised
+        bound = call_cost(price, worst)
+        if bound is None:
+            bound = self._dearest.get(model)
+            if bound is None:
+                note = f"the first call to {model!r} was not bounded by the budget (its backend states no worst case)"
+                if note not in self.notes:
+                    self.notes.append(note)
+                bound = 0.0
+        return bound if self.spent_usd + bound > self.limit_usd + 1e-12 else None
+
+    def charge(self, backend: str, model: str, usage: Mapping[str, Any] | None) -> float | None:
+        """Add one answered call's cost; returns it (``None``: unpriced, nothing added)."""
+        cost = self.prices.cost(backend, model, usage)
+        if cost is not None:
+            self.spent_usd += cost
+            self._dearest[model] = max(cost, self._dearest.get(model, 0.0))
+        return cost
+
+
+def spending(limit_usd: float | None, prices: str | os.PathLike[str] | None = None) -> Budget:
+    """One command's budget: ``--budget USD`` (``None``: meter only) at the built-in prices and the
+    ``[prices]`` of the TOML file ``prices`` (the command's ``--config``)."""
+    if limit_usd is not None and (not math.isfinite(limit_usd) or limit_usd < 0):
+        raise InvalidArgument(f"--budget must be 0 or more US dollars, got {limit_usd}", hint="e.g. --budget 2.50")
+    return Budget(limit_usd, PriceTable.from_file(prices))
+
+
+__all__ = ["Budget", "spending"]

@@ -1,0 +1,127 @@
+"""Branch diffs: where two branches of a story part, and how their shots and memory differ.
+
+A projection of the log built from the two branches' audits and memory folds (both read typed,
+upcast events), so a diff never says more than the audit does. ``BranchDiff.to_json()`` is the
+stable ``codirector diff --json`` document: its shot entries are keyed by the branch names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from codirector.engine.views.audit import audit_events
+from codirector.engine.views.evidence import ShotAudit
+from codirector.engine.views.memory import fold
+from codirector.engine.workspace import Workspace
+from codirector.events import MEMORY_EVENT_TYPES
+
+
+@dataclass(frozen=True)
+class ShotOutcome:
+    """What a shot came out as on one branch: the prompt its keyframe was made from, and the results."""
+
+    keyframe_prompt: str | None
+    keyframe_blob: str | None
+    video_blob: str | None
+    completed: bool
+
+    @staticmethod
+    def of(s: ShotAudit | None) -> ShotOutcome | None:
+        if s is None:
+            return None
+        chosen = s.selected_round()
+        return ShotOutcome(keyframe_prompt=(chosen.prompt if chosen else None) or s.keyframe_prompt,
+                           keyframe_blob=s.selected.blob if s.selected else None,
+                           video_blob=s.video.blob if s.video else None, completed=s.completed)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"keyframe_prompt": self.keyframe_prompt, "keyframe_blob": self.keyframe_blob,
+                "video_blob": self.video_blob, "completed": self.completed}
+
+
+@dataclass(frozen=True)
+class ShotDiff:
+    """One shot on both branches (None where a branch has no such shot)."""
+
+    shot: int
+    same: bool
+    in_a: ShotOutcome | None
+    in_b: ShotOutcome | None
+
+    def to_json(self, a: str, b: str) -> dict[str, Any]:
+        return {"shot": self.shot, "same": self.same, a: None if self.in_a is None else self.in_a.to_json(),
+                b: None if self.in_b is None else self.in_b.to_json()}
+
+
+@dataclass(frozen=True)
+class EntityChange:
+    """An entity both branches hold with different descriptions, bases or views."""
+
+    name: str
+    views_a: int
+    views_b: int
+    description_changed: bool
+
+    def to_json(self, a: str, b: str) -> dict[str, Any]:
+        return {"name": self.name, "views": {a: self.views_a, b: self.views_b},
+                "description_changed": self.description_changed}
+
+
+@dataclass(frozen=True)
+class BranchDiff:
+    """Where branches ``a`` and ``b`` part and how they differ."""
+
+    story: str
+    a: str
+    b: str
+    parted_at_position: int
+    first_differing_shot: int | None
+    shots: tuple[ShotDiff, ...]
+    only_in_a: tuple[str, ...]
+    only_in_b: tuple[str, ...]
+    changed: tuple[EntityChange, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """The stable ``codirector diff --json`` document."""
+        a, b = self.a, self.b
+        return {
+            "story": self.story, "a": a, "b": b, "parted_at_position": self.parted_at_position,
+            "first_differing_shot": self.first_differing_shot, "shots": [s.to_json(a, b) for s in self.shots],
+            "memory": {"only_in_a": list(self.only_in_a), "only_in_b": list(self.only_in_b),
+                       "changed": [c.to_json(a, b) for c in self.changed]},
+        }
+
+
+def diff_branches(ws: Workspace, story_id: str, a: str, b: str) -> BranchDiff:
+    """Where two branches part, and how their shots and memory differ."""
+    ea, eb = ws.store.read(story_id, a), ws.store.read(story_id, b)
+    parted = 0
+    for x, y in zip(ea, eb, strict=False):
+        if x.id != y.id:
+            break
+        parted = x.position
+    sa = {s.shot: s for s in audit_events(ea, story_id=story_id, branch=a).shots}
+    sb = {s.shot: s for s in audit_events(eb, story_id=story_id, branch=b).shots}
+    shots: list[ShotDiff] = []
+    first_diff = None
+    for shot in sorted(set(sa) | set(sb)):
+        va, vb = ShotOutcome.of(sa.get(shot)), ShotOutcome.of(sb.get(shot))
+        same = va == vb
+        if not same and first_diff is None:
+            first_diff = shot
+        shots.append(ShotDiff(shot, same, va, vb))
+    ma = fold(e for e in ea if e.type in MEMORY_EVENT_TYPES)
+    mb = fold(e for e in eb if e.type in MEMORY_EVENT_TYPES)
+    changed = []
+    for name in sorted(set(ma.names()) & set(mb.names())):
+        x, y = ma.get(name), mb.get(name)
+        if (x.description, x.base_entity, [v.blob for v in x.views]) != (y.description, y.base_entity,
+                                                                            [v.blob for v in y.views]):
+            changed.append(EntityChange(name, len(x.views), len(y.views), x.description != y.description))
+    return BranchDiff(story=story_id, a=a, b=b, parted_at_position=parted, first_differing_shot=first_diff,
+                      shots=tuple(shots), only_in_a=tuple(n for n in ma.names() if n not in mb),
+                      only_in_b=tuple(n for n in mb.names() if n not in ma), changed=tuple(changed))
+
+
+__all__ = ["BranchDiff", "EntityChange", "ShotDiff", "ShotOutcome", "diff_branches"]

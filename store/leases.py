@@ -1,0 +1,260 @@
+"""Branch leases: at most one live runner per (story, branch), across processes and machines.
+
+    with BranchLease(Leases(engine), "lighthouse", "main", ttl=60) as lease:
+        ...   # run the branch; a background thread renews the lease every ttl/3
+    # released here, also on an error or Ctrl-C
+
+Invariants:
+- A ``branch_leases`` row names the one owner of (story, branch) until ``expires_at``. Taking it is
+  one transaction of conditional statements: update the row where it is expired or already ours,
+  else insert it if absent. Two runners can never both hold a live lease, on SQLite (writes are
+  serialised) or on PostgreSQL (the row lock makes the loser re-check ``expires_at``, and the
+  primary key refuses the second insert).
+- Times are the database's clock (seconds since the epoch), never a runner's, so machines whose
+  clocks disagree still agree on who holds a lease and when it expires.
+- Renewing is taking again with the same owner: it extends our lease, or re-takes it if it
+  expired and nobody else took it; if someone else did, the lease is lost (``BranchLease.lost``).
+  Releasing deletes only our own row. A holder that dies (SIGKILL, a lost machine) stops renewing,
+  and its lease expires after the TTL (``CODIRECTOR_LEASE_TTL`` seconds, default 60).
+- Leases only save duplicate work: the log's expected-position appends remain the last line of
+  defence, so even a runner that lost its lease can never corrupt a branch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from codirector.errors import BranchBusy, ConfigError, StoreError
+from codirector.store.db import connection
+from codirector.store.tables import LeaseRow
+
+LEASES = LeaseRow.__table__  # type: ignore[attr-defined]
+DEFAULT_TTL = 60.0
+_log = logging.getLogger(__name__)
+
+
+def lease_ttl(value: float | str | None = None) -> float:
+    """The lease TTL in seconds: ``value``, else ``CODIRECTOR_LEASE_TTL``, else 60."""
+    raw = value if value is not None else os.environ.get("CODIRECTOR_LEASE_TTL")
+    if raw is None or raw == "":
+        return DEFAULT_TTL
+    try:
+        ttl = float(raw)
+    except ValueError:
+        ttl = math.nan
+    if not math.isfinite(ttl) or ttl <= 0:
+        raise ConfigError(f"the lease TTL must be a positive number of seconds, got {raw!r}",
+                          hint="set CODIRECTOR_LEASE_TTL=60 (or unset it for the default of 60 s)")
+    return ttl
+
+
+def new_owner() -> str:
+    """A lease owner id: this host, this process, and a nonce (one process may run many branches)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _clock(dialect: str) -> Any:
+    """The database's current time in seconds since the epoch, as an SQL expression."""
+    if dialect == "postgresql":
+        return sa.cast(sa.extract("epoch", sa.func.clock_timestamp()), sa.Float)
+    return (sa.func.julianday("now") - 2440587.5) * 86400.0
+
+
+def _stamp(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@dataclass(frozen=True)
+class LeaseInfo:
+    """One lease row, read at database time ``now``."""
+
+    story_id: str
+    branch: str
+    owner: str
+    host: str
+    pid: int
+    acquired_at: float
+    heartbeat_at: float
+    expires_at: float
+    now: float
+
+    @property
+    def live(self) -> bool:
+        return self.expires_at > self.now
+
+    @property
+    def heartbeat_age(self) -> float:
+        return max(0.0, self.now - self.heartbeat_at)
+
+    @property
+    def expires_in(self) -> float:
+        return self.expires_at - self.now
+
+    def holder(self) -> str:
+        return f"{self.host} (pid {self.pid})"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"owner": self.owner, "host": self.host, "pid": self.pid, "live": self.live,
+                "since": _stamp(self.acquired_at), "heartbeat_at": _stamp(self.heartbeat_at),
+                "heartbeat_age_s": round(self.heartbeat_age, 3), "expires_at": _stamp(self.expires_at),
+                "expires_in_s": round(self.expires_in, 3)}
+
+    def busy(self) -> BranchBusy:
+        """The error a second runner gets: who, since when, and when the lease expires."""
+        where = f"{self.story_id}/{self.branch}"
+        return BranchBusy(
+            f"{where} is being run by {self.holder()} since {_stamp(self.acquired_at)} "
+            f"({self.now - self.acquired_at:.0f} s ago); its lease expires at {_stamp(self.expires_at)} "
+            f"(in {max(0.0, self.expires_in):.1f} s) unless renewed (last heartbeat {self.heartbeat_age:.1f} s ago)",
+            hint=f"pass --wait to wait until it finishes; if that process is gone, run "
+                 f"`codirector resume {self.story_id} --branch {self.branch}` once the lease expires",
+            owner=self.owner, host=self.host, pid=self.pid, since=self.acquired_at, expires_at=self.expires_at,
+        )
+
+
+class Leases:
+    """The ``branch_leases`` table: take, renew, release and list leases."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._now = _clock(engine.dialect.name)
+
+    def _insert(self) -> Any:
+        """An INSERT with ``on_conflict_do_nothing`` (both dialects have one)."""
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects import postgresql
+
+            return postgresql.insert(LEASES)
+        from sqlalchemy.dialects import sqlite
+
+        return sqlite.insert(LEASES)
+
+    def acquire(self, story_id: str, branch: str, owner: str, ttl: float) -> bool:
+        """Take (or renew) the lease for ``owner``; False if another owner holds a live one."""
+        now, ttl = self._now, float(ttl)
+        key = (LEASES.c.story_id == story_id) & (LEASES.c.branch == branch)
+        host, pid = socket.gethostname(), os.getpid()
+        with connection(self.engine, write=True) as conn:
+            taken = conn.execute(
+                sa.update(LEASES)
+                .where(key & ((LEASES.c.owner == owner) | (LEASES.c.expires_at <= now)))
+                .values(owner=owner, host=host, pid=pid, heartbeat_at=now, expires_at=now + ttl,
+                        acquired_at=sa.case((LEASES.c.owner == owner, LEASES.c.acquired_at), else_=now))
+            ).rowcount
+            if taken:
+                return True
+            inserted = conn.execute(  # RETURNING: the drivers disagree on an INSERT's rowcount
+                self._insert()
+                .values(story_id=story_id, branch=branch, owner=owner, host=host, pid=pid,
+                        acquired_at=now, heartbeat_at=now, expires_at=now + ttl)
+                .on_conflict_do_nothing(index_elements=["story_id", "branch"])
+                .returning(LEASES.c.owner)
+            ).first()
+            return inserted is not None
+
+    def release(self, story_id: str, branch: str, owner: str) -> bool:
+        """Delete ``owner``'s lease; False if it no longer held it."""
+        with connection(self.engine, write=True) as conn:
+            gone = conn.execute(sa.delete(LEASES).where(
+                (LEASES.c.story_id == story_id) & (LEASES.c.branch == branch) & (LEASES.c.owner == owner))).rowcount
+        return bool(gone)
+
+    def get(self, story_id: str, branch: str) -> LeaseInfo | None:
+        """The lease row of a branch (live or expired), or None."""
+        found = self.all(story_id, branch=branch)
+        return found[0] if found else None
+
+    def all(self, story_id: str | None = None, *, branch: str | None = None) -> list[LeaseInfo]:
+        """Every lease row (live or expired), optionally of one story / branch."""
+        query = sa.select(LEASES, self._now.label("now"))
+        if story_id is not None:
+            query = query.where(LEASES.c.story_id == story_id)
+        if branch is not None:
+            query = query.where(LEASES.c.branch == branch)
+        with connection(self.engine) as conn:
+            rows = conn.execute(query.order_by(LEASES.c.story_id, LEASES.c.branch)).all()
+        return [LeaseInfo(r.story_id, r.branch, r.owner, r.host, int(r.pid), float(r.acquired_at),
+                          float(r.heartbeat_at), float(r.expires_at), float(r.now)) for r in rows]
+
+
+class BranchLease:
+    """A held lease, renewed by a daemon thread every ``ttl / 3`` until the ``with`` block ends.
+
+    ``wait``: None fails fast with ``BranchBusy``; a number of seconds (``math.inf``: no limit)
+    polls until the holder releases the lease or it expires.
+    """
+
+    def __init__(self, leases: Leases, story_id: str, branch: str, *, ttl: float | None = None,
+                 wait: float | None = None, owner: str | None = None) -> None:
+        self.leases = leases
+        self.story_id = story_id
+        self.branch = branch
+        self.ttl = lease_ttl(ttl)
+        self.wait = wait
+        self.owner = owner or new_owner()
+        self.lost: LeaseInfo | None = None
+        self.renewals = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def acquire(self) -> BranchLease:
+        deadline = None if self.wait is None else time.monotonic() + self.wait
+        pause = min(1.0, max(0.05, self.ttl / 4))
+        while True:
+            if self.leases.acquire(self.story_id, self.branch, self.owner, self.ttl):
+                break
+            holder = self.leases.get(self.story_id, self.branch)
+            if holder is None or not holder.live:
+                time.sleep(0.01)  # released or expired in between: try again
+                continue
+            if deadline is None or time.monotonic() >= deadline:
+                raise holder.busy()
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._beat, name=f"lease {self.story_id}/{self.branch}", daemon=True)
+        self._thread.start()
+        return self
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.ttl)
+            self._thread = None
+        try:
+            self.leases.release(self.story_id, self.branch, self.owner)
+        except StoreError as e:  # it will expire on its own; never hide the error that ended the run
+            _log.warning("could not release the lease on %s/%s (%s); it expires in at most %.0f s",
+                         self.story_id, self.branch, e.message, self.ttl)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            try:
+                if self.leases.acquire(self.story_id, self.branch, self.owner, self.ttl):
+                    self.renewals += 1
+                    continue
+                self.lost = self.leases.get(self.story_id, self.branch)
+                _log.warning("lost the lease on %s/%s to %s; the log's position checks stop any conflicting write",
+                             self.story_id, self.branch, self.lost.holder() if self.lost else "nobody")
+                return
+            except Exception as e:  # a transient database error: try again at the next beat
+                _log.warning("lease heartbeat for %s/%s failed: %s", self.story_id, self.branch, e)
+
+    def __enter__(self) -> BranchLease:
+        return self.acquire()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.release()

@@ -1,0 +1,87 @@
+"""The snapshot cache: a projection's state at a position, kept beside the log.
+
+Invariants:
+- A cache, never a source of truth: deleting every snapshot loses nothing (``drop``), and a reader
+  that finds none folds the log from the start. Whoever writes a state (``engine.views.memory``)
+  is tested to give exactly the plain fold; ``codirector verify`` compares each one with it.
+- A snapshot is stored under the branch that owns its position and found along a lineage the way
+  events are: a branch sees its ancestors' snapshots up to each fork, never a sibling's or its
+  own future's.
+- Written once per (story, branch, kind, position): a second save there keeps the first.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from codirector.events.base import utc_now
+from codirector.store.db import connection
+from codirector.store.event_store import EventStore
+from codirector.store.lineage import within
+from codirector.store.tables import SnapshotRow
+
+SNAPSHOTS = SnapshotRow.__table__  # type: ignore[attr-defined]
+
+
+class SnapshotCache:
+    """Cached projection states in the ``snapshots`` table of an ``EventStore``'s database."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+        self.engine = store.engine
+
+    def save(self, story_id: str, branch: str, kind: str, position: int, schema_version: int, state: str) -> None:
+        """Cache a projection's state at ``position``; an existing snapshot there is kept."""
+        try:
+            with connection(self.engine, write=True) as conn:
+                exists = conn.execute(
+                    select(SNAPSHOTS.c.position).where(
+                        SNAPSHOTS.c.story_id == story_id, SNAPSHOTS.c.branch == branch,
+                        SNAPSHOTS.c.kind == kind, SNAPSHOTS.c.position == position,
+                    )
+                ).first()
+                if exists is None:
+                    conn.execute(
+                        insert(SNAPSHOTS).values(
+                            story_id=story_id, branch=branch, kind=kind, position=position,
+                            schema_version=schema_version, state=state, created_at=utc_now(),
+                        )
+                    )
+        except IntegrityError:
+            pass  # a concurrent writer cached the same state first
+
+    def latest(
+        self, story_id: str, branch: str, kind: str, *, upto: int, schema_version: int
+    ) -> tuple[int, str] | None:
+        """The newest cached state visible on ``branch`` at or before ``upto``: (position, state)."""
+        segments = self.store.lineage(story_id, branch)
+        with connection(self.engine) as conn:
+            row = conn.execute(
+                select(SNAPSHOTS.c.position, SNAPSHOTS.c.state)
+                .where(
+                    within(SNAPSHOTS, story_id, segments, upto=upto),
+                    SNAPSHOTS.c.kind == kind, SNAPSHOTS.c.schema_version == schema_version,
+                )
+                .order_by(SNAPSHOTS.c.position.desc())
+                .limit(1)
+            ).first()
+        return (row.position, row.state) if row is not None else None
+
+    def all(self, story_id: str, kind: str) -> list[tuple[str, int, int, str]]:
+        """Every cached state of a story: (branch, position, schema_version, state), by branch and position."""
+        with connection(self.engine) as conn:
+            rows = conn.execute(
+                select(SNAPSHOTS.c.branch, SNAPSHOTS.c.position, SNAPSHOTS.c.schema_version, SNAPSHOTS.c.state)
+                .where(SNAPSHOTS.c.story_id == story_id, SNAPSHOTS.c.kind == kind)
+                .order_by(SNAPSHOTS.c.branch, SNAPSHOTS.c.position)
+            ).all()
+        return [(r.branch, r.position, r.schema_version, r.state) for r in rows]
+
+    def drop(self, story_id: str | None = None) -> int:
+        """Delete the cached states of one story (or of all); returns how many were deleted."""
+        with connection(self.engine, write=True) as conn:
+            stmt = delete(SNAPSHOTS)
+            if story_id is not None:
+                stmt = stmt.where(SNAPSHOTS.c.story_id == story_id)
+            return int(conn.execute(stmt).rowcount or 0)

@@ -1,0 +1,137 @@
+"""Simulated machines for the shared-storage tests: real `codirector` processes, each with its own
+home, cache folder and call log, sharing one database and one blob store.
+
+Backends are the preview ones wrapped to log every call they answer
+(tests/codirector_test_plugins.py), so calls are counted at the backend, across processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from support import FAST_RUN
+
+TESTS = Path(__file__).resolve().parents[1]
+EXAMPLES = TESTS.parent / "examples" / "stories"
+
+
+@dataclass
+class Machine:
+    """One simulated machine: its own home and cache folder, the shared database and blob URLs."""
+
+    home: Path
+    db: str | None = None
+    blobs: str | None = None
+    cache: Path | None = None
+    calls: Path = field(default=Path())
+    ttl: float = 60.0
+
+    def env(self, **extra: str) -> dict[str, str]:
+        e = dict(os.environ)
+        e.update(CODIRECTOR_HOME=str(self.home), CODIRECTOR_PLUGINS="codirector_test_plugins",
+                 CODIRECTOR_TEST_CALL_LOG=str(self.calls), CODIRECTOR_LEASE_TTL=str(self.ttl),
+                 PYTHONPATH=os.pathsep.join([str(TESTS), e.get("PYTHONPATH", "")]))
+        for name, value in (("CODIRECTOR_DB", self.db), ("CODIRECTOR_BLOBS", self.blobs),
+                            ("CODIRECTOR_CACHE", None if self.cache is None else str(self.cache))):
+            if value is None:
+                e.pop(name, None)
+            else:
+                e[name] = value
+        e.update(extra)
+        return e
+
+    def args(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "codirector.cli", *args]
+
+    def run(self, *args: str, ok: bool = True, **extra: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(self.args(*args), env=self.env(**extra), capture_output=True, text=True, timeout=600)
+        if ok:
+            assert done.returncode == 0, f"codirector {' '.join(args)}: exit {done.returncode}\n{done.stderr}"
+        return done
+
+    def json(self, *args: str) -> object:
+        return json.loads(self.run(*args, "--json").stdout)
+
+    def start(self, *args: str, **extra: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(self.args(*args), env=self.env(**extra), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    def call_counts(self, log: Path | None = None) -> Counter[str]:
+        """How often each request reached a backend (this machine's call log, or ``log``)."""
+        path = log or self.calls
+        return Counter(path.read_text().splitlines()) if path.exists() else Counter()
+
+    def prepare(self, commands: list[list[str]], folder: Path, **extra: str) -> Starter:
+        """One process per command, each importing codirector and then waiting for ``Starter.release``."""
+        folder.mkdir(parents=True, exist_ok=True)
+        procs = [subprocess.Popen([sys.executable, "-c", _AT_ONCE, str(folder / f"ready-{i}"), str(folder / "go"),
+                                   *command], env=self.env(**extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True) for i, command in enumerate(commands)]
+        return Starter(procs, folder)
+
+    def start_together(self, commands: list[list[str]], folder: Path, **extra: str) -> tuple[list[Any], float]:
+        """Start the commands, let each import codirector, then release them all at once. Returns the
+        processes and the ``time.time()`` of the release: the moment all of them call the real CLI entry
+        point (start-up alone differs by seconds on a loaded machine)."""
+        starter = self.prepare(commands, folder, **extra)
+        return starter.procs, starter.release()
+
+
+@dataclass
+class Starter:
+    """Processes waiting, codirector imported, for the signal to run their command."""
+
+    procs: list[Any]
+    folder: Path
+
+    def release(self) -> float:
+        """Wait until every process is ready, then let them all go; the ``time.time()`` of the release."""
+        deadline = time.monotonic() + 120
+        while not all((self.folder / f"ready-{i}").exists() for i in range(len(self.procs))):
+            assert time.monotonic() < deadline and all(p.poll() is None for p in self.procs), "a process did not start"
+            time.sleep(0.01)
+        released = time.time()
+        (self.folder / "go").touch()
+        return released
+
+
+# Import what every codirector command imports (so the race is not one of start-up speeds), say so,
+# wait for the signal, then run the real CLI entry point.
+_AT_ONCE = """
+import sys, time
+from pathlib import Path
+import codirector.cli, codirector.engine.studio, codirector.engine.loop.runs, codirector.store.leases
+import alembic.runtime.migration, alembic.script, yaml
+ready, go = Path(sys.argv[1]), Path(sys.argv[2])
+ready.touch()
+while not go.exists():
+    time.sleep(0.002)
+sys.argv = ["codirector", *sys.argv[3:]]
+codirector.cli.main()
+"""
+
+
+def counting_config(path: Path) -> Path:
+    """The preview profile with every backend counting its calls, at tiny frame sizes."""
+    run = "\n".join(f"{k} = {json.dumps(v)}" for k, v in FAST_RUN.items())
+    path.write_text('profile = "preview"\n[vlm]\nbackend = "counting"\n[image]\nbackend = "counting"\n'
+                    f'[video]\nbackend = "counting"\n[embedder]\nbackend = "counting"\n[run]\n{run}\n')
+    return path
+
+
+def normalised(events: list) -> list:  # type: ignore[type-arg]
+    """Types and payloads; ids, timestamps and call durations (measurements) left out."""
+    out = []
+    for e in events:
+        payload = dict(e.payload)
+        payload.pop("duration_ms", None)
+        out.append((e.type, e.shot, json.dumps(payload, sort_keys=True)))
+    return out

@@ -1,0 +1,163 @@
+"""Branch leases between real `codirector` processes, on SQLite and on PostgreSQL.
+
+- Two runners of one branch started at the same moment: exactly one runs, the other exits with
+  ``BranchBusy`` (exit 11) naming the holder; every model call is made once.
+- A runner killed with SIGKILL keeps its lease until the TTL: ``resume`` is refused with the expiry,
+  then takes over, and the final log equals an uninterrupted run's.
+- ``--wait`` waits for the holder instead of failing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from shared.machines import Machine, normalised
+
+from codirector.engine.studio import Studio
+from codirector.errors import StoryNotFound
+from codirector.store.leases import BranchLease, Leases
+
+from support import write_story
+
+TRIALS = int(os.environ.get("CODIRECTOR_LEASE_TRIALS", "20"))
+# Seconds from the release of both processes to the loser's exit. Its own work is ~0.25 s (one
+# SELECT-free conditional UPDATE + INSERT, then the error); a busy CI machine stretches wall time.
+LOSER_BOUND = float(os.environ.get("CODIRECTOR_LOSER_BOUND", "5"))
+pytestmark = pytest.mark.slow
+
+
+def _race(m: Machine, commands: list[list[str]], calls: Path, folder: Path
+          ) -> tuple[list[int], list[float], list[str], list[str]]:
+    """Release the commands at the same moment; their exit codes, seconds from release to exit, stdout, stderr."""
+    procs, released = m.start_together(commands, folder, CODIRECTOR_TEST_CALL_LOG=str(calls))
+    results: list[tuple[str, str, float]] = [("", "", 0.0)] * len(procs)
+
+    def collect(i: int) -> None:
+        out, err = procs[i].communicate(timeout=600)
+        results[i] = (out, err, time.time() - released)
+
+    threads = [threading.Thread(target=collect, args=(i,)) for i in range(len(procs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return [p.returncode for p in procs], [r[2] for r in results], [r[0] for r in results], [r[1] for r in results]
+
+
+def test_two_runners_of_one_branch_exactly_one_runs(  # type: ignore[no-untyped-def]
+    machine, counting: Path, db_url: str, tmp_path: Path
+) -> None:
+    story = write_story(tmp_path / "pier.yaml", shots=2)
+    m = machine("m", db=db_url)
+    m.run("init")
+    m.run("run", str(story), "--config", str(counting), "--story-id", "base")
+    losers, winners = [], []
+    for i in range(TRIALS):
+        calls = tmp_path / f"calls-{i}.log"
+        if i % 2 == 0:  # two `run FILE` of one new story
+            sid, branch = f"s{i}", "main"
+            cmd = ["run", str(story), "--config", str(counting), "--story-id", sid, "--json"]
+            commands = [cmd, cmd]
+        else:  # `resume` and `run --branch` of one new branch
+            sid, branch = "base", f"b{i}"
+            with Studio(m.home, db=db_url) as s:
+                s.branch("base", from_shot=2, name=branch, overrides={"shots.2.keyframe": f"Ben alone, take {i}"})
+            commands = [["resume", sid, "--branch", branch, "--json"],
+                        ["run", "--story", sid, "--branch", branch, "--json"]]
+        codes, walls, outs, errs = _race(m, commands, calls, tmp_path / f"race-{i}")
+        assert sorted(codes) == [0, 11], f"trial {i}: exit codes {codes}\n{errs}"
+        win, lose = codes.index(0), codes.index(11)
+        assert walls[lose] < min(walls[win], LOSER_BOUND), f"trial {i}: the loser gave up after {walls[lose]:.2f} s"
+        assert f"{sid}/{branch} is being run by" in errs[lose] and "lease expires at" in errs[lose], errs[lose]
+        assert "--wait" in errs[lose]
+        result = json.loads(outs[win])
+        assert result["completed"] is True and result["model_calls"]["live"] > 0
+        counts = m.call_counts(calls)
+        assert all(n == 1 for n in counts.values()), f"trial {i}: calls made twice: {counts.most_common(3)}"
+        assert sum(counts.values()) == result["model_calls"]["live"]
+        losers.append(walls[lose])
+        winners.append(walls[win])
+    with Studio(m.home, db=db_url) as s:
+        report = s.verify()
+        assert report.ok, [p.line() for p in report.problems]
+        assert Leases(s.store.engine).all() == []  # every lease released
+    print(f"\n{TRIALS} races on {db_url.split(':')[0]}: the loser exits {statistics.median(losers):.3f} s after the "
+          f"release (median; max {max(losers):.3f} s), the winner completes after {statistics.median(winners):.2f} s")
+
+
+def test_a_killed_holder_keeps_the_branch_until_its_lease_expires(  # type: ignore[no-untyped-def]
+    machine, counting: Path, db_url: str, tmp_path: Path
+) -> None:
+    story = write_story(tmp_path / "pier.yaml", shots=4)
+    ref = machine("ref")
+    ref.run("run", str(story), "--config", str(counting))
+    with Studio(ref.home) as s:
+        reference = normalised(s.log("pier"))
+
+    ttl = 4.0
+    m = machine("m", db=db_url, ttl=ttl)
+    m.run("init")
+    waiting = m.prepare([["resume", "pier"]], tmp_path / "busy")  # imported before the kill, released after it
+    proc = m.start("run", str(story), "--config", str(counting), "--json")
+    with Studio(m.home, db=db_url) as s:
+        while proc.poll() is None:
+            try:
+                if s.log("pier", types=["ShotCompleted"]):
+                    break
+            except StoryNotFound:
+                pass
+            time.sleep(0.02)
+        proc.kill()
+        proc.wait()
+        killed = waiting.release()
+        (busy,) = waiting.procs
+        assert proc.returncode == -9, "the run finished before it could be killed"
+        _, err = busy.communicate(timeout=600)
+        assert busy.returncode == 11, err
+        assert "pier/main is being run by" in err and f"(pid {proc.pid})" in err
+        assert "lease expires at" in err and "unless renewed" in err
+        partial = len(s.log("pier"))
+        listed = s.stories()[0].branches[0]  # what `stories` shows
+        assert listed.lease is not None and listed.lease.pid == proc.pid
+
+    time.sleep(max(0.0, ttl + 0.3 - (time.time() - killed)))
+    stale = m.json("stories")[0]["branches"][0]  # type: ignore[index]
+    assert stale["running"] is False and stale["lease"]["live"] is False  # shown, but expired
+    assert stale["lease"]["pid"] == proc.pid and stale["lease"]["heartbeat_age_s"] > ttl / 2
+    resumed = m.json("resume", "pier")
+    assert resumed["completed"] is True  # type: ignore[index]
+    with Studio(m.home, db=db_url) as s:
+        assert normalised(s.log("pier")) == reference, f"killed at {partial} events"
+        assert s.verify().ok
+        assert Leases(s.store.engine).all() == []
+    counts = m.call_counts()
+    assert sum(1 for n in counts.values() if n > 1) <= 1  # at most the one call in flight at the kill
+
+
+def test_wait_waits_for_the_holder_instead_of_failing(  # type: ignore[no-untyped-def]
+    machine, counting: Path, tmp_path: Path
+) -> None:
+    story = write_story(tmp_path / "pier.yaml", shots=3)
+    m = machine("m")
+    m.run("run", str(story), "--config", str(counting))
+    phase = tmp_path / "branch-calls.log"
+    with Studio(m.home) as s:
+        s.branch("pier", from_shot=1, name="again", overrides={"shots.1.keyframe": "Ada and Ben on a pier at dusk"})
+        waiter = m.prepare([["resume", "pier", "--branch", "again", "--wait", "--json"]], tmp_path / "waiter",
+                           CODIRECTOR_TEST_CALL_LOG=str(phase))
+        with BranchLease(Leases(s.store.engine), "pier", "again", ttl=2):  # another process holds the branch
+            waiter.release()
+            time.sleep(3)  # longer than the TTL: the holder's heartbeat keeps it
+            assert waiter.procs[0].poll() is None, "the waiter did not wait for the holder"
+            assert not phase.exists()  # and made no call while waiting
+        out, err = waiter.procs[0].communicate(timeout=600)
+    assert waiter.procs[0].returncode == 0, err
+    result = json.loads(out)
+    assert result["completed"] is True and result["model_calls"]["live"] > 0
+    assert sum(m.call_counts(phase).values()) == result["model_calls"]["live"]

@@ -1,0 +1,136 @@
+"""Branch leases on SQLite and PostgreSQL: one live holder, fail fast or wait, heartbeat, expiry, release."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from codirector.engine.workspace import Workspace
+from codirector.errors import BranchBusy, ConfigError
+from codirector.store.blobs import open_blobs
+from codirector.store.event_store import EventStore
+from codirector.store.leases import LEASES, BranchLease, Leases, lease_ttl
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[EventStore]:
+    s = EventStore.open(db_url, create=True)
+    yield s
+    s.close()
+
+
+def test_one_live_holder_and_the_busy_error_names_it(store: EventStore) -> None:
+    leases = Leases(store.engine)
+    assert leases.acquire("s", "main", "a", 30)
+    assert not leases.acquire("s", "main", "b", 30)
+    assert leases.acquire("s", "other", "b", 30)  # another branch is another lease
+    assert leases.acquire("s", "main", "a", 30)  # renewing is taking again
+    info = leases.get("s", "main")
+    assert info is not None and info.owner == "a" and info.live
+    assert info.host == socket.gethostname() and info.pid == os.getpid()
+    assert abs(info.now - time.time()) < 5 and 29 < info.expires_in <= 30
+    err = info.busy()
+    assert isinstance(err, BranchBusy) and err.exit_code == 11
+    assert f"s/main is being run by {socket.gethostname()} (pid {os.getpid()})" in err.message
+    assert "lease expires at" in err.message and "--wait" in str(err.hint)
+    assert not leases.release("s", "main", "b")  # only the owner releases
+    assert leases.release("s", "main", "a")
+    assert leases.get("s", "main") is None and leases.acquire("s", "main", "b", 30)
+
+
+def test_an_expired_lease_is_taken_over_and_its_holder_has_lost_it(store: EventStore) -> None:
+    leases = Leases(store.engine)
+    assert leases.acquire("s", "main", "dead", 0.3)
+    time.sleep(0.4)
+    assert not leases.get("s", "main").live  # type: ignore[union-attr]
+    assert leases.acquire("s", "main", "next", 30)
+    assert not leases.acquire("s", "main", "dead", 0.3)  # the old holder cannot renew it any more
+
+
+def test_heartbeat_keeps_the_lease_past_its_ttl_and_exit_releases_it(store: EventStore) -> None:
+    leases = Leases(store.engine)
+    with BranchLease(leases, "s", "main", ttl=0.6) as held:
+        for _ in range(6):
+            time.sleep(0.25)
+            with pytest.raises(BranchBusy):
+                BranchLease(leases, "s", "main", ttl=0.6).acquire()
+        assert held.renewals >= 3 and held.lost is None
+    assert leases.get("s", "main") is None
+
+
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+def test_the_lease_is_released_on_errors_and_ctrl_c(store: EventStore, error: type[BaseException]) -> None:
+    leases = Leases(store.engine)
+    with pytest.raises(error), BranchLease(leases, "s", "main", ttl=30):
+        raise error()
+    assert leases.get("s", "main") is None
+
+
+def test_wait_takes_the_lease_when_the_holder_releases_it(store: EventStore) -> None:
+    leases = Leases(store.engine)
+    holder = BranchLease(leases, "s", "main", ttl=5).acquire()
+    threading.Timer(0.5, holder.release).start()
+    t0 = time.perf_counter()
+    with BranchLease(leases, "s", "main", ttl=5, wait=10) as waiter:
+        waited = time.perf_counter() - t0
+        assert leases.get("s", "main").owner == waiter.owner  # type: ignore[union-attr]
+    assert 0.4 < waited < 3
+    with BranchLease(leases, "s", "main", ttl=5), pytest.raises(BranchBusy):
+        BranchLease(leases, "s", "main", ttl=5, wait=0.3).acquire()  # a bounded wait gives up
+
+
+def test_a_holder_that_stops_renewing_loses_the_lease(store: EventStore) -> None:
+    leases = Leases(store.engine)
+    with BranchLease(leases, "s", "main", ttl=0.6) as held:
+        with store.engine.begin() as conn:  # the holder is frozen past its expiry, and another takes over
+            conn.execute(sa.update(LEASES).values(expires_at=0.0))
+        assert leases.acquire("s", "main", "usurper", 30)
+        time.sleep(0.5)
+        assert held.lost is not None and held.lost.owner == "usurper"
+    assert leases.get("s", "main").owner == "usurper"  # type: ignore[union-attr]  # not released by the loser
+
+
+def test_racing_runners_never_both_win(store: EventStore, db_url: str) -> None:
+    engines = [EventStore.open(db_url).engine for _ in range(4)]
+    try:
+        for round_ in range(20):
+            barrier = threading.Barrier(len(engines))
+            won: list[int] = []
+
+            def race(i: int, round_: int = round_, barrier: threading.Barrier = barrier, won: list[int] = won) -> None:
+                barrier.wait()
+                if Leases(engines[i]).acquire("race", f"b{round_}", f"runner{i}", 30):
+                    won.append(i)
+
+            threads = [threading.Thread(target=race, args=(i,)) for i in range(len(engines))]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert len(won) == 1, f"round {round_}: winners {won}"
+    finally:
+        for e in engines:
+            e.dispose()
+
+
+def test_workspace_leases_are_reentrant(store: EventStore, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    ws = Workspace(store=store, blobs=open_blobs(tmp_path / "blobs"), cache_dir=tmp_path, lease_ttl=30)
+    with ws.lease("s", "main") as outer, ws.lease("s", "main") as inner:
+        assert inner is outer
+    assert ws.leases.get("s", "main") is None
+
+
+def test_ttl_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CODIRECTOR_LEASE_TTL", raising=False)
+    assert lease_ttl() == 60
+    monkeypatch.setenv("CODIRECTOR_LEASE_TTL", "2.5")
+    assert lease_ttl() == 2.5 and lease_ttl(7) == 7
+    monkeypatch.setenv("CODIRECTOR_LEASE_TTL", "soon")
+    with pytest.raises(ConfigError, match="positive number of seconds"):
+        lease_ttl()
