@@ -8,16 +8,25 @@ cause, one line of fix, and the error's exit code; a file the system refuses (a 
 permission, a full disk) and Ctrl-C get the same treatment, so no traceback reaches the user for
 anything codirector can name. Heavy modules are imported inside commands, so ``codirector --help``
 and queries start fast.
+
+Output: third-party log lines and warnings (huggingface_hub, transformers, diffusers, open_clip's
+root-logger errors, Python warnings) stay off the terminal; codirector's own warnings are shown as
+``warning: ...``. ``--verbose`` shows all of them, and the traceback behind an error.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
+import traceback
+import warnings
 from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
-from codirector.commands import director, queries, runs, views
+from codirector.commands import director, queries, runs, serve, views
 from codirector.errors import CodirectorError
 
 INTERRUPTED = 130  # the shell's code for a process stopped by SIGINT
@@ -31,6 +40,7 @@ class _Group(TyperGroup):
         try:
             return super().invoke(ctx)
         except CodirectorError as e:
+            _print_detail(ctx, e)
             _print_error(e.message, e.hint)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
@@ -38,10 +48,59 @@ class _Group(TyperGroup):
                        "`codirector resume STORY` continues", err=True)
             raise typer.Exit(INTERRUPTED) from None
         except OSError as e:  # the system refused a file or folder the user named (or the home)
+            _print_detail(ctx, e)
             where = f"{e.filename}" if e.filename else "a file or folder could not be read or written"
             _print_error(f"{where}: {e.strerror or e}",
                          "check that the path exists, that you may write there, and that the disk has room")
             raise typer.Exit(FILE_ERROR) from None
+
+
+def _print_detail(ctx: Any, e: BaseException) -> None:
+    """With ``--verbose``: the traceback behind an error (its causes included), before the message."""
+    if (ctx.obj or {}).get("verbose"):
+        typer.echo("".join(traceback.format_exception(e)).rstrip(), err=True)
+
+
+class _Echo(logging.Handler):
+    """Log records to the stderr of the moment (looked up per record, so a test runner's swap is followed)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            typer.echo(self.format(record), err=True)
+        except Exception:
+            self.handleError(record)
+
+
+_QUIET_LIBRARIES = ("HF_HUB_VERBOSITY", "TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY")
+
+
+def _configure_output(verbose: bool) -> None:
+    """Third-party log lines and warnings off the terminal (``--verbose``: on); codirector's warnings shown."""
+    own = logging.getLogger("codirector")
+    echo = next((h for h in own.handlers if isinstance(h, _Echo)), None)
+    if echo is None:
+        echo = _Echo()
+        own.addHandler(echo)
+    root = logging.getLogger()
+    if verbose:
+        echo.setFormatter(logging.Formatter("%(levelname)s:%(name)s: %(message)s"))
+        echo.setLevel(logging.INFO)
+        own.setLevel(logging.INFO)
+        own.propagate = False  # shown once, by ``echo``
+        if not any(isinstance(h, _Echo) for h in root.handlers):
+            root.addHandler(_Echo(logging.WARNING))
+            root.handlers[-1].setFormatter(logging.Formatter("%(levelname)s:%(name)s: %(message)s"))
+        return
+    echo.setFormatter(logging.Formatter("warning: %(message)s"))
+    echo.setLevel(logging.WARNING)
+    if not root.handlers:
+        root.addHandler(logging.NullHandler())  # no implicit basicConfig, no last-resort printing of others' lines
+    for variable in _QUIET_LIBRARIES:  # these libraries print through handlers of their own
+        os.environ.setdefault(variable, "critical")
+    for name in ("huggingface_hub", "transformers", "diffusers"):
+        if name in sys.modules:
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    warnings.simplefilter("ignore")
 
 
 def _print_error(message: str, hint: str | None) -> None:
@@ -90,17 +149,25 @@ def _global(
         typer.Option("--cache", envvar="CODIRECTOR_CACHE", help="This machine's vector-index cache folder "
                      "(rebuilt from the log when missing); default the home. Example: --cache /tmp/cd-cache"),
     ] = None,
+    verbose: Annotated[
+        bool,
+        typer.Option("--verbose", "-v", help="Show the log lines and warnings of the libraries underneath "
+                     "(model hub, diffusers, open_clip) and the traceback behind an error."),
+    ] = False,
 ) -> None:
-    ctx.ensure_object(dict).update(home=home, db=db, blobs=blobs, cache=cache)
+    _configure_output(verbose)
+    ctx.ensure_object(dict).update(home=home, db=db, blobs=blobs, cache=cache, verbose=verbose)
 
 
 # In the order `codirector --help` lists them.
 for _name, _command in [
-    ("init", queries.init), ("stories", queries.stories), ("log", queries.log), ("memory", queries.memory),
+    ("init", queries.init), ("stories", queries.stories), ("forget", queries.forget), ("log", queries.log),
+    ("memory", queries.memory),
     ("history", views.history), ("run", runs.run), ("resume", runs.resume), ("export", runs.export),
     ("branch", runs.branch), ("replay", runs.replay), ("diff", views.diff), ("audit", views.audit),
     ("cost", views.cost),
     ("direct", director.direct), ("eval", director.eval_), ("bench", director.bench), ("demo", director.demo),
+    ("serve", serve.serve),
     ("backends", queries.backends), ("verify", queries.verify), ("reindex", queries.reindex),
 ]:
     app.command(name=_name)(_command)

@@ -5,6 +5,7 @@
     │   ├── ConfigError            (2) a profile, config file or backend name is wrong
     │   ├── StoryFileError         (2) a story or brief file is unreadable or invalid
     │   ├── InvalidArgument        (10) an option or argument is out of range, malformed or an unknown choice
+    │   ├── NotReady               (13) pre-flight: a backend the run needs cannot run here (key, weights, CUDA)
     │   └── NotFound               (3) something named does not exist
     │       ├── StoryNotFound
     │       ├── BranchNotFound
@@ -72,6 +73,17 @@ class InvalidArgument(InputError):
     """An option or argument is out of range, malformed, or not one of the known choices."""
 
     exit_code = 10  # what these conditions exited with when they were RunStateErrors
+
+
+class NotReady(InputError):
+    """Pre-flight found backends the run needs that cannot run here (an unset key variable, weights neither on
+    disk nor downloadable, no CUDA, a missing package); raised before anything is written, listing every one."""
+
+    exit_code = 13
+
+    def __init__(self, message: str, *, hint: str | None = None, problems: list[str] | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.problems = list(problems or [])
 
 
 class NotFound(InputError):

@@ -194,5 +194,7 @@ def print_demo(s: DemoSummary, home: str | None) -> None:
         (f"codirector {h}branch {sid} --from-shot 7 --name night --set \"shots.7.keyframe=Tom lights the lamp "
          "at midnight\"", "try another storyline from shot 7"),
         ("codirector run my-story.yaml --profile openai", "real models: see README, 'Real models'"),
+        (f"codirector {h}serve", "the studio in your browser: timelines, memory at any shot, branch from a shot "
+         "and watch it run (pip install \"codirector\\[serve]\")"),
     ]:
         con.print(f"  {cmd}\n      [dim]{why}[/dim]")

@@ -1,4 +1,4 @@
-"""Reading the home: ``init``, ``stories``, ``log``, ``memory``, ``backends``, ``verify``, ``reindex``."""
+"""Reading the home: ``init``, ``stories``, ``forget``, ``log``, ``memory``, ``backends``, ``verify``, ``reindex``."""
 
 from __future__ import annotations
 
@@ -26,13 +26,14 @@ def init(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 def stories(
     ctx: typer.Context,
     replays: Annotated[bool, typer.Option("--replays", help="Also list replay scratch branches.")] = False,
+    forgotten: Annotated[bool, typer.Option("--forgotten", help="Also list forgotten stories.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """List stories with their branches and status.
 
     Example: codirector stories --json
     """
-    listing = studio_of(ctx).stories(include_replays=replays)
+    listing = studio_of(ctx).stories(include_replays=replays, include_forgotten=forgotten)
     if as_json:
         emit_json(listing.to_json())
         return
@@ -52,6 +53,28 @@ def stories(
             table.add_row(s.id if i == 0 else "", s.title if i == 0 else "", b.name, fork,
                           str(b.events), str(b.shots_completed), b.status, running)
     console().print(table)
+
+
+def forget(
+    ctx: typer.Context,
+    story: Annotated[str, typer.Argument(help="Story id (see `codirector stories`).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Hide a story that never got a shot done (a failed first try) from `codirector stories`.
+
+    Nothing is deleted: a StoryForgotten event is appended, and the log stays. Running its story file
+    again continues it (and lists it again). Example: codirector forget santa
+    """
+    done = studio_of(ctx).forget(story)
+    if as_json:
+        emit_json(done.to_json())
+        return
+    if done.already:
+        typer.echo(f"{story} was already forgotten")
+        return
+    typer.echo(f"forgot {story}: hidden from `codirector stories`; its {done.events} events stay in the log "
+               f"(`codirector log {story}`, `codirector stories --forgotten`). Running its story file again "
+               "continues it.")
 
 
 def log(
@@ -116,12 +139,19 @@ def backends(
     profile: Annotated[str | None, typer.Option("--profile", "-p", help="Mark and check this profile's "
                                                 "backends.")] = None,
     config: Annotated[str | None, typer.Option("--config", "-c", help="Check with this config's options.")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Pre-flight the profile/config (default: preview) as a run "
+                                        "would: a table of its backends' readiness with fixes; exit 13 when any "
+                                        "is not ready.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """List registered model backends, what each needs, and whether it can run here.
 
-    Example: codirector backends --profile openai
+    Examples: codirector backends --profile openai
+              codirector backends --check --profile openai
     """
+    if check:
+        _preflight_table(ctx, profile, config, as_json)
+        return
     report = studio_of(ctx).backends(profile=profile, config=config)
     if as_json:
         emit_json(report.to_json())
@@ -135,6 +165,29 @@ def backends(
     console().print(table)
     if report.checked_profile:
         typer.echo("* = used by the selected profile/config")
+
+
+def _preflight_table(ctx: typer.Context, profile: str | None, config: str | None, as_json: bool) -> None:
+    """``backends --check``: each backend of the profile/config, ready or not and the fix; NotReady if any is not."""
+    report = studio_of(ctx).preflight(profile=profile, config=config)
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        from rich.table import Table
+
+        table = Table("kind", "backend", "model", "state", "what was found / the fix")
+        for c in report.checks:
+            found = c.detail + (f"\nfix: {c.fix}" if c.fix and not c.ready else "")
+            state = c.state if c.ready else "NOT READY"
+            table.add_row(c.kind, c.backend, c.model or "", state, found)
+        console().print(table)
+        for text in report.notes:
+            typer.secho(f"note: {text}", fg=typer.colors.YELLOW, err=True)
+        if report.ok:
+            source = f"the config {report.source}" if report.source else f"profile {report.profile!r}"
+            typer.echo(f"ready: every backend of {source} can run here")
+    if not report.ok:
+        raise report.error(listed=False)
 
 
 def verify(

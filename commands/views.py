@@ -112,8 +112,8 @@ def audit(
                   + (f"; [red]{len(s.rejected)} rejected answers[/red]" if s.rejected else "")
                   + _shot_cost(report.cost.row(s.shot) if report.cost else None))
     if report.cost is not None and report.cost.unpriced:
-        con.print("[yellow]unpriced:[/yellow] " + "; ".join(_usage_line(m, report.cost.unpriced_usage.get(m, {}))
-                                                          for m in report.cost.unpriced))
+        typer.echo("unpriced: " + "; ".join(_usage_line(m, report.cost.unpriced_usage.get(m, {}))
+                                            for m in report.cost.unpriced))
     if report.html:
         con.print(f"wrote {report.html}")
 
@@ -161,5 +161,5 @@ def cost(
                   "(not spent again)")
     con.print(f"served by the recording: {report.reused_calls} calls, which would have cost ${report.saved_usd:.6f}")
     for m in report.unpriced:
-        con.print(f"[yellow]unpriced:[/yellow] {_usage_line(m, report.unpriced_usage.get(m, {}))}; give it a price "
-                  f'in [prices."{m}"] (--prices FILE)')
+        typer.echo(f"unpriced: {_usage_line(m, report.unpriced_usage.get(m, {}))}; give it a price in "
+                   f'[prices."{m}"] (--prices FILE)')

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from codirector.engine.loop.context import Progress
 from codirector.engine.loop.replay import ReplayReport, replay
+from codirector.engine.loop.rerun import Forgotten, forget_story, is_forgotten
 from codirector.engine.loop.runs import (
     NewBranch,
     RunResult,
@@ -55,7 +56,9 @@ from codirector.engine.workspace import Workspace
 from codirector.errors import IntegrityViolation, InvalidArgument, StoreError, did_you_mean
 from codirector.events import RecordedEvent, event_types
 from codirector.generators.base import Backends
+from codirector.generators.preflight import Preflight, preflight, require_ready
 from codirector.generators.prices import PriceTable
+from codirector.generators.profiles import resolve
 from codirector.store.blobs import open_blobs
 from codirector.store.db import current_revision, head_revision, make_engine, upgrade
 from codirector.store.event_store import MAIN, EventStore
@@ -125,12 +128,15 @@ class Studio:
 
     # -- queries ------------------------------------------------------------------------
 
-    def stories(self, *, include_replays: bool = False) -> StoryListing:
+    def stories(self, *, include_replays: bool = False, include_forgotten: bool = False) -> StoryListing:
         """Every story with its branches, each branch's status and lease (who runs it now; replay scratch
-        branches hidden). ``running`` is true while a live lease is held; an expired one is still shown."""
+        branches and forgotten stories hidden). ``running`` is true while a live lease is held; an expired one
+        is still shown."""
         out = []
         leases = {(x.story_id, x.branch): x for x in self.workspace.leases.all()}
         for story in self.store.stories():
+            if not include_forgotten and is_forgotten(self.store, story.id):
+                continue
             branches: list[BranchStatus] = []
             for b in story.branches:
                 if is_scratch(b.name) and not include_replays:
@@ -227,6 +233,10 @@ class Studio:
         return execute(self.workspace, story_id, branch, backends=backends, progress=progress, wait=wait,
                        budget=spending(budget, prices))
 
+    def forget(self, story_id: str) -> Forgotten:
+        """Hide a story that completed no shot from listings; its log stays (``codirector forget``)."""
+        return forget_story(self.workspace, story_id)
+
     def branch(self, story_id: str, *, from_shot: int, name: str, parent: str = MAIN,
                overrides: dict[str, str] | None = None) -> NewBranch:
         """Fork a branch just before ``from_shot`` with optional prompt overrides (``codirector branch``)."""
@@ -255,6 +265,8 @@ class Studio:
         """Explore creative directions for an ad brief, one branch per pull (``codirector direct``)."""
         from codirector.engine.director.direction import direct
 
+        if backends is None:  # pre-flight before the brief's story is created
+            require_ready(resolve(profile, config))
         self._ensure_initialised()
         meter = spending(budget, config)
         result = direct(self.workspace, brief_file, iterations=iterations, profile=profile, config=config, c=c,
@@ -328,7 +340,6 @@ class Studio:
                  ) -> BackendsReport:
         """Registered backends, what each needs, and whether it can run here (``codirector backends``)."""
         from codirector.generators import registry
-        from codirector.generators.profiles import resolve
 
         cfg = resolve(profile, config) if (profile or config) else None
         rows: list[BackendStatus] = []
@@ -343,6 +354,10 @@ class Studio:
             ok, why = registry.usable(b.kind, b.name, options)
             rows.append(BackendStatus(b.kind, b.name, b.summary, b.needs, ok, why, selected))
         return BackendsReport(rows, checked_profile=cfg is not None)
+
+    def preflight(self, *, profile: str | None = None, config: str | os.PathLike[str] | None = None) -> Preflight:
+        """Whether every backend of a profile/config can run here, with each fix (``codirector backends --check``)."""
+        return preflight(resolve(profile, config))
 
     def _ensure_initialised(self) -> None:
         """``run`` creates the home on first use (every other command needs an existing one)."""

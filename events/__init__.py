@@ -28,6 +28,7 @@ from codirector.events.story import (
     ShotStarted,
     StoryCompleted,
     StoryCreated,
+    StoryForgotten,
 )
 from codirector.events.video import EntityUpdate, MotionPromptRefined, VideoAnalyzed, VideoGenerated
 
@@ -40,7 +41,7 @@ __all__ = [
     "EntityUpdate", "Event", "KeyframeGenerated", "KeyframeJudged", "KeyframeSelected", "MemoryRetrieved",
     "ModelCalled", "MotionPromptRefined", "ProposedEntity", "RecordedEvent", "Reference", "RewardObserved",
     "ShotCompleted", "ShotJudged", "ShotPlanRevised", "ShotPlanned", "ShotStarted", "StoryCompleted",
-    "StoryCreated", "StoryJudged", "VideoAnalyzed", "VideoGenerated", "ViewAdded", "ViewSource",
+    "StoryCreated", "StoryForgotten", "StoryJudged", "VideoAnalyzed", "VideoGenerated", "ViewAdded", "ViewSource",
     "calls", "canonical_json", "chain_hash", "director", "event_class", "event_types", "keyframe", "memory",
     "quality", "referenced_blobs", "retrieval", "seal", "story", "utc_now", "video",
 ]

@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
@@ -120,10 +120,25 @@ class RecordedEvent:
 
     @classmethod
     def trusted(cls, fields: dict[str, Any]) -> RecordedEvent:
-        """Build from a complete field dict without per-field checks (rows we wrote, events we sealed)."""
+        """Build from a field dict without per-field checks (rows we wrote, events we sealed).
+
+        ``seal`` leaves ``payload`` out and puts its record under ``_record``: the payload is then
+        decoded from the record on first use (``__getattr__``), since most sealed events are
+        written and never read back in the process that wrote them.
+        """
         obj = object.__new__(cls)
         obj.__dict__.update(fields)
         return obj
+
+    if not TYPE_CHECKING:  # hidden from mypy, which would otherwise accept any attribute name
+
+        def __getattr__(self, name: str) -> Any:
+            """The lazily decoded ``payload`` of a sealed event (called only while it is not set)."""
+            record = self.__dict__.get("_record") if name == "payload" else None
+            if record is None:
+                raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+            payload = self.__dict__["payload"] = orjson.loads(record)["payload"]
+            return payload
 
     def hashed_fields(self) -> dict[str, Any]:
         """The envelope without ``hash``: exactly what the hash covers."""
@@ -172,7 +187,12 @@ class RecordedEvent:
 def seal(
     draft: Draft, *, story_id: str, branch: str, position: int, prev_hash: str, recorded_at: str
 ) -> tuple[RecordedEvent, str]:
-    """Fill a draft's envelope and hash it; returns the event and its record (the exact text hashed)."""
+    """Fill a draft's envelope and hash it; returns the event and its record (the exact text hashed).
+
+    The record is ``canonical_json`` of the envelope with ``payload = event.payload()``. It is
+    written in one orjson pass over the model itself (``_record_bytes``); the payload dict is
+    decoded from the record only when someone asks for it (``RecordedEvent.payload``).
+    """
     event = draft.event
     fields: dict[str, Any] = {
         "id": draft.id,
@@ -181,15 +201,72 @@ def seal(
         "position": position,
         "type": event.type,
         "schema_version": event.schema_version,
-        "payload": event.payload(),
+        "payload": _as_json(event),
         "shot": draft.shot,
         "recorded_at": recorded_at,
         "prev_hash": prev_hash,
         "causation_id": draft.causation_id,
     }
-    record = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)  # == canonical_json(fields), as bytes
+    record = _record_bytes(fields, event)
+    del fields["payload"]
     fields["hash"] = hashlib.sha256(prev_hash.encode() + record).hexdigest()
+    fields["_record"] = record
     return RecordedEvent.trusted(fields), record.decode()
+
+
+_FAST_OPTIONS = (
+    orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+)
+
+
+def _record_bytes(fields: dict[str, Any], event: Event) -> bytes:
+    """``canonical_json`` of ``fields`` with ``payload = event.payload()``; ``fields["payload"]`` holds
+    ``_as_json(event)``.
+
+    Fast path: orjson walks the model's own field values. It handles natively only what it writes
+    exactly as pydantic's JSON mode then orjson would (str, int, float, bool, None, list, tuple,
+    dict with str keys, UUID, Enum); every other value (datetime, str/int subclasses, dataclasses,
+    unknown types) goes to ``_as_json`` and so through pydantic's own JSON-mode conversion. A model
+    class with anything that makes its JSON form differ from its field values (serializers,
+    aliases, excluded or computed fields, JSON-only settings) is dumped by pydantic, as before. A
+    value orjson refuses (a set, bytes, a non-str key) falls back to the reference path whole.
+    """
+    try:
+        return orjson.dumps(fields, default=_as_json, option=_FAST_OPTIONS)
+    except TypeError:
+        return orjson.dumps(fields | {"payload": event.payload()}, option=orjson.OPT_SORT_KEYS)
+
+
+def _as_json(value: Any) -> Any:
+    """What pydantic's JSON mode makes of one value orjson does not write natively (see above)."""
+    if isinstance(value, BaseModel):
+        fields = value.__dict__
+        if len(fields) == _plain_size(type(value)):  # a plain model, no cached values beside its fields
+            return fields
+        return value.__pydantic_serializer__.to_python(value, mode="json")
+    from pydantic_core import to_jsonable_python
+
+    return to_jsonable_python(value)
+
+
+_PLAIN: dict[type[BaseModel], int] = {}
+
+
+def _plain_size(cls: type[BaseModel]) -> int:
+    """How many fields a model has if its JSON-mode dump is its ``__dict__`` field by field, else -1."""
+    size = _PLAIN.get(cls)
+    if size is None:
+        decorators, config, fields = cls.__pydantic_decorators__, cls.model_config, cls.model_fields
+        plain = not (
+            decorators.field_serializers or decorators.model_serializers or decorators.computed_fields
+            or cls.__pydantic_root_model__
+            or config.get("extra") == "allow"
+            or any(k.startswith("ser_json") or k == "serialize_by_alias" for k in config)
+            or any(f.alias or f.serialization_alias or f.exclude or f.exclude_if for f in fields.values())
+        )
+        size = _PLAIN[cls] = len(fields) if plain else -1
+    return size
 
 
 def from_record(record: str, hash_: str) -> RecordedEvent:

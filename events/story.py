@@ -2,6 +2,11 @@
 
 A story's first event is ``StoryCreated`` on branch ``main``; it carries everything needed to
 resume or replay the run (the normalised story spec and the run settings, never secrets).
+
+``StoryForgotten`` hides a story that never completed a shot from listings; nothing is deleted. It
+is the one event of a branch of its own (``forgotten~N``, forked at main's head when forgotten), so
+main's log, and every run, resume and replay of it, stay exactly as they were; once main grows past
+that fork (the story was continued) it is listed again.
 """
 
 from __future__ import annotations
@@ -75,3 +80,10 @@ class StoryCompleted(Event):
 
     shots: int
     frames: int
+
+
+class StoryForgotten(Event):
+    """The user hid this story from listings (``codirector forget``); it had completed no shot. Its log stays."""
+
+    shots_started: int = 0
+    events: int = 0  # how many events the story held when it was forgotten

@@ -4,7 +4,10 @@ Invariants:
 - Nothing is downloaded when downloads are off (``offline=True`` or ``HF_HUB_OFFLINE=1``): a model
   is a local directory holding ``model_index.json`` or a Hugging Face repo already in the cache;
   otherwise the ``BackendError`` names the model, the cache folder it looked in, and how to point
-  ``model`` at a local directory.
+  ``model`` at a local directory. The same error comes within seconds when downloads are on but the
+  hub cannot be reached (``hub.hub_reachable``), instead of after the hub client's retries.
+- ``availability`` (the registry's check of both diffusers backends) answers without importing torch
+  or diffusers, so the pre-flight is quick; it and the loader look in the same places.
 - The pipeline class is the one the weights declare (``model_index.json`` ``_class_name``) unless
   ``pipeline`` names another (a diffusers class name, or ``module:Class``).
 - Loading works without ``accelerate``: the components diffusers can only load through it (those
@@ -18,12 +21,23 @@ import importlib
 import importlib.util
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from codirector.errors import BackendError, ConfigError
+from codirector.generators.hub import (
+    cuda_available,
+    hub_cache,
+    hub_reachable,
+    install_hint,
+    missing_packages,
+    offline_mode,
+    repo_folder,
+)
+from codirector.generators.registry import Readiness
+
+__all__ = ["hub_cache", "offline_mode"]  # re-exported: the diffusers backends import them from here
 
 log = logging.getLogger(__name__)
 
@@ -43,19 +57,6 @@ def check_dtype(dtype: str, section: str) -> str:
                           hint="auto picks bfloat16 on a CUDA GPU that supports it, float16 on other GPUs, "
                           "float32 on the CPU")
     return DTYPES[dtype]
-
-
-def offline_mode(offline: bool | None) -> bool:
-    """The option, else ``HF_HUB_OFFLINE`` from the environment."""
-    if offline is not None:
-        return bool(offline)
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def hub_cache() -> str:
-    from huggingface_hub import constants
-
-    return str(constants.HF_HUB_CACHE)
 
 
 def _looks_like_path(model: str) -> bool:
@@ -105,11 +106,11 @@ def locate(model: str) -> Weights:
         return Weights(model, path, (str(path),))
     if _looks_like_path(model):
         return Weights(model, None, (str(path),))
-    cached = os.path.join(hub_cache(), "models--" + model.replace("/", "--"))
+    cached = repo_folder(model)
     try:
         from huggingface_hub import snapshot_download
 
-        found = Path(snapshot_download(model, local_files_only=True))
+        found = Path(snapshot_download(model, local_files_only=True, cache_dir=hub_cache()))
     except Exception:  # not in the cache (the hub raises several types for that)
         return Weights(model, None, (cached,))
     if (found / "model_index.json").is_file():
@@ -117,12 +118,18 @@ def locate(model: str) -> Weights:
     return Weights(model, None, (cached,))
 
 
+def weights_fix(model: str, section: str) -> str:
+    """How to make a diffusers model's weights available."""
+    return (f"set [{section}] model = \"/path/to/folder\" in a --config TOML (a local folder written by "
+            "save_pretrained, holding model_index.json), or download the weights once where there is network "
+            f"(`hf download {model}`)")
+
+
 def missing_weights(weights: Weights, section: str, why: str) -> BackendError:
     """The error for weights that cannot be had: the model, where it looked, how to point at a folder."""
     return BackendError(
         f"diffusers weights for {weights.model!r} are not available: {why}",
-        hint=f"looked in {', '.join(weights.looked)}. Download them once where there is network "
-        f"(`hf download {weights.model}`), or set [{section}] model to a local folder that holds model_index.json",
+        hint=f"{weights_fix(weights.model, section)} (looked in {', '.join(weights.looked)})",
     )
 
 
@@ -135,6 +142,9 @@ def require_weights(weights: Weights, offline: bool, section: str) -> str:
                            hint="give an existing folder holding model_index.json, or a repo id like org/name")
     if offline:
         raise missing_weights(weights, section, "they are not on disk and downloads are off (HF_HUB_OFFLINE)")
+    reachable, why = hub_reachable()
+    if not reachable:
+        raise missing_weights(weights, section, f"they are not on disk and {why}")
     return weights.model
 
 
@@ -267,6 +277,8 @@ def load_pipeline(cls: type, source: str, *, dtype: Any, weights: Weights, secti
         kwargs["local_files_only"] = True
     if weights.root is not None:
         kwargs.update(preload_without_accelerate(weights.root, dtype))
+    else:
+        kwargs["cache_dir"] = hub_cache()  # where ``locate`` looked: a later lookup finds this download
     try:
         return cls.from_pretrained(source, **kwargs)  # type: ignore[attr-defined]
     except Exception as e:
@@ -317,30 +329,40 @@ def nearest_multiple(value: int, multiple: int) -> int:
     return max(multiple, int(round(value / multiple)) * multiple)
 
 
-def availability(model: str, offline: bool | None, *, need_cuda: bool, allow_cpu: bool) -> tuple[bool, str]:
-    """Cheap availability: packages, CUDA, and whether the weights are on disk (no model load)."""
-    for package in ("torch", "diffusers"):
-        if importlib.util.find_spec(package) is None:
-            return False, f"missing package: {package} (pip install {package})"
-    import torch
+def availability(model: str, offline: bool | None, *, section: str, need_cuda: bool, allow_cpu: bool) -> Readiness:
+    """Cheap: packages, CUDA, and the weights on disk or the hub in reach (no model load, no torch import).
 
-    cuda = torch.cuda.is_available()
+    Without CUDA, a backend that needs it reports ``fallback = "animatic"`` (DESIGN §7).
+    """
+    missing = missing_packages("torch", "diffusers", "transformers")
+    if missing:
+        return Readiness(False, f"missing package{'s' if len(missing) > 1 else ''}: {', '.join(missing)}",
+                         fix=install_hint(missing))
+    cuda, gpu = cuda_available()
     if need_cuda and not cuda and not allow_cpu:
-        return False, "no CUDA (set allow_cpu = true to run on the CPU anyway, very slowly)"
-    gpu = "CUDA present" if cuda else "no CUDA, running on the CPU"
+        return Readiness(False, f"{gpu}: image-to-video needs a GPU",
+                         fix=f"run where a GPU is available, or set [{section}] allow_cpu = true (hours per clip), "
+                         f"or [{section}] backend = \"animatic\"", fallback="animatic")
+    where = gpu if cuda else f"{gpu}: runs on the CPU, slowly"
     try:
         weights = locate(model)
     except (BackendError, ConfigError) as e:
-        return False, e.message
+        return Readiness(False, e.message, fix=e.hint)
     if weights.root is not None:
-        return True, f"weights at {weights.root}; {gpu}"
+        return Readiness(True, f"weights at {weights.root}; {where}")
     if _looks_like_path(model):
-        return False, f"{model} is not a folder holding model_index.json"
+        return Readiness(False, f"[{section}] model {model!r} is not a folder holding model_index.json",
+                         fix=f"set [{section}] model to an existing folder written by save_pretrained, or to a "
+                         "Hugging Face repo id like org/name")
+    looked = ", ".join(weights.looked)
     if offline_mode(offline):
-        looked = ", ".join(weights.looked)
-        return False, f"weights for {model} are not on disk (looked in {looked}) and downloads are off"
-    return True, f"weights for {model} will be downloaded on first use; {gpu}"
-
+        return Readiness(False, f"weights for {model} are not on disk (looked in {looked}) and downloads are off "
+                         "(HF_HUB_OFFLINE)", fix=weights_fix(model, section))
+    reachable, why = hub_reachable()
+    if not reachable:
+        return Readiness(False, f"weights for {model} are not on disk (looked in {looked}) and {why}",
+                         fix=weights_fix(model, section))
+    return Readiness(True, f"weights for {model} will be downloaded on first use ({why}); {where}")
 
 
 class PipelineHolder:
@@ -351,6 +373,8 @@ class PipelineHolder:
 
     model: str
     pipeline: str | type | None
+    offline: bool | None = None
+    section = "image"  # the config table named in messages
     _weights: Weights | None = None
     _cls: type | None = None
     _pipe: Any = None
@@ -361,8 +385,11 @@ class PipelineHolder:
         return self._pipe is not None
 
     def weights(self) -> Weights:
+        """Where the weights are; ``BackendError`` at once (before diffusers is imported) when they cannot be had."""
         if self._weights is None:
-            self._weights = locate(self.model)
+            found = locate(self.model)
+            require_weights(found, offline_mode(self.offline), self.section)
+            self._weights = found
         return self._weights
 
     def pipeline_class(self) -> type:

@@ -48,6 +48,7 @@ from codirector.generators.diffusers_common import (
     torch_dtype,
 )
 from codirector.generators.imaging import check_frame_size, cover, png
+from codirector.generators.registry import Readiness
 
 log = logging.getLogger(__name__)
 
@@ -302,6 +303,7 @@ class DiffusersImageGenerator(PipelineHolder):
         return ImageResult(png=png(im), width=request.width, height=request.height, model=self.model, usage=usage)
 
 
-def check(model: str = "", offline: bool | None = None, **_: Any) -> tuple[bool, str]:
-    """Cheap: the packages import, the weights are on disk (or may be downloaded); says whether CUDA is present."""
-    return availability(model, offline, need_cuda=False, allow_cpu=True)
+def check(model: str = "", offline: bool | None = None, **_: Any) -> Readiness:
+    """Cheap: the packages are installed, the weights are on disk (or can be downloaded now); says whether CUDA is
+    present. Nothing is imported or loaded."""
+    return availability(model, offline, section="image", need_cuda=False, allow_cpu=True)

@@ -44,6 +44,7 @@ from codirector.generators.diffusers_common import (
     torch_dtype,
 )
 from codirector.generators.imaging import check_frame_size, cover
+from codirector.generators.registry import Readiness
 from codirector.generators.video_io import encode_mp4
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,7 @@ class DiffusersVideoGenerator(PipelineHolder):
     """Animate a keyframe with a diffusers image-to-video pipeline, seeded per call."""
 
     backend = "diffusers"
+    section = "video"
 
     def __init__(
         self,
@@ -270,6 +272,7 @@ class DiffusersVideoGenerator(PipelineHolder):
                            model=self.model, usage=usage)
 
 
-def check(model: str = "", allow_cpu: bool = False, offline: bool | None = None, **_: Any) -> tuple[bool, str]:
-    """Cheap: packages, CUDA ("no CUDA" unless ``allow_cpu``), weights on disk. No model is loaded."""
-    return availability(model, offline, need_cuda=True, allow_cpu=allow_cpu)
+def check(model: str = "", allow_cpu: bool = False, offline: bool | None = None, **_: Any) -> Readiness:
+    """Cheap: packages, CUDA (without it, unless ``allow_cpu``, the run falls back to the animatic), the weights on
+    disk or downloadable now. Nothing is imported or loaded."""
+    return availability(model, offline, section="video", need_cuda=True, allow_cpu=allow_cpu)

@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from codirector.errors import BackendError, ConfigError
+from codirector.generators.registry import Readiness
 
 OPENAI_URL = "https://api.openai.com/v1"
 PLACEHOLDER_KEY = "not-needed"
@@ -262,16 +263,41 @@ def chained_cause(e: Exception) -> Exception | None:
     return None if isinstance(e, openai.AuthenticationError | openai.PermissionDeniedError) else e
 
 
-def availability(options: dict[str, Any]) -> tuple[bool, str]:
-    """Cheap: the package is importable and a key is available (or the server is not OpenAI). No network."""
+def bad_base_url(url: str) -> str | None:
+    """Why ``url`` cannot be an API base URL (None when it can): it needs http(s), a host, and no spaces."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return "it must start with http:// or https://"
+    if not parts.hostname or " " in url:
+        return "it names no host"
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        return "its port is not a number"
+    return None
+
+
+def availability(options: dict[str, Any], section: str) -> Readiness:
+    """Cheap: the package is importable, ``base_url`` is well formed, a key is set where the server needs one.
+
+    No network; the key's value is never read beyond "is it set", and never shown.
+    """
     if importlib.util.find_spec("openai") is None:
-        return False, "the openai package is not installed (pip install openai)"
-    base_url = resolve_base_url(options.get("base_url"))
+        return Readiness(False, "the openai package is not installed", fix="pip install openai")
+    explicit = options.get("base_url")
+    base_url = resolve_base_url(explicit)
+    why = bad_base_url(base_url)
+    if why is not None:
+        origin = f"[{section}] base_url" if explicit else "OPENAI_BASE_URL"
+        return Readiness(False, f"{origin} {base_url!r} is not a URL: {why}",
+                         fix=f"set {origin} to the server's API address, e.g. http://localhost:11434/v1 (Ollama) "
+                         "or https://api.openai.com/v1")
     env = options.get("api_key_env") or "OPENAI_API_KEY"
     where = safe_url(base_url)
     if os.environ.get(env):
-        return True, f"key from {env}; server {where}"
+        return Readiness(True, f"key from {env}; server {where}")
     if is_openai_host(base_url):
-        return False, f"{env} is not set, and {where} needs a key (export {env}=...)"
-    return True, f"{env} is not set; {where} is not OpenAI, so a placeholder key is sent"
-
+        return Readiness(False, f"{env} is not set, and {where} needs an API key",
+                         fix=f"export {env}=... in the shell that runs codirector (keys are read from the environment "
+                         "only, never from a config file)")
+    return Readiness(True, f"{env} is not set; {where} is not OpenAI, so a placeholder key is sent")

@@ -29,6 +29,7 @@ from codirector.generators.openai_client import (
     usage_numbers,
 )
 from codirector.generators.prices import image_input_tokens_bound, image_output_tokens_bound, text_tokens_bound
+from codirector.generators.registry import Readiness
 
 IMAGE_SIZES = ((1024, 1024), (1536, 1024), (1024, 1536))
 MAX_EDIT_IMAGES = 16
@@ -179,6 +180,6 @@ class OpenAIImageGenerator(OpenAIConnection):
                 "input_tokens_details": {"text_tokens": text, "image_tokens": pictures}, "images": 1, "size": size}
 
 
-def check_images(**options: Any) -> tuple[bool, str]:
-    """Cheap: the package is importable and a key is available (or the server is not OpenAI). No network."""
-    return availability(options)
+def check_images(**options: Any) -> Readiness:
+    """Cheap: the package is importable, base_url is well formed, a key is set where needed. No network."""
+    return availability(options, "image")

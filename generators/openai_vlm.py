@@ -37,6 +37,7 @@ from codirector.generators.prices import (
     text_tokens_bound,
     vision_tokens_bound,
 )
+from codirector.generators.registry import Readiness
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +211,6 @@ def _usage(response: Any) -> dict[str, Any] | None:
                          {"prompt_tokens_details": ("cached_tokens",)}) or None
 
 
-def check_vlm(**options: Any) -> tuple[bool, str]:
-    """Cheap: the package is importable and a key is available (or the server is not OpenAI). No network."""
-    return availability(options)
+def check_vlm(**options: Any) -> Readiness:
+    """Cheap: the package is importable, base_url is well formed, a key is set where needed. No network."""
+    return availability(options, "vlm")

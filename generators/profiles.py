@@ -179,10 +179,15 @@ def resolve(profile: str | None = None, config_path: str | Path | None = None,
 
 
 def build_backends(config: RunConfig) -> Any:
-    """Create the run's backends; a GPU-only video backend falls back to the animatic without CUDA."""
+    """Create the run's backends; a GPU-only video backend falls back to the animatic without CUDA.
+
+    The pre-flight runs first: ``NotReady`` lists every backend that cannot run here, before any is built.
+    """
     from codirector.generators import registry
     from codirector.generators.base import Backends
+    from codirector.generators.preflight import require_ready
 
+    require_ready(config)
     notes: list[str] = []
     made: dict[str, Any] = {}
     for kind in ("vlm", "image", "video", "embedder"):

@@ -31,7 +31,21 @@ class BackendInfo:
     factory: str  # "module:callable" taking the backend's options as keyword arguments
     summary: str
     needs: str
-    check: str | None = None  # "module:callable" -> (usable: bool, why: str), cheap, no downloads
+    check: str | None = None  # "module:callable" -> Readiness (or a plugin's (usable, why)); cheap, no downloads
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """What a backend's cheap check found: whether it can run here, what it saw, and the fix when it cannot.
+
+    ``fallback`` names the backend a run uses instead (DESIGN §7: image-to-video without CUDA becomes
+    ``animatic``): such a backend is a note for the user, not a problem.
+    """
+
+    ready: bool
+    detail: str
+    fix: str | None = None
+    fallback: str | None = None
 
 
 _REGISTRY: dict[tuple[str, str], BackendInfo] = {}
@@ -133,13 +147,28 @@ def create(kind: str, name: str, options: dict[str, Any] | None = None) -> Any:
         ) from e
 
 
-def usable(kind: str, name: str, options: dict[str, Any] | None = None) -> tuple[bool, str]:
-    """Whether a backend can run here, and why not (a cheap check: no download, no model load)."""
+def readiness(kind: str, name: str, options: dict[str, Any] | None = None) -> Readiness:
+    """Whether a backend can run here, what its check saw and the fix (cheap: no download, no model load).
+
+    A check returns a ``Readiness``; a plugin's may return the older ``(usable, why)`` pair.
+    """
     reg = info(kind, name)
     if reg.check is None:
-        return True, "ready"
+        return Readiness(True, "ready")
     try:
-        ok, why = _resolve(reg.check)(**(options or {}))
+        found = _resolve(reg.check)(**(options or {}))
     except ImportError as e:
-        return False, f"missing package: {e.name}"
-    return bool(ok), str(why)
+        return Readiness(False, f"missing package: {e.name}", fix=f"pip install {e.name}")
+    except TypeError as e:
+        return Readiness(False, f"bad option for the {kind} backend {name!r}: {e}",
+                         fix=f"see `codirector backends` for what {name!r} takes")
+    if isinstance(found, Readiness):
+        return found
+    ok, why = found
+    return Readiness(bool(ok), str(why), None if ok else f"see `codirector backends` for what {name!r} needs")
+
+
+def usable(kind: str, name: str, options: dict[str, Any] | None = None) -> tuple[bool, str]:
+    """Whether a backend can run here, and why not (``readiness`` without the fix)."""
+    found = readiness(kind, name, options)
+    return found.ready, found.detail

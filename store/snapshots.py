@@ -55,10 +55,21 @@ class SnapshotCache:
         self, story_id: str, branch: str, kind: str, *, upto: int, schema_version: int
     ) -> tuple[int, str] | None:
         """The newest cached state visible on ``branch`` at or before ``upto``: (position, state)."""
+        found = self.newest(story_id, branch, kind, upto=upto, schema_version=schema_version)
+        if found is None:
+            return None
+        state = self.state(story_id, found[0], kind, found[1])
+        return None if state is None else (found[1], state)
+
+    def newest(
+        self, story_id: str, branch: str, kind: str, *, upto: int, schema_version: int
+    ) -> tuple[str, int] | None:
+        """Where the newest cached state visible on ``branch`` at or before ``upto`` is kept:
+        (owning branch, position). Cheap: the state itself is not read (``state``)."""
         segments = self.store.lineage(story_id, branch)
         with connection(self.engine) as conn:
             row = conn.execute(
-                select(SNAPSHOTS.c.position, SNAPSHOTS.c.state)
+                select(SNAPSHOTS.c.branch, SNAPSHOTS.c.position)
                 .where(
                     within(SNAPSHOTS, story_id, segments, upto=upto),
                     SNAPSHOTS.c.kind == kind, SNAPSHOTS.c.schema_version == schema_version,
@@ -66,7 +77,18 @@ class SnapshotCache:
                 .order_by(SNAPSHOTS.c.position.desc())
                 .limit(1)
             ).first()
-        return (row.position, row.state) if row is not None else None
+        return (row.branch, row.position) if row is not None else None
+
+    def state(self, story_id: str, branch: str, kind: str, position: int) -> str | None:
+        """The state cached under (``branch``, ``position``), or None if there is none (any more)."""
+        with connection(self.engine) as conn:
+            value = conn.execute(
+                select(SNAPSHOTS.c.state).where(
+                    SNAPSHOTS.c.story_id == story_id, SNAPSHOTS.c.branch == branch,
+                    SNAPSHOTS.c.kind == kind, SNAPSHOTS.c.position == position,
+                )
+            ).scalar()
+        return None if value is None else str(value)
 
     def all(self, story_id: str, kind: str) -> list[tuple[str, int, int, str]]:
         """Every cached state of a story: (branch, position, schema_version, state), by branch and position."""

@@ -21,8 +21,8 @@ from typing import Any
 
 from codirector.engine.loop.algorithm import Loop
 from codirector.engine.loop.context import Progress, QuietProgress, RunContext, RunSettings
-from codirector.engine.loop.derived_plan import PLAN_DERIVED, derive_plan, needs_derived_plan
-from codirector.engine.loop.formats import NATIVE
+from codirector.engine.loop.derived_plan import derive_plan, needs_derived_plan
+from codirector.engine.loop.rerun import continuation, story_to_create
 from codirector.engine.loop.story import default_story_id, read_story
 from codirector.engine.recording.budget import Budget
 from codirector.engine.recording.recorder import CallRecorder, CallStats, recorded_answers
@@ -31,8 +31,9 @@ from codirector.engine.views.memory import fold
 from codirector.engine.views.state import RunState, fold_run_state
 from codirector.engine.workspace import Workspace
 from codirector.errors import AlreadyExists, InvalidArgument, RunStateError, StoryNotFound, did_you_mean
-from codirector.events import MEMORY_EVENT_TYPES, BranchCreated, RecordedEvent, ShotPlanRevised, StoryCreated
+from codirector.events import MEMORY_EVENT_TYPES, BranchCreated, RecordedEvent, ShotPlanRevised
 from codirector.generators.base import Backends
+from codirector.generators.preflight import require_ready
 from codirector.generators.profiles import RunConfig, build_backends, resolve
 from codirector.store.event_store import MAIN
 
@@ -123,6 +124,8 @@ def start_run(
 
     A story without a plan run by the plan-driven preview VLM gets one derived from its text
     (``engine.loop.derived_plan``), recorded in the spec so resume and replay use the same plan.
+    A new story is created only after the pre-flight passed (``generators.preflight``). An existing
+    id with the same content is continued; with other content it is refused (``engine.loop.rerun``).
     """
     story = read_story(story_file, story_format)
     spec = story.spec
@@ -136,25 +139,19 @@ def start_run(
     if needs_derived_plan(spec, cfg.vlm.get("backend")):
         spec, plan_notes = derive_plan(spec, str(story.path))
     sid = story_id or default_story_id(story_file, spec)
+    new = story_to_create(story, spec, plan_notes=plan_notes, seed=seed, settings=cfg.to_settings())
+    if backends is None and sid not in ws.story_ids():
+        require_ready(cfg)  # pre-flight: no story is created unless every backend can run here
     with ws.lease(sid, MAIN, wait=wait):  # taken before the story exists: a second `run FILE` gets BranchBusy
-        require_new_story(ws, sid)
-        spec_data = spec.model_dump(mode="json", exclude_none=True)
-        if story.format != NATIVE:
-            spec_data["source_format"] = story.format
-        if plan_notes:
-            spec_data.update(plan_source=PLAN_DERIVED, plan_notes=plan_notes)
-        for member in spec_data.get("cast", []):
-            images = [ws.blobs.put(b) for b in story.images.get(member["name"], [])]  # blobs before events
-            if images:
-                member["reference_blob"] = images[0]
-            if images[1:]:
-                member["extra_view_blobs"] = images[1:]
-        story_seed = spec.seed if seed is None else seed
-        settings = cfg.to_settings()
-        ws.store.create_story(sid, title=spec.title, events=[
-            StoryCreated(title=spec.title, seed=story_seed, spec=spec_data, settings=settings).at()
-        ])
-        return execute(ws, sid, MAIN, backends=backends, progress=progress, budget=budget)
+        continuing = continuation(ws, sid, new)  # None: a new id; AlreadyExists when the content differs
+        if continuing is None:
+            for data in new.images:
+                ws.blobs.put(data)  # blobs before the event that names them
+            ws.store.create_story(sid, title=spec.title, events=[new.event.at()])
+        result = execute(ws, sid, MAIN, backends=backends, progress=progress, budget=budget)
+        if continuing:
+            result.notes.insert(0, continuing)
+        return result
 
 
 def _creation_end(own: list[RecordedEvent]) -> int:

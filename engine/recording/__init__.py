@@ -1,5 +1,6 @@
-"""How a run writes to the log: ``RunWriter`` (blobs before events, expected positions) and
-``CallRecorder`` (every model call keyed, recorded before use, served from the log on resume/replay).
+"""How a run writes to the log: ``RunWriter`` (blobs before events, expected positions),
+``CallRecorder`` (every model call keyed, recorded before use, served from the log on resume/replay)
+and ``Budget`` (what the calls cost, and the ``--budget`` cap checked before each live call).
 
 May import: ``codirector.events``, ``codirector.store``, ``codirector.generators`` interfaces.
 Never imports other engine sub-packages.

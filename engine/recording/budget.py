@@ -27,8 +27,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from codirector.errors import ConfigError, InvalidArgument
-from codirector.events import RecordedEvent
+from codirector.errors import BudgetExceeded, ConfigError, InvalidArgument
+from codirector.events import BudgetReached, RecordedEvent
 from codirector.generators.prices import PriceTable, call_cost
 from codirector.store.event_store import EventStore
 
@@ -96,6 +96,26 @@ class Budget:
                     self.notes.append(note)
                 bound = 0.0
         return bound if self.spent_usd + bound > self.limit_usd + 1e-12 else None
+
+    def reached(self, worst: float, *, kind: str, backend: str, model: str, agent: str | None,
+                request_key: str) -> BudgetReached:
+        """The event recording that a call whose worst case is ``worst`` was not made."""
+        return BudgetReached(limit_usd=float(self.limit_usd or 0.0), spent_usd=round(self.spent_usd, 9),
+                             call_worst_usd=round(worst, 9), kind=kind, backend=backend,  # type: ignore[arg-type]
+                             model=model, agent=agent, request_key=request_key)
+
+    def exceeded(self, mark: BudgetReached, *, shot: int | None, story_id: str, branch: str) -> BudgetExceeded:
+        """The error a run stops with after ``mark``: what was spent, the call not made, how to go on."""
+        where = story_id + ("" if branch == "main" else f" --branch {branch}")
+        what = f"{mark.kind} call" + (f" ({mark.agent})" if mark.agent else "")
+        needed = math.ceil((mark.spent_usd + mark.call_worst_usd) * 100) / 100
+        return BudgetExceeded(
+            f"budget reached: ${mark.spent_usd:.4f} of ${mark.limit_usd:.4f} spent, and the next {what} to "
+            f"{mark.model} (shot {shot}) could cost up to ${mark.call_worst_usd:.4f}; it was not made",
+            hint=f"continue with a higher budget: `codirector resume {where} --budget {needed:.2f}` or more "
+                 "(recorded answers are not paid again)",
+            limit_usd=mark.limit_usd, spent_usd=mark.spent_usd, call_worst_usd=mark.call_worst_usd,
+        )
 
     def charge(self, backend: str, model: str, usage: Mapping[str, Any] | None) -> float | None:
         """Add one answered call's cost; returns it (``None``: unpriced, nothing added)."""

@@ -25,7 +25,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import io
-import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -35,8 +34,8 @@ import numpy as np
 
 from codirector.engine.recording.budget import Budget
 from codirector.engine.recording.writer import RunWriter
-from codirector.errors import BackendError, BudgetExceeded, CodirectorError, ReplayDivergence
-from codirector.events import BudgetReached, ModelCalled, RecordedEvent, canonical_json
+from codirector.errors import BackendError, CodirectorError, ReplayDivergence
+from codirector.events import ModelCalled, RecordedEvent, canonical_json
 from codirector.generators.base import (
     Backends,
     ImageInput,
@@ -146,8 +145,9 @@ class CallRecorder:
         self.budget = budget or Budget()
         if self.budget.capped and not self.replay:
             if backends is not None:
-                self.budget.require_prices([(str(b.backend), str(getattr(b, "model", None) or getattr(b, "name", "")))
-                                            for b in (backends.vlm, backends.image, backends.video, backends.embedder)])
+                self.budget.require_prices([(str(b.backend), str(b.model)) for b in
+                                            (backends.vlm, backends.image, backends.video)]
+                                           + [(str(backends.embedder.backend), str(backends.embedder.name))])
             self.budget.count(writer.story_id, writer.branch, writer.store.read(writer.story_id, writer.branch))
         writer.listeners.append(self._remember)
 
@@ -207,20 +207,9 @@ class CallRecorder:
         worst = self.budget.over(backend, model, bound() if bound is not None else None)
         if worst is None:
             return
-        limit, spent = float(self.budget.limit_usd or 0.0), self.budget.spent_usd
-        self.writer.one(BudgetReached(limit_usd=limit, spent_usd=round(spent, 9), call_worst_usd=round(worst, 9),
-                                      kind=kind, backend=backend, model=model, agent=agent,  # type: ignore[arg-type]
-                                      request_key=key).at(shot))
-        where = self.writer.story_id + ("" if self.writer.branch == "main" else f" --branch {self.writer.branch}")
-        what = f"{kind} call" + (f" ({agent})" if agent else "")
-        raise BudgetExceeded(
-            f"budget reached: ${spent:.4f} of ${limit:.2f} spent, and the next {what} to {model} (shot {shot}) "
-            f"could cost up to ${worst:.4f}; it was not made",
-            hint=f"continue with a higher budget: `codirector resume {where} --budget "
-                 f"{math.ceil((spent + worst) * 100) / 100:.2f}` or more "
-                 "(recorded answers are not paid again)",
-            limit_usd=limit, spent_usd=spent, call_worst_usd=worst,
-        )
+        mark = self.budget.reached(worst, kind=kind, backend=backend, model=model, agent=agent, request_key=key)
+        self.writer.one(mark.at(shot))
+        raise self.budget.exceeded(mark, shot=shot, story_id=self.writer.story_id, branch=self.writer.branch)
 
     def _from_recording(
         self, kind: str, backend: str, model: str, forms: list[dict[str, Any]], keys: list[str], shot: int | None

@@ -59,8 +59,9 @@ def _thumb_uri(blobs: BlobStore, digest: str, width: int = 96) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def lineage_svg(memory: MemoryBank, blobs: BlobStore, out: str | Path, *, title: str) -> Path:
-    """Base entities on the left, evolved states and new views to their right, linked by arrows."""
+def lineage_layout(memory: MemoryBank) -> tuple[list[str], dict[str, int]]:
+    """The lineage's drawing order (each root, then its derived states depth-first) and each entity's depth
+    (0 for a base entity); the SVG here and the studio's memory page both draw from it."""
     depth: dict[str, int] = {}
     for e in memory:
         depth[e.name] = len(memory.base_chain(e.name)) - 1
@@ -75,6 +76,12 @@ def lineage_svg(memory: MemoryBank, blobs: BlobStore, out: str | Path, *, title:
 
     for r in roots:
         visit(r)
+    return order, depth
+
+
+def lineage_svg(memory: MemoryBank, blobs: BlobStore, out: str | Path, *, title: str) -> Path:
+    """Base entities on the left, evolved states and new views to their right, linked by arrows."""
+    order, depth = lineage_layout(memory)
     node_w, node_h, gap_x, gap_y, top = 300, 118, 80, 18, 60
     rows: dict[str, int] = {name: i for i, name in enumerate(order)}
     max_depth = max(depth.values(), default=0)

@@ -41,7 +41,7 @@ def config(path: Path) -> Path:
 def env(home: Path) -> dict[str, str]:
     e = dict(os.environ)
     e.update(CODIRECTOR_HOME=str(home), CODIRECTOR_PLUGINS="codirector_test_plugins",
-             CODIRECTOR_TEST_CALL_LOG=str(home / "calls.log"),
+             CODIRECTOR_TEST_CALL_LOG=str(home / "calls.log"), CODIRECTOR_LEASE_TTL="1",
              PYTHONPATH=os.pathsep.join([str(TESTS), e.get("PYTHONPATH", "")]))
     return e
 
@@ -119,7 +119,9 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
         partial = len(studio.log("pier"))
         studio.close()
 
-        resumed = subprocess.run(cli("resume", "pier", "--json"), env=env(home), capture_output=True, text=True)
+        # the killed run's lease outlives it by the TTL (tests/shared covers that): wait for it to expire
+        resumed = subprocess.run(cli("resume", "pier", "--wait", "--json"), env=env(home), capture_output=True,
+                                 text=True)
         assert resumed.returncode == 0, resumed.stderr
         assert json.loads(resumed.stdout)["completed"] is True
 

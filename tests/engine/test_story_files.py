@@ -124,6 +124,8 @@ def test_existing_story_id_points_at_resume(tmp_path: Path) -> None:
     story = write_story(tmp_path / "pier.yaml", shots=1)
     studio = Studio(tmp_path / "home")
     studio.run(story, config=fast_config(tmp_path / "f.toml"), backends=scripted_backends())
-    with pytest.raises(RunStateError) as info:
-        studio.run(story, config=fast_config(tmp_path / "f.toml"), backends=scripted_backends())
+    again = studio.run(story, config=fast_config(tmp_path / "f.toml"), backends=scripted_backends())
+    assert again.written == 0  # the same file again continues the story, which is complete
+    with pytest.raises(RunStateError) as info:  # another seed is another story: refused, pointing at resume
+        studio.run(story, config=fast_config(tmp_path / "f.toml"), seed=99, backends=scripted_backends())
     assert "codirector resume pier" in str(info.value.hint)

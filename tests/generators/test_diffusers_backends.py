@@ -219,10 +219,10 @@ def test_family_rules_name_the_value_the_rule_and_the_nearest(tiny_pipelines: An
 
 @pytest.mark.skipif(CUDA, reason="checks the fallback taken when there is no CUDA")
 def test_without_cuda_the_profile_falls_back_to_the_animatic(tiny_pipelines: Any, tmp_path: Path) -> None:
-    ok, why = diffusers_video.check(model=str(tiny_pipelines.wan))
-    assert not ok and "no CUDA" in why
-    ok, why = diffusers_video.check(model=str(tiny_pipelines.wan), allow_cpu=True)
-    assert ok and str(tiny_pipelines.wan) in why
+    found = diffusers_video.check(model=str(tiny_pipelines.wan))
+    assert not found.ready and "no CUDA" in found.detail and found.fallback == "animatic"
+    found = diffusers_video.check(model=str(tiny_pipelines.wan), allow_cpu=True)
+    assert found.ready and str(tiny_pipelines.wan) in found.detail
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'profile = "preview"\n[video]\nbackend = "diffusers"\nmodel = "{tiny_pipelines.wan}"\n')
     backends = build_backends(resolve(config_path=cfg))

@@ -175,8 +175,10 @@ def test_keys_come_from_the_environment(openai_server: OpenAIServer, monkeypatch
     with pytest.raises(BackendError) as info:
         OpenAIVLM(model="gpt-4.1").complete(request())
     assert "OPENAI_API_KEY" in info.value.message
-    assert check_vlm(model="gpt-4.1") == (False, "OPENAI_API_KEY is not set, and https://api.openai.com/v1 needs "
-                                                 "a key (export OPENAI_API_KEY=...)")
+    found = check_vlm(model="gpt-4.1")
+    assert not found.ready
+    assert found.detail == "OPENAI_API_KEY is not set, and https://api.openai.com/v1 needs an API key"
+    assert (found.fix or "").startswith("export OPENAI_API_KEY=...")
     # a local server without a key gets a placeholder; api_key_env names another variable
     openai_server.enqueue(CHAT, chat_reply(json.dumps(ANSWER)), chat_reply(json.dumps(ANSWER)))
     backend = vlm(openai_server, api_key_env="LOCAL_VLM_KEY")
@@ -185,7 +187,7 @@ def test_keys_come_from_the_environment(openai_server: OpenAIServer, monkeypatch
     backend.complete(request())  # read at call time
     assert [s.headers["authorization"] for s in openai_server.requests(CHAT)] == ["Bearer not-needed",
                                                                                  "Bearer local-key-1"]
-    assert check_vlm(base_url=openai_server.base_url)[0] and check_images(base_url=openai_server.base_url)[0]
+    assert check_vlm(base_url=openai_server.base_url).ready and check_images(base_url=openai_server.base_url).ready
     assert FAKE_KEY not in repr(backend)
     with pytest.raises(ConfigError):
         OpenAIVLM(structured="xml")

@@ -109,7 +109,8 @@ _AT_ONCE = """
 import sys, time
 from pathlib import Path
 import codirector.cli, codirector.engine.studio, codirector.engine.loop.runs, codirector.store.leases
-import alembic.runtime.migration, alembic.script, yaml
+import codirector.engine.director.direction, codirector.generators.profiles
+import alembic.runtime.migration, alembic.script, psycopg, sqlalchemy.dialects.postgresql.psycopg, yaml
 ready, go = Path(sys.argv[1]), Path(sys.argv[2])
 ready.touch()
 while not go.exists():

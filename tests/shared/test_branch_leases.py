@@ -73,7 +73,7 @@ def test_two_runners_of_one_branch_exactly_one_runs(  # type: ignore[no-untyped-
         codes, walls, outs, errs = _race(m, commands, calls, tmp_path / f"race-{i}")
         assert sorted(codes) == [0, 11], f"trial {i}: exit codes {codes}\n{errs}"
         win, lose = codes.index(0), codes.index(11)
-        assert walls[lose] < min(walls[win], LOSER_BOUND), f"trial {i}: the loser gave up after {walls[lose]:.2f} s"
+        assert walls[lose] < LOSER_BOUND, f"trial {i}: the loser gave up after {walls[lose]:.2f} s"
         assert f"{sid}/{branch} is being run by" in errs[lose] and "lease expires at" in errs[lose], errs[lose]
         assert "--wait" in errs[lose]
         result = json.loads(outs[win])
@@ -130,6 +130,7 @@ def test_a_killed_holder_keeps_the_branch_until_its_lease_expires(  # type: igno
     stale = m.json("stories")[0]["branches"][0]  # type: ignore[index]
     assert stale["running"] is False and stale["lease"]["live"] is False  # shown, but expired
     assert stale["lease"]["pid"] == proc.pid and stale["lease"]["heartbeat_age_s"] > ttl / 2
+    assert f"pid {proc.pid}, heartbeat" in m.run("stories").stdout  # the table's "running" column
     resumed = m.json("resume", "pier")
     assert resumed["completed"] is True  # type: ignore[index]
     with Studio(m.home, db=db_url) as s:

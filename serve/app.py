@@ -1,0 +1,243 @@
+"""The studio's web app: ``create_app(studio)`` builds the FastAPI application behind ``codirector serve``.
+
+    GET  /                         stories and briefs, each with its branch tree, status and cost (live)
+    GET  /story?id=S               a story's main timeline, or a brief's director view
+    GET  /timeline?story=S&branch=B[&page=N]   the shot timeline (live while it runs)
+    GET  /shot?story=S&branch=B&shot=N         one shot: retrieval, rounds, clip; "branch from here"
+    GET  /memory?story=S&branch=B[&shot=N|&position=P]   the memory scrubber, lineage drawn
+    GET  /entity?story=S&branch=B&name=E       an entity's history
+    GET  /compare?story=S&a=A&b=B              two branches side by side from their fork
+    GET  /director?story=S                     a brief's rounds, rewards, UCB scores, ranking, chart
+    GET  /live, /live/branch?story=S&branch=B  server-sent events read from the log
+    GET  /blob/DIGEST, /thumb/DIGEST?w=W       media by validated digest; small JPEG thumbnails
+    POST /action/branch|run|replay|verify|export   the Studio calls the CLI makes (``serve.actions``)
+
+Invariants:
+- The app holds no state of its own: every page is a query of the log through ``Studio``, and
+  every action is the Studio call the matching CLI command makes. (Thumbnails are cached by
+  digest: content-addressed, so never stale.)
+- Story ids and branch names travel in query strings and form fields, never in the path, and
+  the only path parameter is a blob digest checked against ``[0-9a-f]{64}``: no request names a
+  file. Static files come from a fixed list shipped in the package.
+- ``serve.security.Guard`` sees every request first (Host, token, Origin), so a refused request
+  reaches neither the log nor the blob store.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from starlette.concurrency import run_in_threadpool
+
+from codirector.engine.studio import Studio
+from codirector.errors import CodirectorError, InputError, NotFound, StateConflict
+from codirector.serve import director_page, live, memory_page, pages
+from codirector.serve.jobs import Runner
+from codirector.serve.media import IMMUTABLE, Thumbnails, byte_range, media_type, valid_digest
+from codirector.serve.security import AccessPolicy, Guard
+
+HERE = Path(str(resources.files("codirector.serve")))
+STATIC = {"studio.css": "text/css; charset=utf-8", "studio.js": "text/javascript; charset=utf-8"}
+CSP = ("default-src 'self'; img-src 'self' data:; media-src 'self'; style-src 'self' 'unsafe-inline'; "
+       "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
+PAGE_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store",
+                "Referrer-Policy": "same-origin", "X-Frame-Options": "DENY"}
+
+
+def url(path: str, **params: Any) -> str:
+    """``path?k=v&...`` with the parameters that are not None, URL-encoded."""
+    query = urlencode({k: v for k, v in params.items() if v is not None})
+    return f"{path}?{query}" if query else path
+
+
+def usd(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"${value:.4f}" if value < 100 else f"${value:,.0f}"
+
+
+def templates() -> Environment:
+    env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]),
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.globals.update(url=url, usd=usd, thumb=lambda d, w=320: f"/thumb/{d}?w={w}", blob=lambda d: f"/blob/{d}",
+                       MAIN="main", isfinite=math.isfinite)
+    env.filters["cut"] = lambda text, n=160: "" if text is None else (text if len(text) <= n else text[: n - 1] + "…")
+    return env
+
+
+def status_code(e: CodirectorError) -> int:
+    if isinstance(e, NotFound):
+        return 404
+    if isinstance(e, InputError):
+        return 400
+    if isinstance(e, StateConflict):
+        return 409
+    return 500
+
+
+@dataclass
+class StudioApp:
+    """What the routes share: the Studio pages read through, a factory of Studios for runs, the runner."""
+
+    studio: Studio
+    make_studio: Callable[[], Studio]
+    runner: Runner
+    env: Environment = field(default_factory=templates)
+    thumbs: Thumbnails | None = None
+    stopping: bool = False
+    static: dict[str, bytes] = field(default_factory=dict)
+
+    def render(self, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+        html = self.env.get_template(name).render(jobs=self.runner.jobs(), **context)
+        return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
+
+    def error(self, e: CodirectorError) -> HTMLResponse:
+        return self.render("error.html", status_code(e), message=e.message, hint=e.hint, kind=type(e).__name__)
+
+
+def create_app(studio: Studio, *, policy: AccessPolicy | None = None, runner: Runner | None = None,
+               make_studio: Callable[[], Studio] | None = None) -> FastAPI:
+    """The studio over ``studio``'s home. ``policy`` defaults to a loopback studio without a token;
+    ``codirector serve`` passes ``AccessPolicy.for_bind(host, token)``."""
+    from codirector.serve import actions
+
+    if make_studio is None:
+        home = studio.home
+
+        def make_studio() -> Studio:
+            return Studio(home=home.root, db=home.db_url, blobs=home.blobs, cache=home.cache)
+
+    _ = studio.workspace  # open it now (or fail with the `codirector init` hint) rather than on the first request
+    ctx = StudioApp(studio, make_studio, runner or Runner(make_studio))
+    ctx.thumbs = Thumbnails(studio.blobs)
+    ctx.static = {name: (HERE / "static" / name).read_bytes() for name in STATIC}
+    app = FastAPI(title="codirector studio", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.studio_app = ctx
+    app.add_middleware(Guard, policy=policy or AccessPolicy.for_bind("127.0.0.1", None))
+
+    @app.exception_handler(CodirectorError)
+    async def _codirector_error(request: Request, e: CodirectorError) -> Response:
+        return ctx.error(e)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(request: Request, e: RequestValidationError) -> Response:
+        wrong = "; ".join(f"{'.'.join(str(x) for x in err.get('loc', ())[1:])}: {err.get('msg')}"
+                          for err in e.errors())
+        return ctx.render("error.html", 400, message=f"bad request: {wrong}", hint="check the link", kind="400")
+
+    _pages(app, ctx)
+    _media(app, ctx)
+    actions.register(app, ctx)
+    return app
+
+
+def _pages(app: FastAPI, ctx: StudioApp) -> None:
+    s = ctx.studio
+
+    @app.get("/", response_class=HTMLResponse)
+    def stories() -> Response:
+        return ctx.render("stories.html", stories=pages.stories_page(s))
+
+    @app.get("/story")
+    def story(id: str) -> Response:
+        kind = pages.find_story(s, id).kind
+        target = url("/director", story=id) if kind == "brief" else url("/timeline", story=id, branch="main")
+        return RedirectResponse(target, status_code=303)
+
+    @app.get("/timeline", response_class=HTMLResponse)
+    def timeline(story: str, branch: str = "main", page: int | None = None) -> Response:
+        if branch == "main" and pages.find_story(s, story).kind == "brief":
+            return RedirectResponse(url("/director", story=story), status_code=303)
+        return ctx.render("timeline.html", t=pages.timeline_page(s, story, branch, page))
+
+    @app.get("/shot", response_class=HTMLResponse)
+    def shot(story: str, shot: int, branch: str = "main") -> Response:
+        return ctx.render("shot.html", p=pages.shot_page(s, story, branch, shot))
+
+    @app.get("/memory", response_class=HTMLResponse)
+    def memory(story: str, branch: str = "main", shot: int | None = None, position: int | None = None) -> Response:
+        return ctx.render("memory.html", m=memory_page.memory_page(s, story, branch, shot=shot, position=position))
+
+    @app.get("/entity", response_class=HTMLResponse)
+    def entity(story: str, name: str, branch: str = "main") -> Response:
+        return ctx.render("entity.html", p=memory_page.entity_page(s, story, branch, name))
+
+    @app.get("/compare", response_class=HTMLResponse)
+    def compare(story: str, a: str | None = None, b: str | None = None) -> Response:
+        row = pages.find_story(s, story)
+        names = [x.name for x in row.branches]
+        a = a or "main"
+        b = b or next((n for n in names if n != a), a)
+        return ctx.render("compare.html", c=director_page.compare_page(s, story, a, b), names=names)
+
+    @app.get("/director", response_class=HTMLResponse)
+    def director(story: str) -> Response:
+        return ctx.render("director.html", d=director_page.director_page(s, story))
+
+    @app.get("/live")
+    async def live_home(request: Request) -> Response:
+        events = live.stream(lambda: live.home_progress(s), disconnected=request.is_disconnected,
+                             stopping=lambda: ctx.stopping,
+                             encode=lambda rows: {"branches": len(rows), "running": sum(1 for r in rows if r[3])})
+        return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+
+    @app.get("/live/branch")
+    async def live_branch(request: Request, story: str, branch: str = "main") -> Response:
+        await run_in_threadpool(s.store.branch, story, branch)  # BranchNotFound -> 404 before streaming
+        events = live.stream(lambda: live.branch_progress(s, story, branch), disconnected=request.is_disconnected,
+                             finished=lambda p: p.completed and not p.running, stopping=lambda: ctx.stopping,
+                             encode=lambda p: p.to_json())
+        return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+
+
+def _media(app: FastAPI, ctx: StudioApp) -> None:
+    blobs = ctx.studio.blobs
+    missing = Response("no such blob\n", status_code=404, media_type="text/plain")
+
+    @app.get("/blob/{digest}")
+    def blob(digest: str, request: Request) -> Response:
+        if not valid_digest(digest) or not blobs.exists(digest):
+            return missing
+        data = blobs.get(digest)
+        kind = media_type(data)
+        if kind is None:
+            return missing
+        headers = {"Cache-Control": IMMUTABLE, "ETag": f'"{digest}"', "Accept-Ranges": "bytes",
+                   "X-Content-Type-Options": "nosniff"}
+        span = byte_range(request.headers.get("range"), len(data))
+        if span is None:
+            return Response(data, media_type=kind, headers=headers)
+        start, end = span
+        headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
+        return Response(data[start:end + 1], status_code=206, media_type=kind, headers=headers)
+
+    @app.get("/thumb/{digest}")
+    def thumb(digest: str, w: int = 320) -> Response:
+        made = ctx.thumbs.get(digest, w) if valid_digest(digest) and ctx.thumbs is not None else None
+        if made is None:
+            return missing
+        return Response(made, media_type="image/jpeg", headers={"Cache-Control": IMMUTABLE, "ETag": f'"{digest}-{w}"',
+                                                                "X-Content-Type-Options": "nosniff"})
+
+    @app.get("/static/{name}")
+    def static(name: str) -> Response:
+        if name not in STATIC:
+            return Response("not found\n", status_code=404, media_type="text/plain")
+        return Response(ctx.static[name], media_type=STATIC[name], headers={"Cache-Control": "no-cache"})
+
+    @app.get("/favicon.ico")
+    def favicon() -> Response:
+        return Response(status_code=204)
+
+
+__all__ = ["StudioApp", "create_app", "url"]

@@ -1,0 +1,254 @@
+"""What the studio's pages show: typed page models built from ``Studio`` queries, nothing else.
+
+Each function here takes the Studio and the page's parameters and returns a frozen value the
+template renders. They call the same Studio methods the CLI commands call (``stories``, ``audit``,
+``log``, ``memory``, ``history``, ``diff``, ``cost``) and fold their results with the engine's own
+pure projections (``fold_run_state``), so a page never says more, or other, than the log does.
+
+Invariants:
+- No page model is cached or kept between requests: every page is a fresh query of the log.
+- A branch's status is read from the log and its lease: ``running`` while a live lease is held,
+  ``complete`` once the story completed (or a brief was ranked), ``not started`` with no events,
+  else ``stopped`` (a run that can be resumed).
+- The prompts offered by "branch from here" are the ones the new branch would start from if left
+  unchanged (the run state at the fork); only fields the user changed become overrides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from codirector.engine.results import BranchStatus, StorySummary
+from codirector.engine.studio import Studio
+from codirector.engine.views.audit import Audit
+from codirector.engine.views.cost import CostRow
+from codirector.engine.views.evidence import ShotAudit
+from codirector.engine.views.state import fold_run_state
+from codirector.errors import BranchNotFound, InvalidArgument, StoryNotFound, did_you_mean
+from codirector.store.event_store import MAIN
+
+SHOTS_PER_PAGE = 20
+
+
+def status_of(b: BranchStatus) -> str:
+    """running | complete | not started | stopped (see the module docstring)."""
+    if b.running:
+        return "running"
+    if b.status in ("completed", "ranked"):
+        return "complete"
+    return "not started" if b.status == "empty" else "stopped"
+
+
+@dataclass(frozen=True)
+class BranchRow:
+    """One branch as the stories page and a branch's header show it."""
+
+    story: str
+    name: str
+    parent: str | None
+    depth: int
+    fork_position: int
+    from_shot: int | None
+    status: str
+    lease_holder: str | None  # "host (pid N)" of the live lease, or of the last one
+    lease_live: bool
+    shots_completed: int
+    events: int
+    cost_usd: float
+    unpriced: bool
+
+
+@dataclass(frozen=True)
+class StoryRow:
+    """A story or brief with its branches in tree order (each after its parent)."""
+
+    id: str
+    title: str
+    created_at: str
+    kind: str  # story | brief
+    branches: tuple[BranchRow, ...]
+
+    def branch(self, name: str) -> BranchRow | None:
+        return next((b for b in self.branches if b.name == name), None)
+
+
+def kind_of(studio: Studio, story_id: str) -> str:
+    """``brief`` for a story created from an advertising brief, else ``story``."""
+    first = studio.log(story_id, MAIN, limit=1)
+    is_brief = bool(first) and first[0].type == "StoryCreated" and first[0].payload.get("spec", {}).get("kind") == "brief"
+    return "brief" if is_brief else "story"
+
+
+def _from_shot(studio: Studio, story_id: str, b: BranchStatus) -> int | None:
+    if b.parent is None:
+        return None
+    created = studio.log(story_id, b.name, types=["BranchCreated"], after=b.fork_position, limit=1)
+    return created[0].shot if created else None
+
+
+def story_row(studio: Studio, s: StorySummary) -> StoryRow:
+    """A story's branches as a tree: roots first, each branch's children after it (oldest first)."""
+    names = {b.name for b in s.branches}
+    children: dict[str | None, list[BranchStatus]] = {}
+    for b in sorted(s.branches, key=lambda b: b.created_at):
+        children.setdefault(b.parent if b.parent in names else None, []).append(b)
+    rows: list[BranchRow] = []
+
+    def visit(b: BranchStatus, depth: int) -> None:
+        cost = studio.cost(s.id, b.name)
+        lease = b.lease
+        rows.append(BranchRow(
+            story=s.id, name=b.name, parent=b.parent, depth=depth, fork_position=b.fork_position,
+            from_shot=_from_shot(studio, s.id, b), status=status_of(b),
+            lease_holder=lease.holder() if lease is not None else None, lease_live=b.running,
+            shots_completed=b.shots_completed, events=b.events, cost_usd=cost.total_usd, unpriced=bool(cost.unpriced)))
+        for child in children.get(b.name, []):
+            visit(child, depth + 1)
+
+    for root in children.get(None, []):
+        visit(root, 0)
+    return StoryRow(s.id, s.title, s.created_at, kind_of(studio, s.id), tuple(rows))
+
+
+def stories_page(studio: Studio) -> list[StoryRow]:
+    """Every story and brief, newest first, with its branch tree."""
+    listing = sorted(studio.stories(), key=lambda s: s.created_at, reverse=True)
+    return [story_row(studio, s) for s in listing]
+
+
+def find_story(studio: Studio, story_id: str) -> StoryRow:
+    """The story's row, or ``StoryNotFound`` naming the close ids."""
+    found = studio.stories().get(story_id)
+    if found is None:
+        known = [s.id for s in studio.stories()]
+        raise StoryNotFound(f"no story {story_id!r}", hint=did_you_mean(story_id, known, "story"))
+    return story_row(studio, found)
+
+
+def find_branch(story: StoryRow, branch: str) -> BranchRow:
+    row = story.branch(branch)
+    if row is None:
+        raise BranchNotFound(f"story {story.id!r} has no branch {branch!r}",
+                             hint=did_you_mean(branch, [b.name for b in story.branches], "branch"))
+    return row
+
+
+# ---------------------------------------------------------------------- a branch's timeline
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """A branch's shots, one page of them at a time, with the evidence of each."""
+
+    story: StoryRow
+    branch: BranchRow
+    audit: Audit
+    shots: tuple[ShotAudit, ...]  # this page's shots
+    costs: Mapping[int, CostRow]
+    page: int
+    pages: int
+    current_shot: int | None  # the last shot that started
+
+    @property
+    def planned(self) -> int:
+        return max(self.audit.planned_shots, len(self.audit.shots))
+
+
+def current_shot(audit: Audit) -> int | None:
+    started = [s.shot for s in audit.shots if s.keyframe_prompt is not None]
+    return max(started) if started else None
+
+
+def timeline_page(studio: Studio, story_id: str, branch: str, page: int | None = None) -> Timeline:
+    """The branch's timeline; ``page`` None is the page of the running shot (page 1 when not running)."""
+    story = find_story(studio, story_id)
+    row = find_branch(story, branch)
+    audit = studio.audit(story_id, branch)
+    costs = {int(r.key): r for r in (audit.cost.rows if audit.cost else []) if isinstance(r.key, int)}
+    pages = max(1, -(-len(audit.shots) // SHOTS_PER_PAGE))
+    now = current_shot(audit)
+    if page is None:
+        page = 1
+        if row.status == "running" and now is not None:
+            page = next((i // SHOTS_PER_PAGE + 1 for i, s in enumerate(audit.shots) if s.shot == now), 1)
+    if not 1 <= page <= pages:
+        raise InvalidArgument(f"page must be between 1 and {pages}, got {page}")
+    shots = audit.shots[(page - 1) * SHOTS_PER_PAGE: page * SHOTS_PER_PAGE]
+    return Timeline(story, row, audit, shots, costs, page, pages, now)
+
+
+# ---------------------------------------------------------------------- one shot, and branching from it
+
+
+@dataclass(frozen=True)
+class PromptRow:
+    """A shot's prompts as a new branch would start from them if left unchanged."""
+
+    shot: int
+    keyframe: str
+    motion: str
+
+
+@dataclass(frozen=True)
+class ShotPage:
+    story: StoryRow
+    branch: BranchRow
+    audit: Audit
+    shot: ShotAudit
+    cost: CostRow | None
+    prompts: tuple[PromptRow, ...]  # empty when the shot has not started (no fork point yet)
+    suggested_name: str
+
+
+def branch_prompts(studio: Studio, story_id: str, branch: str, from_shot: int) -> tuple[PromptRow, ...]:
+    """Shots ``from_shot``.. with the prompts they start from at the fork (``()`` if that shot never started)."""
+    events = studio.log(story_id, branch)
+    state = fold_run_state(events)
+    if from_shot not in state.started:
+        return ()
+    fork = state.fork_position_for(from_shot)
+    at_fork = fold_run_state(e for e in events if e.position <= fork)
+    return tuple(PromptRow(n, at_fork.keyframe_prompt(n), at_fork.motion_prompt(n))
+                 for n in range(from_shot, at_fork.num_shots + 1))
+
+
+def overrides_from_form(prompts: tuple[PromptRow, ...], form: Mapping[str, str]) -> dict[str, str]:
+    """``shots.N.keyframe`` / ``shots.N.motion`` for each field the form changed (whitespace aside)."""
+    out: dict[str, str] = {}
+    for row in prompts:
+        for field, default in (("keyframe", row.keyframe), ("motion", row.motion)):
+            given = form.get(f"{field}.{row.shot}")
+            if given is not None and " ".join(given.split()) != " ".join(default.split()):
+                out[f"shots.{row.shot}.{field}"] = given.strip()
+    return out
+
+
+def free_branch_name(story: StoryRow, base: str) -> str:
+    taken = {b.name for b in story.branches}
+    if base not in taken:
+        return base
+    n = 2
+    while f"{base}-{n}" in taken:
+        n += 1
+    return f"{base}-{n}"
+
+
+def shot_page(studio: Studio, story_id: str, branch: str, shot: int) -> ShotPage:
+    """One shot: retrieval, rounds, clip, memory updates, and the form to branch from it."""
+    story = find_story(studio, story_id)
+    row = find_branch(story, branch)
+    audit = studio.audit(story_id, branch)
+    found = audit.shot(shot)
+    if found is None:
+        raise InvalidArgument(f"{story_id}/{branch} has no shot {shot}",
+                              hint=f"shots are numbered 1..{max(audit.planned_shots, len(audit.shots))}")
+    cost = audit.cost.row(shot) if audit.cost else None
+    prompts = branch_prompts(studio, story_id, branch, shot)
+    base = f"{branch}-from-{shot}" if branch != MAIN else f"from-{shot}"
+    return ShotPage(story, row, audit, found, cost, prompts, free_branch_name(story, base))
+
+
+__all__ = ["SHOTS_PER_PAGE", "BranchRow", "PromptRow", "ShotPage", "StoryRow", "Timeline", "branch_prompts",
+           "find_branch", "find_story", "free_branch_name", "kind_of", "overrides_from_form", "shot_page",
+           "status_of", "stories_page", "story_row", "timeline_page"]

@@ -1,0 +1,93 @@
+// codirector studio: live regions fed by server-sent events, and the memory scrubber.
+// Plain JavaScript shipped with the package: no build step, no dependency. Without it every page
+// still works (forms post, the scrubber has a submit button); with it pages follow the log live.
+(function () {
+  "use strict";
+
+  var fetched = {}; // region id -> the HTML it was last given, so an unchanged region is left alone
+
+  function swap(html) {
+    var doc = new DOMParser().parseFromString(html, "text/html");
+    doc.querySelectorAll("[data-live-region]").forEach(function (fresh) {
+      var old = document.getElementById(fresh.id);
+      if (!old || fetched[fresh.id] === fresh.innerHTML) return;
+      fetched[fresh.id] = fresh.innerHTML;
+      old.innerHTML = fresh.innerHTML;
+    });
+    if (doc.title) document.title = doc.title;
+  }
+
+  var busy = false, again = null;
+  function refresh(url) {
+    url = url || location.href;
+    if (busy) { again = url; return; }
+    busy = true;
+    fetch(url, { credentials: "same-origin", headers: { "Accept": "text/html" } })
+      .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
+      .then(swap)
+      .catch(function () { /* the next event retries */ })
+      .then(function () {
+        busy = false;
+        if (again) { var next = again; again = null; refresh(next); }
+      });
+  }
+
+  function indicate(state, text) {
+    var el = document.querySelector("[data-live-indicator]");
+    document.body.setAttribute("data-live-state", state);
+    if (!el) return;
+    el.hidden = false;
+    el.setAttribute("data-state", state);
+    el.textContent = text;
+  }
+
+  function follow(main) {
+    if (!window.EventSource) return;
+    var source = new EventSource(main.getAttribute("data-live"));
+    indicate("connecting", "connecting…");
+    source.addEventListener("open", function () { indicate("connected", "live"); });
+    source.addEventListener("progress", function (e) {
+      var p = {};
+      try { p = JSON.parse(e.data); } catch (err) { /* keep going */ }
+      if (p.head !== undefined) {
+        indicate("connected", (p.running ? "running" : "live") + " · " + p.shots_completed + " shots · " + p.head + " events");
+      }
+      refresh();
+    });
+    source.addEventListener("done", function () {
+      source.close();
+      refresh();
+      indicate("done", "complete");
+    });
+    source.addEventListener("error", function () {
+      if (source.readyState === EventSource.CLOSED) indicate("closed", "not live");
+    });
+  }
+
+  // The memory scrubber: a slider move shows memory at that shot or position without a reload.
+  function scrubTo(input) {
+    var form = input.form;
+    var params = new URLSearchParams();
+    form.querySelectorAll("input[type=hidden]").forEach(function (h) { params.set(h.name, h.value); });
+    params.set(input.name, input.value);
+    var url = form.getAttribute("action") + "?" + params.toString();
+    history.replaceState(null, "", url);
+    refresh(url);
+  }
+
+  document.addEventListener("input", function (e) {
+    var input = e.target;
+    if (!input.matches || !input.matches("input[data-scrub]")) return;
+    var out = input.form && input.form.querySelector("output[for='" + input.id + "']");
+    if (out) out.textContent = out.getAttribute("data-scrub-label").replace("{v}", input.value);
+  });
+  document.addEventListener("change", function (e) {
+    if (e.target.matches && e.target.matches("input[data-scrub]")) scrubTo(e.target);
+  });
+
+  document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("[data-live-region]").forEach(function (r) { fetched[r.id] = null; });
+    var main = document.querySelector("main[data-live]");
+    if (main) follow(main);
+  });
+})();

@@ -1,0 +1,177 @@
+"""Running a story file again continues it; an edited file is refused with the difference; `forget` hides
+a story that never got a shot done, and nothing is deleted.
+
+The kill test runs real `codirector` processes (counting backends from tests/codirector_test_plugins.py, as
+in test_crash_resume.py) and SIGKILLs the first one after its second shot; the others use the Studio API
+with scripted backends at the backend interface and the CLI for what the user types.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from codirector.cli import app
+from codirector.engine.studio import Studio
+from codirector.errors import AlreadyExists
+
+from support import FAST_RUN, fast_config, scripted_backends, write_story
+
+TESTS = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def counting_config(path: Path) -> Path:
+    run = "\n".join(f"{k} = {json.dumps(v)}" for k, v in FAST_RUN.items())
+    path.write_text('profile = "preview"\n[vlm]\nbackend = "counting"\n[image]\nbackend = "counting"\n'
+                    f'[video]\nbackend = "counting"\n[embedder]\nbackend = "counting"\n[run]\n{run}\n')
+    return path
+
+
+def env(home: Path) -> dict[str, str]:
+    e = dict(os.environ)
+    e.update(CODIRECTOR_HOME=str(home), CODIRECTOR_PLUGINS="codirector_test_plugins", CODIRECTOR_LEASE_TTL="1",
+             PYTHONPATH=os.pathsep.join([str(TESTS), e.get("PYTHONPATH", "")]))
+    return e
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "codirector.cli", *args]
+
+
+def shots_completed(db: Path) -> int:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
+            return int(conn.execute("SELECT count(*) FROM events WHERE type = 'ShotCompleted'").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
+def normalised(events: list[Any]) -> list[tuple[str, int | None, str]]:
+    """Types and payloads; ids, timestamps and call durations (measurements) left out."""
+    out = []
+    for e in events:
+        payload = dict(e.payload)
+        payload.pop("duration_ms", None)
+        out.append((e.type, e.shot, json.dumps(payload, sort_keys=True)))
+    return out
+
+
+@pytest.mark.slow
+def test_run_twice_the_first_killed_after_shot_2_ends_with_the_log_of_an_uninterrupted_run(tmp_path: Path) -> None:
+    story = write_story(tmp_path / "pier.yaml", shots=5)
+    cfg = counting_config(tmp_path / "counting.toml")
+    command = cli("run", str(story), "--config", str(cfg), "--json")
+
+    reference_home = tmp_path / "reference"
+    done = subprocess.run(command, env=env(reference_home), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    reference = normalised(Studio(reference_home).log("pier"))
+    assert reference[-1][0] == "StoryCompleted"
+
+    home = tmp_path / "home"
+    proc = subprocess.Popen(command, env=env(home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while shots_completed(home / "codirector.db") < 2 and proc.poll() is None:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    completed = shots_completed(home / "codirector.db")
+    assert 2 <= completed < 5
+    time.sleep(1.5)  # the killed run's branch lease (CODIRECTOR_LEASE_TTL=1) expires
+
+    again = subprocess.run(command, env=env(home), capture_output=True, text=True, timeout=300)  # the same command
+    assert again.returncode == 0, again.stderr
+    result = json.loads(again.stdout)
+    assert result["completed"] is True
+    assert result["notes"][0].startswith(f"continuing pier from shot {completed + 1}: the same story file")
+    studio = Studio(home)
+    assert normalised(studio.log("pier")) == reference
+    assert studio.verify().ok
+
+
+def test_an_edited_story_file_is_refused_with_the_difference_and_nothing_is_written(tmp_path: Path) -> None:
+    story = write_story(tmp_path / "pier.yaml", shots=3)
+    cfg = fast_config(tmp_path / "f.toml")
+    studio = Studio(tmp_path / "home")
+    studio.run(story, config=cfg, backends=scripted_backends())
+    before = len(studio.log("pier"))
+
+    data = yaml.safe_load(story.read_text())
+    data["shots"][2]["keyframe"] = "Ben alone fishing off the pier at night"
+    story.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(AlreadyExists) as info:
+        studio.run(story, config=cfg, backends=scripted_backends())
+    err = info.value
+    assert ("spec.shots[2].keyframe (shot 3): 'Ben alone fishing off the pier' -> "
+            "'Ben alone fishing off the pier at night'") in err.message
+    assert "--story-id" in (err.hint or "") and "codirector branch pier --from-shot 3" in (err.hint or "")
+    assert len(studio.log("pier")) == before
+
+    with pytest.raises(AlreadyExists) as info:  # options are part of the story too: like is compared with like
+        studio.run(story, config=cfg, max_rounds=2, backends=scripted_backends())
+    assert "settings.run.max_rounds: 3 -> 2" in info.value.message
+
+    out = runner.invoke(app, ["--home", str(tmp_path / "home"), "run", str(story), "--config", str(cfg)])
+    assert out.exit_code == 10 and "differs from it" in out.output and "Traceback" not in out.output
+    assert len(studio.log("pier")) == before
+    # under another id it is simply a new story
+    assert studio.run(story, config=cfg, story_id="pier-night", backends=scripted_backends()).completed
+
+
+class CtrlCAtFirstCall:
+    """A progress display whose user presses Ctrl-C just before the first model call."""
+
+    def shot(self, shot: int, total: int, prompt: str) -> None:
+        pass
+
+    def step(self, what: str) -> None:
+        raise KeyboardInterrupt
+
+    def done(self, shot: int) -> None:
+        pass
+
+
+def test_a_failed_first_try_is_continued_or_forgotten(tmp_path: Path) -> None:
+    story = write_story(tmp_path / "pier.yaml", shots=2)
+    cfg = fast_config(tmp_path / "f.toml")
+    home = str(tmp_path / "home")
+    studio = Studio(home)
+    with pytest.raises(KeyboardInterrupt):
+        studio.run(story, config=cfg, backends=scripted_backends(), progress=CtrlCAtFirstCall())
+    assert [s.id for s in studio.stories()] == ["pier"]
+    partial = studio.log("pier")
+    assert [e.type for e in partial] == ["StoryCreated", "ShotPlanned", "ShotPlanned", "ShotStarted"]
+
+    out = runner.invoke(app, ["--home", home, "forget", "pier"])
+    assert out.exit_code == 0, out.output
+    assert "forgot pier" in out.output and f"its {len(partial)} events stay in the log" in out.output
+    assert json.loads(runner.invoke(app, ["--home", home, "stories", "--json"]).stdout) == []
+    listed = json.loads(runner.invoke(app, ["--home", home, "stories", "--forgotten", "--json"]).stdout)
+    assert [s["id"] for s in listed] == ["pier"]
+    log = studio.log("pier")
+    assert normalised(log[:-1]) == normalised(partial) and log[-1].type == "StoryForgotten"  # appended, not deleted
+    assert "already forgotten" in runner.invoke(app, ["--home", home, "forget", "pier"]).output
+
+    result = studio.run(story, config=cfg, backends=scripted_backends())  # the same file again: continued
+    assert result.completed
+    assert result.notes[0].startswith("continuing pier from shot 1 (it had been forgotten; it is listed again)")
+    assert [s.id for s in studio.stories()] == ["pier"]
+    assert studio.replay("pier").identical  # the mark is not part of what a run produces
+    assert studio.verify().ok
+
+    refused = runner.invoke(app, ["--home", home, "forget", "pier"])
+    assert refused.exit_code == 10 and "2 completed shots" in refused.output
+    missing = runner.invoke(app, ["--home", home, "forget", "peir"])
+    assert missing.exit_code == 3 and "pier" in missing.output

@@ -1,0 +1,247 @@
+"""Every page of the studio over real HTTP: it shows what the Studio API returns for the same query."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from html import unescape
+
+from typer.testing import CliRunner
+
+from codirector.cli import app
+from codirector.serve.pages import SHOTS_PER_PAGE
+
+from support import free_port
+
+runner = CliRunner()
+
+
+def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def attrs(html: str, name: str) -> list[str]:
+    return [unescape(v) for v in re.findall(rf'{name}="([^"]*)"', html)]
+
+
+def page(served, path: str) -> str:  # type: ignore[no-untyped-def]
+    status, headers, body = get(served.url + path)
+    assert status == 200, body[:2000]
+    assert "script-src 'self'" in headers["content-security-policy"]
+    return body.decode()
+
+
+def test_stories_page_lists_every_story_with_its_branch_tree(served) -> None:  # type: ignore[no-untyped-def]
+    html = page(served, "/")
+    assert attrs(html, "data-story")[:2] == ["dewline", "lighthouse"]  # newest first
+    listing = served.studio.stories()
+    for story in listing:
+        for b in story.branches:
+            assert f'data-branch="{b.name}"' in html
+    assert 'data-kind="brief"' in html and 'data-kind="story"' in html
+    storm = re.search(r'<tr data-branch="storm"[^>]*>(.*?)</tr>', html, re.S)
+    assert storm and "from main at shot 5" in storm.group(1) and 'data-status="complete"' in storm.group(0)
+    assert 'class="fork"' in storm.group(1)  # drawn under its parent
+
+
+def test_timeline_shows_every_shot_with_its_evidence(served) -> None:  # type: ignore[no-untyped-def]
+    html = page(served, "/timeline?story=lighthouse&branch=main")
+    audit = served.studio.audit("lighthouse")
+    assert attrs(html, "data-shot") == [str(s.shot) for s in audit.shots]
+    assert attrs(html, "data-state") == ["complete"] * 8
+    for s in audit.shots:
+        assert s.selected is not None and s.video is not None
+        assert f"/thumb/{s.selected.blob}?w=320" in html
+        assert f'src="/blob/{s.video.blob}"' in html
+        for r in s.rounds:
+            assert f"/thumb/{r.blob}?w=160" in html
+    assert attrs(html, "data-decision").count("accept") == sum(len(s.rounds) for s in audit.shots)
+    scarf = re.search(r'data-entity="Mia_red_scarf">.*?</figure>', html, re.S)
+    assert scarf and "Mia_red_scarf (from Mia)" in scarf.group(0) and "clip frame" in scarf.group(0)
+
+
+def test_timeline_weight_is_bounded(served) -> None:  # type: ignore[no-untyped-def]
+    """Thumbnails only, every image lazy, no clip fetched before it is played, shots paged."""
+    html = page(served, "/timeline?story=lighthouse&branch=main")
+    imgs = re.findall(r"<img [^>]*>", html)
+    assert imgs and all('loading="lazy"' in i and "/thumb/" in i for i in imgs)
+    videos = re.findall(r"<video [^>]*>", html)
+    assert len(videos) == 8 and all('preload="none"' in v for v in videos)
+    assert "/blob/" not in html.replace('src="/blob/', "")  # full blobs only as clip sources
+    assert SHOTS_PER_PAGE <= 25
+    status, _, body = get(served.url + "/timeline?story=lighthouse&branch=main&page=2")
+    assert status == 400 and b"page must be between 1 and 1" in body
+
+
+def test_shot_page_shows_the_retrieval(served) -> None:  # type: ignore[no-untyped-def]
+    html = page(served, "/shot?story=lighthouse&branch=main&shot=4")
+    shot = served.studio.audit("lighthouse").shot(4)
+    r = shot.retrievals[0]
+    assert attrs(html, "data-candidate") == [c.entity for c in r.candidates]
+    assert attrs(html, "data-reference") == [x.entity for x in r.references]
+    assert "the VLM reused:</b> " + ", ".join(r.retrieved_existing) in html
+    assert 'name="keyframe.4"' in html and 'name="motion.8"' in html and 'name="keyframe.3"' not in html
+
+
+def test_memory_page_is_memory_at_shot(served) -> None:  # type: ignore[no-untyped-def]
+    for shot in (2, 5, 8):
+        html = page(served, f"/memory?story=lighthouse&branch=main&shot={shot}")
+        bank = served.studio.memory("lighthouse", at_shot=shot)
+        gallery = html.split('class="gallery"', 1)[1]
+        assert attrs(gallery, "data-entity") == bank.names()
+        assert f'data-memory-position="{bank.position}"' in html
+    html = page(served, "/memory?story=lighthouse&branch=main&shot=8")
+    assert re.search(r'class="link" data-from="Mia" data-to="Mia_red_scarf"', html)
+    assert re.search(r'class="link" data-from="Mia_red_scarf" data-to="Mia_red_scarf_back"', html)
+    html = page(served, "/memory?story=lighthouse&branch=main&position=30")
+    assert attrs(html.split('class="gallery"', 1)[1], "data-entity") == served.studio.memory(
+        "lighthouse", at_position=30).names()
+
+
+def test_entity_compare_and_director_pages(served) -> None:  # type: ignore[no-untyped-def]
+    html = page(served, "/entity?story=lighthouse&branch=main&name=Mia_red_scarf_back")
+    assert 'data-chain="Mia &gt; Mia_red_scarf &gt; Mia_red_scarf_back"' in html
+    html = page(served, "/compare?story=lighthouse&a=main&b=storm")
+    diff = served.studio.diff("lighthouse", "main", "storm")
+    assert f'data-first-differing="{diff.first_differing_shot}"' in html
+    assert f'data-parted="{diff.parted_at_position}"' in html
+    assert attrs(html, "data-shot") == [str(s.shot) for s in diff.shots if s.shot >= diff.first_differing_shot]
+    html = page(served, "/director?story=dewline")
+    ranked = served.studio.log("dewline", types=["BranchRanked"])[-1].payload
+    assert f'data-best="{ranked["best_branch"]}"' in html
+    assert attrs(html, "data-iteration") == ["1", "2"]
+    assert attrs(html, "data-dimension") == ["strategy", "narrative_mode", "aesthetic"]
+    status, _, _ = get(served.url + "/story?id=dewline")
+    assert status == 200  # redirected to the director view
+
+
+def test_errors_name_the_thing_and_the_fix(served) -> None:  # type: ignore[no-untyped-def]
+    status, _, body = get(served.url + "/timeline?story=lighthouse-x&branch=main")
+    assert status == 404 and b"no story &#39;lighthouse-x&#39;" in body and b"lighthouse" in body
+    status, _, body = get(served.url + "/timeline?story=lighthouse&branch=strom")
+    assert status == 404 and b"storm" in body
+    status, _, body = get(served.url + "/shot?story=lighthouse&branch=main&shot=nine")
+    assert status == 400
+    status, _, body = get(served.url + "/director?story=lighthouse")
+    assert status == 400 and b"not an advertising brief" in body
+
+
+def test_media_by_digest_with_ranges_and_thumbnails(served) -> None:  # type: ignore[no-untyped-def]
+    shot = served.studio.audit("lighthouse").shot(1)
+    status, headers, body = get(f"{served.url}/blob/{shot.selected.blob}")
+    assert status == 200 and headers["content-type"] == "image/png" and "immutable" in headers["cache-control"]
+    status, headers, clip = get(f"{served.url}/blob/{shot.video.blob}", {"Range": "bytes=0-99"})
+    assert status == 206 and len(clip) == 100 and clip[4:8] == b"ftyp" and headers["content-type"] == "video/mp4"
+    status, headers, thumb = get(f"{served.url}/thumb/{shot.selected.blob}?w=96")
+    assert status == 200 and thumb[:3] == b"\xff\xd8\xff" and len(thumb) < len(body)
+    view = served.studio.memory("lighthouse").get("Mia").views[0]
+    assert get(f"{served.url}/thumb/{shot.video.blob}")[0] == 404  # a clip has no thumbnail
+    ref = served.studio.log("lighthouse", types=["EntityRegistered"])[0].payload["text_embedding"]["blob"]
+    assert get(f"{served.url}/blob/{ref}")[0] == 404  # not media: not served
+    assert get(f"{served.url}/blob/{view.blob}")[0] == 200
+
+
+def test_cli_serve_refuses_an_open_address_without_a_token(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    result = runner.invoke(app, ["serve", "--host", "0.0.0.0"])
+    assert result.exit_code == 10
+    assert "needs a token" in result.output and "--token" in result.output
+    assert "serve" in runner.invoke(app, ["--help"]).output
+
+
+def test_query_commands_never_import_the_web_stack() -> None:
+    code = ("import sys, codirector.cli; bad = [m for m in ('fastapi', 'uvicorn', 'jinja2', 'starlette') "
+            "if m in sys.modules]; print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_codirector_serve_runs_and_stops_on_ctrl_c(studio_home) -> None:  # type: ignore[no-untyped-def]
+    port = free_port()
+    env = {**os.environ, "CODIRECTOR_HOME": str(studio_home.root)}
+    proc = subprocess.Popen([sys.executable, "-m", "codirector.cli", "serve", "--port", str(port)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        assert f"http://127.0.0.1:{port}/" in line, line
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                status, _, body = get(f"http://127.0.0.1:{port}/")
+                break
+            except urllib.error.URLError:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        assert status == 200 and b'data-story="lighthouse"' in body
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, out
+        assert "studio stopped" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_live_stream_reports_the_log(served) -> None:  # type: ignore[no-untyped-def]
+    """The branch stream sends the head and completion read from the log, then ``done``."""
+    with urllib.request.urlopen(f"{served.url}/live/branch?story=lighthouse&branch=storm", timeout=30) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        text = r.read().decode()  # a complete branch: one progress event, then done, then the stream ends
+    events = re.findall(r"event: (\w+)\ndata: (.*)\n", text)
+    assert [e for e, _ in events] == ["progress", "done"]
+    data = json.loads(events[0][1])
+    assert data["head"] == served.studio.store.branch("lighthouse", "storm").head_position
+    assert data["completed"] is True and data["shots_completed"] == 8 and data["running"] is False
+
+
+def test_the_demo_ends_by_pointing_at_the_studio(capsys) -> None:  # type: ignore[no-untyped-def]
+    from codirector.commands.director import print_demo
+    from codirector.engine.demo import DemoBranch, DemoSummary
+    from codirector.engine.loop.replay import ReplayReport
+
+    summary = DemoSummary("lighthouse-demo", "h", "codirector-demo", 8, 159, 68, 29, ["Mia"], [],
+                          DemoBranch("storm", 5, 92, 5),
+                          ReplayReport("lighthouse-demo", "main", "replay~1", True, 158, 0, True, 0.2),
+                          seconds={"total": 12.0})
+    print_demo(summary, "h")
+    lines = capsys.readouterr().out.rstrip().splitlines()
+    assert lines[-2].strip() == "codirector --home h serve"
+    assert 'pip install "codirector[serve]"' in lines[-1]
+
+
+def test_run_from_the_page_waits_for_a_lease_held_elsewhere(served) -> None:  # type: ignore[no-untyped-def]
+    """``Run`` is the CLI's ``run --story S --branch B`` in the server's worker; a live lease (here: ours,
+    as a CLI process would hold it) refuses it with the holder named, and nothing is queued."""
+    studio = served.studio
+    studio.branch("lighthouse", from_shot=7, name="run-button", overrides={"shots.7.keyframe": "Tom sleeps"})
+    form = "story=lighthouse&branch=run-button"
+    post = urllib.request.Request(served.url + "/action/run", data=form.encode(), method="POST",
+                                  headers={"Origin": served.url})
+    with studio.workspace.lease("lighthouse", "run-button"):
+        try:
+            urllib.request.urlopen(post, timeout=30)
+            raise AssertionError("expected 409")
+        except urllib.error.HTTPError as e:
+            assert e.code == 409 and "is being run by" in e.read().decode()
+    assert served.studio.store.branch("lighthouse", "run-button").head_position == studio.store.branch(
+        "lighthouse", "run-button").fork_position + 2  # BranchCreated + the override, nothing more
+    with urllib.request.urlopen(post, timeout=30) as r:
+        assert r.status == 200 and "branch=run-button" in r.url
+    deadline = time.monotonic() + 180
+    while not any(e.type == "StoryCompleted" for e in studio.log("lighthouse", "run-button", types=["StoryCompleted"])):
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    status, _, body = get(served.url + "/timeline?story=lighthouse&branch=run-button")
+    assert status == 200 and b'data-status="complete"' in body and b'data-action="run"' not in body
