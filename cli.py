@@ -26,7 +26,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from codirector.commands import director, queries, runs, serve, views
+from codirector.commands import batch, director, queries, runs, serve, views
 from codirector.errors import CodirectorError
 
 INTERRUPTED = 130  # the shell's code for a process stopped by SIGINT
@@ -71,6 +71,7 @@ class _Echo(logging.Handler):
             self.handleError(record)
 
 
+_LIBRARIES = ("huggingface_hub", "transformers", "diffusers")  # they log through handlers of their own
 _QUIET_LIBRARIES = ("HF_HUB_VERBOSITY", "TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY")
 
 
@@ -90,14 +91,21 @@ def _configure_output(verbose: bool) -> None:
         if not any(isinstance(h, _Echo) for h in root.handlers):
             root.addHandler(_Echo(logging.WARNING))
             root.handlers[-1].setFormatter(logging.Formatter("%(levelname)s:%(name)s: %(message)s"))
+        for name in _LIBRARIES:
+            if name in sys.modules:
+                logging.getLogger(name).setLevel(logging.WARNING)
         return
     echo.setFormatter(logging.Formatter("warning: %(message)s"))
     echo.setLevel(logging.WARNING)
+    own.setLevel(logging.NOTSET)
+    own.propagate = True  # (an earlier --verbose call in this process turned it off)
+    for handler in [h for h in root.handlers if isinstance(h, _Echo)]:
+        root.removeHandler(handler)
     if not root.handlers:
         root.addHandler(logging.NullHandler())  # no implicit basicConfig, no last-resort printing of others' lines
     for variable in _QUIET_LIBRARIES:  # these libraries print through handlers of their own
         os.environ.setdefault(variable, "critical")
-    for name in ("huggingface_hub", "transformers", "diffusers"):
+    for name in _LIBRARIES:
         if name in sys.modules:
             logging.getLogger(name).setLevel(logging.CRITICAL)
     warnings.simplefilter("ignore")
@@ -166,7 +174,8 @@ for _name, _command in [
     ("history", views.history), ("run", runs.run), ("resume", runs.resume), ("export", runs.export),
     ("branch", runs.branch), ("replay", runs.replay), ("diff", views.diff), ("audit", views.audit),
     ("cost", views.cost),
-    ("direct", director.direct), ("eval", director.eval_), ("bench", director.bench), ("demo", director.demo),
+    ("direct", director.direct), ("eval", director.eval_), ("bench", director.bench), ("batch", batch.batch),
+    ("demo", director.demo),
     ("serve", serve.serve),
     ("backends", queries.backends), ("verify", queries.verify), ("reindex", queries.reindex),
 ]:

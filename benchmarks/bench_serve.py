@@ -1,7 +1,8 @@
 """Studio benchmark: how long every page of a 100-shot story takes to render, and what the timeline weighs.
 
-Run:  python benchmarks/bench_serve.py                 (about two minutes on 2 cores: most of it is the run)
+Run:  python benchmarks/bench_serve.py                 (a few minutes on 2 cores: most of it is the runs)
       python benchmarks/bench_serve.py --shots 40 --repeat 5 --json out.json
+      python benchmarks/bench_serve.py --home H           (a home it built before: --keep H; nothing is run)
 
 It runs the lighthouse story's shots repeated to ``--shots`` shots with the offline preview profile
 (as ``bench_replay.py`` does), forks a branch 10 shots before the end and runs it, directs a brief
@@ -75,18 +76,26 @@ def main() -> None:
     parser.add_argument("--shots", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--home", type=Path, help="measure a home this benchmark built before (with --keep)")
+    parser.add_argument("--keep", type=Path, help="build the home here and keep it")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        studio = Studio(Path(tmp) / "home")
-        studio.init()
-        sid, n = "long", args.shots
-        t = time.perf_counter()
-        studio.run(long_story(Path(tmp) / "long.yaml", n), profile="preview", story_id=sid)
-        fork = max(1, n - 9)
-        studio.branch(sid, from_shot=fork, name="alt", overrides={f"shots.{fork}.keyframe": "Mia alone in a storm"})
-        studio.run_branch(sid, "alt")
-        studio.direct(BRIEF, iterations=4, profile="preview", story_id="brief")
-        built = time.perf_counter() - t
+        sid, built = "long", 0.0
+        if args.home is not None:
+            studio = Studio(args.home)
+            n = len(studio.log(sid, types=["ShotPlanned"]))
+        else:
+            studio = Studio(args.keep or Path(tmp) / "home")
+            studio.init()
+            n = args.shots
+            t = time.perf_counter()
+            studio.run(long_story(Path(tmp) / "long.yaml", n), profile="preview", story_id=sid)
+            fork = max(1, n - 9)
+            studio.branch(sid, from_shot=fork, name="alt",
+                          overrides={f"shots.{fork}.keyframe": "Mia alone in a storm"})
+            studio.run_branch(sid, "alt")
+            studio.direct(BRIEF, iterations=4, profile="preview", story_id="brief")
+            built = time.perf_counter() - t
         events = studio.store.branch(sid, "main").head_position
         mid = n // 2
         pages = ["/", f"/timeline?story={sid}&branch=main", f"/timeline?story={sid}&branch=main&page={-(-n // 20)}",

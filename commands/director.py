@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from codirector.commands.batch import GpusOpt, RayOpt, WorkersOpt
 from codirector.commands.common import (
     BranchOpt,
     BudgetOpt,
@@ -64,6 +65,11 @@ def direct(
     seed: Annotated[int | None, typer.Option("--seed", help="Seed (default: the brief's).")] = None,
     story_id: Annotated[str | None, typer.Option("--story-id", help="Id for the story (default: file name).")] = None,
     policy: Annotated[str, typer.Option("--policy", help="ucb or epsilon (epsilon-greedy).")] = "ucb",
+    parallel: Annotated[int, typer.Option("--parallel", help="Pulls per round, chosen together (pending pulls "
+                                          "counted) and run as parallel jobs.")] = 1,
+    workers: WorkersOpt = None,
+    ray: RayOpt = None,
+    gpus_per_worker: GpusOpt = 0.0,
     budget: BudgetOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -76,7 +82,8 @@ def direct(
     studio = studio_of(ctx)
     with progress(quiet=as_json) as shown:
         result = studio.direct(brief, iterations=iterations, profile=profile, config=config, c=c, seed=seed,
-                               story_id=story_id, policy=policy, progress=shown, budget=budget)
+                               story_id=story_id, policy=policy, progress=shown, budget=budget, parallel=parallel,
+                               workers=workers, ray=ray, gpus_per_worker=gpus_per_worker)
     if as_json:
         emit_json(result.to_json())
     else:
@@ -123,6 +130,9 @@ def bench(
     out: Annotated[str | None, typer.Option("--out", "-o", help="Folder for bench.md, bench.csv, "
                                             "bench.json.")] = None,
     story_format: StoryFormatOpt = None,
+    workers: WorkersOpt = None,
+    ray: RayOpt = None,
+    gpus_per_worker: GpusOpt = 0.0,
     budget: BudgetOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -136,7 +146,8 @@ def bench(
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
     with progress(quiet=as_json) as shown:
         result = studio.bench(stories_dir, methods=chosen, profile=profile, config=config, out_dir=out,
-                              progress=shown, story_format=story_format, budget=budget)
+                              progress=shown, story_format=story_format, budget=budget, workers=workers, ray=ray,
+                              gpus_per_worker=gpus_per_worker)
     if as_json:
         emit_json(result.to_json())
         return

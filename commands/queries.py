@@ -173,13 +173,14 @@ def _preflight_table(ctx: typer.Context, profile: str | None, config: str | None
     if as_json:
         emit_json(report.to_json())
     else:
+        from rich.markup import escape
         from rich.table import Table
 
         table = Table("kind", "backend", "model", "state", "what was found / the fix")
         for c in report.checks:
             found = c.detail + (f"\nfix: {c.fix}" if c.fix and not c.ready else "")
             state = c.state if c.ready else "NOT READY"
-            table.add_row(c.kind, c.backend, c.model or "", state, found)
+            table.add_row(c.kind, escape(c.backend), escape(c.model or ""), state, escape(found))  # "[embedder]"
         console().print(table)
         for text in report.notes:
             typer.secho(f"note: {text}", fg=typer.colors.YELLOW, err=True)

@@ -26,6 +26,7 @@ import math
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -89,6 +90,7 @@ class JobResult:
     kind: str
     status: str  # completed | skipped (already complete) | stopped (budget) | failed
     events: int = 0  # the branch's head position afterwards
+    written: int = 0  # events this job appended
     calls_made: int = 0
     calls_recorded: int = 0  # answered by the recording (reused or matched from the log)
     worker: str = ""
@@ -121,8 +123,9 @@ class Worker:
     """Runs whole jobs on one Workspace, building each set of backends once and reusing it."""
 
     def __init__(self, ws: Workspace, *, name: str | None = None, backends: Backends | None = None,
-                 budget: Budget | None = None) -> None:
+                 budget: Budget | None = None, raise_errors: bool = False) -> None:
         self.ws = ws
+        self.raise_errors = raise_errors  # in-process callers that want the error itself (the director)
         self.name = name or worker_name()
         self.fixed = backends  # given (tests, an in-process director): used for every job
         self.budget = budget  # in-process only: one account shared by every job of this worker
@@ -168,28 +171,34 @@ class Worker:
                 result = execute(self.ws, job.story_id, job.branch, backends=backends, wait=math.inf,
                                  budget=self._budget(job))
                 row.calls_made, row.calls_recorded = result.calls.live, result.calls.reused + result.calls.matched
+                row.written = result.written
                 if job.evaluate:
                     evaluate(self.ws, job.story_id, job.branch, backends=backends)
             else:
                 raise InvalidArgument(f"unknown job kind {job.kind!r}", hint="run or direct")
             row.engine_seconds = None if timer is None else max(0.0, time.perf_counter() - started - timer())
-        except BudgetExceeded as e:
-            row.status, row.error, row.hint = "stopped", e.message, e.hint
         except CodirectorError as e:
-            row.status, row.error, row.hint = "failed", e.message, e.hint
+            if self.raise_errors:
+                raise
+            row.status = "stopped" if isinstance(e, BudgetExceeded) else "failed"
+            row.error, row.hint = e.message, e.hint
         row.events = self.ws.store.branch(job.story_id, job.branch).head_position
         row.seconds = time.perf_counter() - started
         return row
 
 
-def _timed(backends: Backends) -> Any:
+def _timed(backends: Backends) -> Callable[[], float] | None:
     """The backends' own clock, if they keep one (``busy_seconds``: the latency-simulating benchmark
-    backends do), as a function returning seconds spent in them since now; else None."""
-    parts = [getattr(backends, k, None) for k in BACKEND_KINDS]
+    backends do), as a function returning the seconds spent in them since now; else None."""
+    parts: list[Any] = [getattr(backends, k, None) for k in BACKEND_KINDS]
     if not all(hasattr(p, "busy_seconds") for p in parts):
         return None
-    before = sum(float(p.busy_seconds) for p in parts)
-    return lambda: sum(float(p.busy_seconds) for p in parts) - before
+
+    def busy() -> float:
+        return float(sum(float(p.busy_seconds) for p in parts))
+
+    before = busy()
+    return lambda: busy() - before
 
 
 # ---------------------------------------------------------------------------- the driver's part

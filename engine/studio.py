@@ -16,11 +16,12 @@ no state of its own beyond the workspace's open handles: everything it returns i
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from codirector.engine.jobs import JobResult, WorkspaceSpec
 from codirector.engine.loop.context import Progress
 from codirector.engine.loop.replay import ReplayReport, replay
 from codirector.engine.loop.rerun import Forgotten, forget_story, is_forgotten
@@ -74,6 +75,7 @@ if TYPE_CHECKING:
     from codirector.engine.director.direction import DirectorResult
     from codirector.engine.evaluation.bench import BenchResult
     from codirector.engine.evaluation.evaluate import Evaluation
+    from codirector.engine.scale.batch import BatchResult
 
 
 class Studio:
@@ -115,6 +117,11 @@ class Studio:
     def store(self) -> EventStore:
         return self.workspace.store
 
+    @property
+    def spec(self) -> WorkspaceSpec:
+        """The three storage values a worker on another process or machine opens this home with."""
+        return WorkspaceSpec(self.home.db_url, self.home.blobs, str(self.home.cache))
+
     def close(self) -> None:
         if self._workspace is not None:
             self._workspace.close()
@@ -135,7 +142,7 @@ class Studio:
         out = []
         leases = {(x.story_id, x.branch): x for x in self.workspace.leases.all()}
         for story in self.store.stories():
-            if not include_forgotten and is_forgotten(self.store, story.id):
+            if not include_forgotten and is_forgotten(story):
                 continue
             branches: list[BranchStatus] = []
             for b in story.branches:
@@ -261,17 +268,22 @@ class Studio:
                config: str | os.PathLike[str] | None = None, c: float = 50.0, seed: int | None = None,
                story_id: str | None = None, policy: str = "ucb", epsilon: float = 0.1,
                backends: Backends | None = None, progress: Progress | None = None,
-               budget: float | None = None) -> DirectorResult:
-        """Explore creative directions for an ad brief, one branch per pull (``codirector direct``)."""
+               budget: float | None = None, parallel: int = 1, workers: int | None = None,
+               ray: str | None = None, gpus_per_worker: float = 0.0) -> DirectorResult:
+        """Explore creative directions for an ad brief, one branch per pull (``codirector direct``);
+        ``parallel`` pulls per round, run on Ray workers with ``workers``/``ray`` (DESIGN §10)."""
         from codirector.engine.director.direction import direct
+        from codirector.engine.scale import ray_pool_or_none
 
         if backends is None:  # pre-flight before the brief's story is created
             require_ready(resolve(profile, config))
         self._ensure_initialised()
         meter = spending(budget, config)
-        result = direct(self.workspace, brief_file, iterations=iterations, profile=profile, config=config, c=c,
-                        seed=seed, story_id=story_id, policy=policy, epsilon=epsilon, backends=backends,
-                        progress=progress, budget=meter)
+        with ray_pool_or_none(self.spec, workers=workers, address=ray, gpus_per_worker=gpus_per_worker,
+                              budget=meter) as pool:
+            result = direct(self.workspace, brief_file, iterations=iterations, profile=profile, config=config, c=c,
+                            seed=seed, story_id=story_id, policy=policy, epsilon=epsilon, backends=backends,
+                            progress=progress, budget=meter, parallel=parallel, pool=pool)
         return replace(result, spend=self._spend(result.story_id, meter.prices))
 
     def evaluate(self, story_id: str, branch: str = MAIN, *, profile: str | None = None,
@@ -287,13 +299,41 @@ class Studio:
               methods: Sequence[str] = ("full", "no-memory", "no-synergy", "no-refine"), profile: str | None = None,
               config: str | os.PathLike[str] | None = None, backends: Backends | None = None,
               out_dir: str | os.PathLike[str] | None = None, progress: Progress | None = None,
-              story_format: str | None = None, budget: float | None = None) -> BenchResult:
-        """Every story under every method, evaluated: the paper's Table 1/2 layout (``codirector bench``)."""
+              story_format: str | None = None, budget: float | None = None, workers: int | None = None,
+              ray: str | None = None, gpus_per_worker: float = 0.0) -> BenchResult:
+        """Every story under every method, evaluated: the paper's Table 1/2 layout (``codirector bench``);
+        with ``workers``/``ray`` the runs and judgements are jobs on Ray workers (the same table)."""
         from codirector.engine.evaluation.bench import bench
+        from codirector.engine.scale import ray_pool_or_none
 
         self._ensure_initialised()
-        return bench(self.workspace, stories_dir, methods=methods, profile=profile, config=config, backends=backends,
-                     out_dir=out_dir, progress=progress, story_format=story_format, budget=spending(budget, config))
+        meter = spending(budget, config)
+        with ray_pool_or_none(self.spec, workers=workers, address=ray, gpus_per_worker=gpus_per_worker,
+                              budget=meter) as pool:
+            return bench(self.workspace, stories_dir, methods=methods, profile=profile, config=config,
+                         backends=backends, out_dir=out_dir, progress=progress, story_format=story_format,
+                         budget=meter, pool=pool)
+
+    def batch(self, paths: Sequence[str | os.PathLike[str]], *, profile: str | None = None,
+              config: str | os.PathLike[str] | None = None, seed: int | None = None, max_rounds: int | None = None,
+              prefix: str | None = None, story_format: str | None = None, budget: float | None = None,
+              workers: int | None = None, ray: str | None = None, gpus_per_worker: float = 0.0,
+              backends: Backends | None = None, on_result: Callable[[JobResult], None] | None = None) -> BatchResult:
+        """Every story and brief under ``paths``, one job each (``codirector batch``): in this process one
+        after another, or on Ray workers with ``workers``/``ray``; ``budget`` caps each story."""
+        from codirector.engine.scale import open_pool
+        from codirector.engine.scale.batch import collect, run_batch
+
+        items = collect(paths, prefix=prefix, story_format=story_format)  # every file checked before any write
+        self._ensure_initialised()
+        pool = open_pool(self.spec, ws=self.workspace, workers=workers, address=ray,
+                         gpus_per_worker=gpus_per_worker, backends=backends)
+        try:
+            return run_batch(self.workspace, items, pool, profile=profile, config=config, seed=seed,
+                             max_rounds=max_rounds, story_format=story_format, budget_usd=budget,
+                             on_result=on_result)
+        finally:
+            pool.close()
 
     def cost(self, story_id: str, branch: str = MAIN, *, by: str = "shot",
              prices: str | os.PathLike[str] | PriceTable | None = None) -> CostReport:

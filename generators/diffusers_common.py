@@ -394,6 +394,6 @@ class PipelineHolder:
 
     def pipeline_class(self) -> type:
         """The class the pipeline will have (from the weights' model_index.json, or ``pipeline``)."""
-        if self._cls is None:
-            self._cls = pipeline_class(self.pipeline, self.weights().class_name())
+        if self._cls is None:  # a class named in the config needs no weights to be known
+            self._cls = pipeline_class(self.pipeline, None if self.pipeline else self.weights().class_name())
         return self._cls

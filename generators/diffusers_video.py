@@ -205,6 +205,7 @@ class DiffusersVideoGenerator(PipelineHolder):
     def load(self) -> Any:
         if self._pipe is not None:
             return self._pipe
+        self.weights()  # weights that cannot be had fail first, in seconds, before torch is imported
         device = default_device(self.device)
         if device == "cpu" and not self.allow_cpu:
             raise BackendError("image-to-video on the CPU: no CUDA device here",

@@ -76,7 +76,8 @@ def register(app: FastAPI, ctx: StudioApp) -> None:
     @app.post("/action/branch")
     async def branch(request: Request) -> Response:
         form = await form_of(request)
-        story, parent, shot, name = need(form, "story"), need(form, "branch"), need_int(form, "shot"), need(form, "name")
+        story, parent, name = need(form, "story"), need(form, "branch"), need(form, "name")
+        shot = need_int(form, "shot")
 
         def fork() -> None:
             prompts = pages.branch_prompts(ctx.studio, story, parent, shot)

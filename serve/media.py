@@ -71,9 +71,9 @@ def thumbnail(data: bytes, width: int) -> bytes:
     """A JPEG at most ``width`` pixels wide (never enlarged) of an image blob."""
     from PIL import Image
 
-    im = Image.open(io.BytesIO(data))
-    im.draft("RGB", (width, width * 4))  # JPEG: decode at reduced size
-    im = im.convert("RGB")
+    source = Image.open(io.BytesIO(data))
+    source.draft("RGB", (width, width * 4))  # JPEG: decode at reduced size
+    im = source.convert("RGB")
     im.thumbnail((width, width * 4))
     buf = io.BytesIO()
     im.save(buf, format="JPEG", quality=80, optimize=True)

@@ -55,7 +55,7 @@ class BranchRow:
     lease_live: bool
     shots_completed: int
     events: int
-    cost_usd: float
+    cost_usd: float | None  # None where the page did not ask (a branch page takes it from its audit)
     unpriced: bool
 
 
@@ -76,8 +76,8 @@ class StoryRow:
 def kind_of(studio: Studio, story_id: str) -> str:
     """``brief`` for a story created from an advertising brief, else ``story``."""
     first = studio.log(story_id, MAIN, limit=1)
-    is_brief = bool(first) and first[0].type == "StoryCreated" and first[0].payload.get("spec", {}).get("kind") == "brief"
-    return "brief" if is_brief else "story"
+    spec = first[0].payload.get("spec", {}) if first and first[0].type == "StoryCreated" else {}
+    return "brief" if spec.get("kind") == "brief" else "story"
 
 
 def _from_shot(studio: Studio, story_id: str, b: BranchStatus) -> int | None:
@@ -87,8 +87,9 @@ def _from_shot(studio: Studio, story_id: str, b: BranchStatus) -> int | None:
     return created[0].shot if created else None
 
 
-def story_row(studio: Studio, s: StorySummary) -> StoryRow:
-    """A story's branches as a tree: roots first, each branch's children after it (oldest first)."""
+def story_row(studio: Studio, s: StorySummary, *, costs: bool = True) -> StoryRow:
+    """A story's branches as a tree: roots first, each branch's children after it (oldest first);
+    ``costs`` adds each branch's spend (``Studio.cost``: a read of the branch's whole log)."""
     names = {b.name for b in s.branches}
     children: dict[str | None, list[BranchStatus]] = {}
     for b in sorted(s.branches, key=lambda b: b.created_at):
@@ -96,13 +97,14 @@ def story_row(studio: Studio, s: StorySummary) -> StoryRow:
     rows: list[BranchRow] = []
 
     def visit(b: BranchStatus, depth: int) -> None:
-        cost = studio.cost(s.id, b.name)
+        cost = studio.cost(s.id, b.name) if costs else None
         lease = b.lease
         rows.append(BranchRow(
             story=s.id, name=b.name, parent=b.parent, depth=depth, fork_position=b.fork_position,
             from_shot=_from_shot(studio, s.id, b), status=status_of(b),
             lease_holder=lease.holder() if lease is not None else None, lease_live=b.running,
-            shots_completed=b.shots_completed, events=b.events, cost_usd=cost.total_usd, unpriced=bool(cost.unpriced)))
+            shots_completed=b.shots_completed, events=b.events, cost_usd=cost.total_usd if cost else None,
+            unpriced=bool(cost and cost.unpriced)))
         for child in children.get(b.name, []):
             visit(child, depth + 1)
 
@@ -118,12 +120,12 @@ def stories_page(studio: Studio) -> list[StoryRow]:
 
 
 def find_story(studio: Studio, story_id: str) -> StoryRow:
-    """The story's row, or ``StoryNotFound`` naming the close ids."""
-    found = studio.stories().get(story_id)
+    """The story's row (without costs), or ``StoryNotFound`` naming the close ids."""
+    listing = studio.stories()
+    found = listing.get(story_id)
     if found is None:
-        known = [s.id for s in studio.stories()]
-        raise StoryNotFound(f"no story {story_id!r}", hint=did_you_mean(story_id, known, "story"))
-    return story_row(studio, found)
+        raise StoryNotFound(f"no story {story_id!r}", hint=did_you_mean(story_id, [s.id for s in listing], "story"))
+    return story_row(studio, found, costs=False)
 
 
 def find_branch(story: StoryRow, branch: str) -> BranchRow:

@@ -18,6 +18,11 @@ Invariants: everything here is pure and deterministic (no clock, no global rando
 state is ``fold(events)`` over ``DirectionChosen`` / ``RewardObserved`` (other events are
 ignored), so the director's state after a crash is rebuilt exactly from the log; ``apply``
 returns a new state and never mutates its argument.
+
+Parallel pulls (``direct --parallel P``, DESIGN §10): the P choices of a round are made on the
+statistics at the round's start (``before``) with the pulls already chosen in the round counted as
+pending (``with_pending``: the arm's count +1 at its current mean), so they spread over arms and
+remain a pure function of the log.
 """
 
 from __future__ import annotations
@@ -172,6 +177,38 @@ def fold(events: Iterable[RecordedEvent | Event]) -> BanditState:
         else:
             state = apply(state, ev)
     return state
+
+
+def before(state: BanditState, iteration: int) -> BanditState:
+    """The statistics as they stood when round ``iteration`` began: only rewards of earlier pulls count
+    (the pulls themselves, and the warm start, are kept)."""
+    stats = {dim: {arm: ArmStats() for arm in arms} for dim, arms in DIMENSIONS.items()}
+    for p in sorted(state.pulls.values(), key=lambda p: p.iteration):
+        if p.iteration < iteration and p.rewards is not None:
+            for dim, arm in p.arms.items():
+                old = stats[dim][arm]
+                stats[dim][arm] = ArmStats(old.pulls + 1, old.total + p.rewards[dim])
+    return replace(state, stats=stats)
+
+
+def with_pending(state: BanditState, pending: Iterable[Mapping[str, str]]) -> BanditState:
+    """``state`` with each pending pull (chosen this round, not yet rewarded) counted: its arm's count
+    +1 at the arm's current mean (0 for an arm never rewarded), so parallel choices spread over arms."""
+    stats = {dim: dict(arms) for dim, arms in state.stats.items()}
+    for arms in pending:
+        for dim, arm in arms.items():
+            old = stats[dim][arm]
+            stats[dim][arm] = ArmStats(old.pulls + 1, old.total + old.mean)
+    return replace(state, stats=stats)
+
+
+def pending_counts(pending: Iterable[Mapping[str, str]]) -> dict[str, dict[str, int]]:
+    """Per dimension, how many pending pulls hold each arm (what a parallel choice records)."""
+    out: dict[str, dict[str, int]] = {dim: {} for dim in DIMENSIONS}
+    for arms in pending:
+        for dim, arm in arms.items():
+            out[dim][arm] = out[dim].get(arm, 0) + 1
+    return out
 
 
 # ---------------------------------------------------------------------------- choosing

@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from codirector.engine.agents.base import AgentContext
 from codirector.engine.director import bandit
 from codirector.engine.director.agents import StorylineOutput, direction_card, recommend_direction, write_storyline
-from codirector.engine.director.bandit import BanditState
 from codirector.engine.director.briefs import default_brief_id, load_brief
+from codirector.engine.director.summary import DirectorResult, PullSummary, RankedBranch, pull_summaries
 from codirector.engine.evaluation.judges import ad_efficacy, ad_execution, clips_of, story_frames
 from codirector.engine.loop.context import Progress, QuietProgress, RunSettings
 from codirector.engine.loop.runs import execute, is_brief, is_scratch, require_new_story
@@ -38,7 +37,6 @@ from codirector.engine.loop.vectors import embedding_ref
 from codirector.engine.recording.budget import Budget
 from codirector.engine.recording.recorder import CallRecorder, CallStats, recorded_answers
 from codirector.engine.recording.writer import RunWriter
-from codirector.engine.views.cost import Spend
 from codirector.engine.views.state import fold_run_state
 from codirector.engine.workspace import Workspace
 from codirector.errors import InvalidArgument, RunStateError, StoryNotFound
@@ -60,6 +58,9 @@ from codirector.generators.base import Backends, ImageInput
 from codirector.generators.profiles import RunConfig, build_backends, resolve
 from codirector.store.event_store import MAIN, EventStore
 
+if TYPE_CHECKING:
+    from codirector.engine.scale import Pool
+
 MAX_ITERATIONS = 36
 AD_JUDGE_FRAMES = 24
 
@@ -69,84 +70,17 @@ def branch_name(iteration: int, arms: dict[str, str]) -> str:
     return f"pull-{iteration}-{arms['strategy']}-{arms['narrative_mode']}-{arms['aesthetic']}"
 
 
-@dataclass
-class PullSummary:
-    """One pull as main's log tells it: its branch and arms, the rule that chose each arm, the judge's reward."""
-
-    iteration: int
-    branch: str
-    arms: dict[str, str]
-    why: dict[str, str | None]  # per dimension, the rule that chose the arm
-    execution: float | None = None  # None until the pull is judged
-    efficacy: dict[str, float] | None = None
-    primary_fault: str | None = None
-    feedback: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"iteration": self.iteration, "branch": self.branch, "arms": dict(self.arms), "why": dict(self.why),
-                "execution": self.execution, "efficacy": self.efficacy, "primary_fault": self.primary_fault,
-                "feedback": self.feedback}
-
-
-@dataclass
-class RankedBranch:
-    """A place in the final ranking (``BranchRanked``): rank 1 is the best branch."""
-
-    rank: int
-    branch: str
-    iteration: int
-    arms: dict[str, str]
-    score: float
-    execution: float | None
-    rewards: dict[str, float]
-
-    @classmethod
-    def from_payload(cls, row: dict[str, Any]) -> RankedBranch:
-        return cls(int(row["rank"]), str(row["branch"]), int(row["iteration"]), dict(row.get("arms", {})),
-                   float(row["score"]), row.get("execution"), dict(row.get("rewards") or {}))
-
-    def to_json(self) -> dict[str, Any]:
-        return {"rank": self.rank, "branch": self.branch, "iteration": self.iteration, "arms": dict(self.arms),
-                "score": self.score, "execution": self.execution, "rewards": dict(self.rewards)}
-
-
-@dataclass
-class DirectorResult:
-    """What a director run did: the pulls with their rewards, the ranking and the winner."""
-
-    story_id: str
-    iterations: int
-    pulls: list[PullSummary]
-    ranking: list[RankedBranch]
-    best_branch: str | None
-    bandit: BanditState
-    calls: CallStats
-    notes: list[str] = field(default_factory=list)
-    spend: Spend | None = None  # USD per branch (main: the director's own calls), from the log
-
-    @property
-    def completed(self) -> bool:
-        return self.best_branch is not None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"story": self.story_id, "iterations": self.iterations, "completed": self.completed,
-                "best_branch": self.best_branch, "pulls": [p.to_json() for p in self.pulls],
-                "ranking": [r.to_json() for r in self.ranking], "bandit": self.bandit.to_json(),
-                "model_calls": {"live": self.calls.live, "reused": self.calls.reused,
-                                "matched_from_log": self.calls.matched, "by_kind": self.calls.by_kind},
-                "notes": self.notes, "cost": None if self.spend is None else self.spend.to_json()}
-
-
-def direct(
+def create_brief(
     ws: Workspace, brief_file: str | os.PathLike[str], *, iterations: int = 4, profile: str | None = None,
     config: str | os.PathLike[str] | None = None, c: float = bandit.DEFAULT_C, seed: int | None = None,
-    story_id: str | None = None, policy: str = "ucb", epsilon: float = bandit.DEFAULT_EPSILON,
-    backends: Backends | None = None, progress: Progress | None = None, budget: Budget | None = None,
-) -> DirectorResult:
-    """Explore ``iterations`` creative directions for a brief, one branch each, and rank them."""
+    story_id: str | None = None, policy: str = "ucb", epsilon: float = bandit.DEFAULT_EPSILON, parallel: int = 1,
+) -> str:
+    """Record a brief's ``StoryCreated`` (its product image first) with the director's settings; its id."""
     spec, image = load_brief(brief_file)
     if not 1 <= iterations <= MAX_ITERATIONS:
         raise InvalidArgument(f"--iterations must be between 1 and {MAX_ITERATIONS}, got {iterations}")
+    if not 1 <= parallel <= iterations:
+        raise InvalidArgument(f"--parallel must be between 1 and --iterations ({iterations}), got {parallel}")
     bandit.check_policy(c=c, policy=policy, epsilon=epsilon)
     cfg = resolve(profile, config)
     sid = story_id or default_brief_id(brief_file, spec)
@@ -154,19 +88,37 @@ def direct(
     blob = ws.blobs.put(image) if image is not None else None  # the blob lands before the event naming it
     settings = cfg.to_settings()
     settings["director"] = {"iterations": iterations, "c": c, "policy": policy, "epsilon": epsilon}
+    if parallel > 1:  # recorded only when used, so a sequential director's log is as it always was
+        settings["director"]["parallel"] = parallel
     story_seed = spec.seed if seed is None else seed
     ws.store.create_story(sid, title=spec.display_title, events=[
         StoryCreated(title=spec.display_title, seed=story_seed, spec=spec.to_spec(blob), settings=settings).at()
     ])
-    return resume_direction(ws, sid, backends=backends, progress=progress, budget=budget)
+    return sid
+
+
+def direct(
+    ws: Workspace, brief_file: str | os.PathLike[str], *, iterations: int = 4, profile: str | None = None,
+    config: str | os.PathLike[str] | None = None, c: float = bandit.DEFAULT_C, seed: int | None = None,
+    story_id: str | None = None, policy: str = "ucb", epsilon: float = bandit.DEFAULT_EPSILON,
+    backends: Backends | None = None, progress: Progress | None = None, budget: Budget | None = None,
+    parallel: int = 1, pool: Pool | None = None,
+) -> DirectorResult:
+    """Explore ``iterations`` creative directions for a brief, one branch each, and rank them.
+
+    ``parallel``: pulls chosen per round, run as jobs on ``pool`` (default: in this process, in turn)."""
+    sid = create_brief(ws, brief_file, iterations=iterations, profile=profile, config=config, c=c, seed=seed,
+                       story_id=story_id, policy=policy, epsilon=epsilon, parallel=parallel)
+    return resume_direction(ws, sid, backends=backends, progress=progress, budget=budget, pool=pool)
 
 
 def resume_direction(
     ws: Workspace, story_id: str, *, backends: Backends | None = None, progress: Progress | None = None,
-    budget: Budget | None = None,
+    budget: Budget | None = None, pool: Pool | None = None,
 ) -> DirectorResult:
     """Continue (or finish) a brief's director run from its log; recorded calls are never repeated.
-    ``budget`` caps the whole brief: main's calls and every pull's."""
+    ``budget`` caps the whole brief: main's calls and every pull's. A director recorded with
+    ``parallel`` P runs its pulls P per round (``engine.director.rounds``) as jobs on ``pool``."""
     store: EventStore = ws.store
     events = store.read(story_id, MAIN)
     if not events or events[0].type != "StoryCreated":
@@ -195,8 +147,14 @@ def resume_direction(
         pilot = _Pilot(ws, story_id, spec, int(created["seed"]), ctx, backends, progress or QuietProgress(),
                        director)
         state = bandit.fold(events)
-        for iteration in range(1, iterations + 1):
-            state = pilot.pull(state, iteration, iterations)
+        parallel = int(director.get("parallel", 1))
+        if parallel > 1:
+            from codirector.engine.director.rounds import run_rounds
+
+            state = run_rounds(pilot, state, iterations, parallel, pool)
+        else:
+            for iteration in range(1, iterations + 1):
+                state = pilot.pull(state, iteration, iterations)
         order = bandit.ranking(state)
         ranked = writer.one(BranchRanked(ranking=order, best_branch=order[0]["branch"], rule=bandit.RANKING_RULE).at())
         calls = pilot.stats
@@ -208,24 +166,8 @@ def resume_direction(
         notes.append(f"{story_id!r} was already directed and ranked; nothing to do")
     final = store.read(story_id, MAIN)
     ranking = [RankedBranch.from_payload(r) for r in ranked.payload["ranking"]]
-    return DirectorResult(story_id, iterations, _pull_summaries(final), ranking, ranked.payload["best_branch"],
+    return DirectorResult(story_id, iterations, pull_summaries(final), ranking, ranked.payload["best_branch"],
                           bandit.fold(final), calls, notes)
-
-
-def _pull_summaries(events: list[RecordedEvent]) -> list[PullSummary]:
-    """Per pull, from main's log: the branch, arms and rules that chose them, and the judge's reward."""
-    rewards = {e.payload["iteration"]: e.payload for e in events if e.type == "RewardObserved"}
-    out = []
-    for e in events:
-        if e.type != "DirectionChosen":
-            continue
-        p = e.payload
-        reward = rewards.get(p["iteration"], {})
-        out.append(PullSummary(p["iteration"], p["branch"], p["arms"],
-                               {d: w.get("rule") for d, w in p["why"].get("dimensions", {}).items()},
-                               reward.get("execution"), reward.get("efficacy"), reward.get("primary_fault"),
-                               reward.get("feedback")))
-    return out
 
 
 class _Pilot:
@@ -257,37 +199,50 @@ class _Pilot:
 
     def pull(self, state: bandit.BanditState, iteration: int, total: int) -> bandit.BanditState:
         """Finish pull ``iteration`` (choosing it first if the log has no choice for it)."""
-        pull = state.pulls.get(iteration)
-        if pull is None:
-            recommended, warm_why = self._recommendation(state)
-            choice = bandit.choose(state, c=self.c, policy=self.policy, epsilon=self.epsilon,
-                                   recommended=recommended, seed=self.seed, iteration=iteration)
-            why: dict[str, Any] = {"policy": self.policy, "c": self.c, "dimensions": choice.why}
-            if warm_why:
-                why["warm_start"] = warm_why
-            ev = self.writer.one(DirectionChosen(iteration=iteration, branch=branch_name(iteration, choice.arms),
-                                                 arms=choice.arms, why=why, recommended=recommended).at())
-            state = bandit.apply(state, ev.event)
-            pull = state.pulls[iteration]
+        if iteration not in state.pulls:
+            state = self.choose(state, iteration)
+        pull = state.pulls[iteration]
         if pull.rewarded:
             return state
-        self.progress.step(f"direction {iteration}/{total}: {pull.branch}")
-        existing = {b.name for b in self.store.story(self.story_id).branches}
-        if pull.branch not in existing:
-            earlier = [f"{p.branch}: {self._feedback(p.iteration)}" for p in sorted(state.pulls.values(),
-                                                                                   key=lambda p: p.iteration)
-                       if p.rewarded]
-            out, _ = write_storyline(self.ctx, brief=self.spec, arms=pull.arms, num_shots=int(self.spec["num_shots"]),
-                                     earlier=earlier, iteration=iteration)
-            self._create_branch(pull, out)
+        self.prepare(state, pull, total)
         result = execute(self.ws, self.story_id, pull.branch, backends=self.backends, progress=self.progress,
                          budget=self.ctx.recorder.budget)
-        for key in ("live", "reused", "matched"):
-            setattr(self.stats, key, getattr(self.stats, key) + getattr(result.calls, key))
-        for kind, n in result.calls.by_kind.items():
-            self.stats.by_kind[kind] = self.stats.by_kind.get(kind, 0) + n
-        reward = self._judge(pull)
+        self.count(result.calls.live, result.calls.reused, result.calls.matched, result.calls.by_kind)
+        reward = self.judge(pull)
         return bandit.apply(state, reward.event)
+
+    def choose(self, state: bandit.BanditState, iteration: int, *, seen: bandit.BanditState | None = None,
+               extra: dict[str, Any] | None = None) -> bandit.BanditState:
+        """Choose pull ``iteration`` on the statistics ``seen`` (default: ``state``) and record it."""
+        recommended, warm_why = self._recommendation(state)
+        choice = bandit.choose(seen or state, c=self.c, policy=self.policy, epsilon=self.epsilon,
+                               recommended=recommended, seed=self.seed, iteration=iteration)
+        why: dict[str, Any] = {"policy": self.policy, "c": self.c, "dimensions": choice.why, **(extra or {})}
+        if warm_why:
+            why["warm_start"] = warm_why
+        ev = self.writer.one(DirectionChosen(iteration=iteration, branch=branch_name(iteration, choice.arms),
+                                             arms=choice.arms, why=why, recommended=recommended).at())
+        return bandit.apply(state, ev.event)
+
+    def prepare(self, state: bandit.BanditState, pull: bandit.Pull, total: int, *, before: int | None = None) -> None:
+        """Write the pull's storyline and create its branch, unless the branch exists; the storyline hears
+        the feedback of the rewarded pulls (those before iteration ``before``, when given)."""
+        self.progress.step(f"direction {pull.iteration}/{total}: {pull.branch}")
+        if pull.branch in {b.name for b in self.store.story(self.story_id).branches}:
+            return
+        earlier = [f"{p.branch}: {self._feedback(p.iteration)}"
+                   for p in sorted(state.pulls.values(), key=lambda p: p.iteration)
+                   if p.rewarded and (before is None or p.iteration < before)]
+        out, _ = write_storyline(self.ctx, brief=self.spec, arms=pull.arms, num_shots=int(self.spec["num_shots"]),
+                                 earlier=earlier, iteration=pull.iteration)
+        self._create_branch(pull, out)
+
+    def count(self, live: int, reused: int, matched: int = 0, by_kind: dict[str, int] | None = None) -> None:
+        self.stats.live += live
+        self.stats.reused += reused
+        self.stats.matched += matched
+        for kind, n in (by_kind or {}).items():
+            self.stats.by_kind[kind] = self.stats.by_kind.get(kind, 0) + n
 
     def _feedback(self, iteration: int) -> str:
         for e in self.store.read(self.story_id, MAIN, types=["RewardObserved"]):
@@ -341,7 +296,7 @@ class _Pilot:
 
     # -- the reward -------------------------------------------------------------------------
 
-    def _judge(self, pull: bandit.Pull) -> RecordedEvent:
+    def judge(self, pull: bandit.Pull) -> RecordedEvent:
         """The ad judge's execution score, then one efficacy call per dimension -> ``RewardObserved`` on main."""
         events = self.store.read(self.story_id, pull.branch)
         state = fold_run_state(events)
@@ -395,4 +350,5 @@ class _Collector(RunWriter):
         return out
 
 
-__all__ = ["DirectorResult", "PullSummary", "RankedBranch", "branch_name", "direct", "is_brief", "resume_direction"]
+__all__ = ["DirectorResult", "PullSummary", "RankedBranch", "branch_name", "create_brief", "direct", "is_brief",
+           "resume_direction"]

@@ -25,7 +25,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,10 +37,14 @@ from codirector.engine.loop.runs import execute, is_scratch, start_run
 from codirector.engine.recording.budget import Budget
 from codirector.engine.views.cost import Spend, branch_cost
 from codirector.engine.workspace import Workspace
-from codirector.errors import InvalidArgument, StoryFileError, did_you_mean
+from codirector.errors import InvalidArgument, RunStateError, StoryFileError, did_you_mean
 from codirector.generators.base import Backends
+from codirector.generators.preflight import require_ready
 from codirector.generators.profiles import build_backends, resolve
 from codirector.store.event_store import MAIN
+
+if TYPE_CHECKING:
+    from codirector.engine.scale import Pool
 
 METHODS: dict[str, dict[str, bool]] = {
     "full": {},
@@ -144,8 +148,12 @@ def bench(
     profile: str | None = None, config: str | os.PathLike[str] | None = None,
     backends: Backends | None = None, out_dir: str | os.PathLike[str] | None = None,
     progress: Progress | None = None, story_format: str | None = None, budget: Budget | None = None,
+    pool: Pool | None = None,
 ) -> BenchResult:
-    """Run, evaluate and tabulate every story of ``stories_dir`` under every method; ``budget`` caps them all."""
+    """Run, evaluate and tabulate every story of ``stories_dir`` under every method; ``budget`` caps them all.
+
+    ``pool`` (``--workers``/``--ray``): each (story, method) is run and judged as a job on it first; the
+    table is then read back from the logs exactly as in one process, so it is the same for any pool."""
     methods = list(methods)
     for m in methods:
         if m not in METHODS:
@@ -153,7 +161,10 @@ def bench(
     if not methods:
         raise InvalidArgument("no bench method given", hint=f"choose from {', '.join(METHODS)}")
     files = story_files(stories_dir)
-    if backends is None:  # one set for every run: the ablations change the loop, never the backends
+    written: dict[str, int] = {}
+    if pool is not None:
+        written = _run_on_pool(ws, files, methods, pool, profile=profile, config=config, story_format=story_format)
+    elif backends is None:  # one set for every run: the ablations change the loop, never the backends
         backends = build_backends(resolve(profile, config))
     existing = {s.id: s for s in ws.store.stories()}
     runs: list[BenchRun] = []
@@ -176,8 +187,8 @@ def bench(
             by_method[method].append(evaluation)
             cost = branch_cost(ws.store.read(sid, MAIN), story_id=sid, branch=MAIN, prices=budget.prices)
             spend.add(method, cost)
-            runs.append(BenchRun(path.stem, sid, method, str(path), result.written, evaluation, cost.total_usd,
-                                 cost.unpriced))
+            runs.append(BenchRun(path.stem, sid, method, str(path), written.get(sid, result.written), evaluation,
+                                 cost.total_usd, cost.unpriced))
     rows = [_row(m, by_method[m]) for m in methods]
     notes = [f"cross-shot consistency: {CONSISTENCY_NOTE}"]
     if any(r.evaluation.preview_judged for r in runs):
@@ -189,6 +200,28 @@ def bench(
     if out_dir is not None:
         result.files = write_reports(result, out_dir)
     return result
+
+
+def _run_on_pool(ws: Workspace, files: list[Path], methods: list[str], pool: Pool, *, profile: str | None,
+                 config: str | os.PathLike[str] | None, story_format: str | None) -> dict[str, int]:
+    """Record each (story, method) that is missing, then run and judge all of them as jobs on ``pool``;
+    the events each job wrote, by story id. ``RunStateError`` naming every job that did not finish."""
+    from codirector.engine.jobs import Job, create_story
+
+    require_ready(resolve(profile, config))  # pre-flight: nothing is written unless the backends can run
+    jobs = []
+    for path in files:
+        for method in methods:
+            sid = f"{path.stem}--{method}"
+            create_story(ws, path, story_id=sid, profile=profile, config=config, ablations=METHODS[method],
+                         story_format=story_format, check_ready=False)
+            jobs.append(Job(sid, MAIN, evaluate=True))
+    rows = pool.run(jobs)
+    failed = [f"{r.story_id}: {r.status} ({r.error})" for r in rows if not r.ok]
+    if failed:
+        raise RunStateError(f"{len(failed)} of {len(rows)} bench jobs did not finish: {'; '.join(failed)}",
+                            hint="fix the cause, then run the same bench again: finished stories are kept")
+    return {r.story_id: r.written for r in rows}
 
 
 def _cell(value: float | None, decimals: int) -> str:

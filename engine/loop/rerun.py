@@ -11,9 +11,11 @@ Invariants:
   (it is deterministic), and reference images are compared by digest, so nothing is written to compare.
 - A refusal writes nothing and names each differing field, e.g.
   ``spec.shots[2].keyframe (shot 3): 'old' -> 'new'``.
-- ``forget_story`` appends one ``StoryForgotten`` to ``main`` under the branch's lease; nothing is
-  deleted. It refuses a story with a completed shot. The story is listed again as soon as a run
-  writes after its last ``StoryForgotten`` (a run mark: resume and replay step over it).
+- ``forget_story`` writes one ``StoryForgotten`` on a branch of its own (``forgotten~N``, forked at
+  main's head), under main's lease; nothing is deleted and main's log is not touched, so a run,
+  resume or replay of the story is the same as if it had never been forgotten. It refuses a story
+  with a completed shot. A story is hidden while such a branch forks at main's head: continuing the
+  story (``run FILE`` again, ``resume``) lists it again.
 """
 
 from __future__ import annotations
@@ -29,11 +31,13 @@ from codirector.engine.loop.story import LoadedStory, StorySpec
 from codirector.engine.views.state import fold_run_state
 from codirector.engine.workspace import Workspace
 from codirector.errors import AlreadyExists, RunStateError
-from codirector.events import RUN_MARKS, StoryCreated, StoryForgotten
+from codirector.events import StoryCreated, StoryForgotten
 from codirector.store.blobs import digest_of
-from codirector.store.event_store import MAIN, EventStore
+from codirector.store.event_store import MAIN
+from codirector.store.lineage import StoryInfo
 
 MAX_DIFF_LINES = 12
+FORGOTTEN_PREFIX = "forgotten~"  # the branches that hold a StoryForgotten (hidden like replay scratch branches)
 _SHOT_PATH = re.compile(r"^spec\.shots\[(\d+)\]")
 _PROMPT_PATH = re.compile(r"^spec\.shots\[(\d+)\]\.(keyframe|motion)$")
 
@@ -141,7 +145,7 @@ def continuation(ws: Workspace, story_id: str, new: NewStory) -> str | None:
     state = fold_run_state(events)
     if state.story_completed:
         return ""
-    hidden = " (it had been forgotten; it is listed again)" if is_forgotten(ws.store, story_id) else ""
+    hidden = " (it had been forgotten; it is listed again)" if is_forgotten(ws.store.story(story_id)) else ""
     todo = [t for t in range(1, state.num_shots + 1) if t not in state.completed]
     where = f"from shot {todo[0]}" if state.num_shots and todo else "from its start"
     return f"continuing {story_id} {where}{hidden}: the same story file; recorded model answers are reused"
@@ -164,24 +168,24 @@ class Forgotten:
                 "already_forgotten": self.already}
 
 
-def is_forgotten(store: EventStore, story_id: str) -> bool:
-    """Whether the story is hidden: its main branch holds a ``StoryForgotten`` and only run marks after it."""
-    marks = store.read(story_id, MAIN, types=["StoryForgotten"])
-    if not marks:
-        return False
-    return all(e.type in RUN_MARKS for e in store.read(story_id, MAIN, after=marks[-1].position))
+def is_forgotten(story: StoryInfo) -> bool:
+    """Whether the story is hidden: a ``forgotten~N`` branch forks at main's head (main has not grown since)."""
+    main = next((b for b in story.branches if b.name == MAIN), None)
+    return main is not None and any(b.name.startswith(FORGOTTEN_PREFIX) and b.fork_position == main.head_position
+                                    for b in story.branches)
 
 
 def forget_story(ws: Workspace, story_id: str) -> Forgotten:
-    """Hide a story that completed no shot (one ``StoryForgotten`` on main; nothing is deleted)."""
+    """Hide a story that completed no shot (one ``StoryForgotten`` on a branch of its own; nothing is deleted)."""
     ws.store.story(story_id)  # StoryNotFound, with close ids
     with ws.lease(story_id, MAIN):  # not while it runs
         events = ws.store.read(story_id, MAIN)
         state = fold_run_state(events)
         head = events[-1].position if events else 0
-        if is_forgotten(ws.store, story_id):
+        story = ws.store.story(story_id)
+        if is_forgotten(story):
             return Forgotten(story_id, head, len(state.started), already=True)
-        done = {(e.branch, e.shot) for e in ws.store.read_story(story_id, types=["ShotCompleted"])}
+        done = {e.shot for e in ws.store.read_story(story_id, types=["ShotCompleted"])}  # on any branch
         if done:
             raise RunStateError(
                 f"{story_id!r} has {len(done)} completed shot{'s' if len(done) != 1 else ''}; `forget` only hides a "
@@ -189,6 +193,10 @@ def forget_story(ws: Workspace, story_id: str) -> Forgotten:
                 hint=f"its log stays either way: continue it (`codirector resume {story_id}`), branch it, or start "
                 "the file again under another id with --story-id NEW_ID",
             )
+        taken = {b.name for b in story.branches}
+        n = 1
+        while f"{FORGOTTEN_PREFIX}{n}" in taken:
+            n += 1
         mark = StoryForgotten(shots_started=len(state.started), events=head).at()
-        ws.store.append(story_id, MAIN, [mark], expected_position=head)
+        ws.store.create_branch(story_id, f"{FORGOTTEN_PREFIX}{n}", parent=MAIN, at_position=head, events=[mark])
         return Forgotten(story_id, head, len(state.started))

@@ -22,7 +22,7 @@ from typing import Any
 from codirector.engine.loop.algorithm import Loop
 from codirector.engine.loop.context import Progress, QuietProgress, RunContext, RunSettings
 from codirector.engine.loop.derived_plan import derive_plan, needs_derived_plan
-from codirector.engine.loop.rerun import continuation, story_to_create
+from codirector.engine.loop.rerun import FORGOTTEN_PREFIX, continuation, story_to_create
 from codirector.engine.loop.story import default_story_id, read_story
 from codirector.engine.recording.budget import Budget
 from codirector.engine.recording.recorder import CallRecorder, CallStats, recorded_answers
@@ -82,8 +82,8 @@ SCRATCH_PREFIX = "replay~"
 
 
 def is_scratch(branch: str) -> bool:
-    """Scratch branches hold replays; listings hide them unless asked."""
-    return branch.startswith(SCRATCH_PREFIX)
+    """Scratch branches hold replays (or a forgotten story's mark); listings hide them unless asked."""
+    return branch.startswith((SCRATCH_PREFIX, FORGOTTEN_PREFIX))
 
 
 def require_new_story(ws: Workspace, story_id: str) -> None:

@@ -17,7 +17,8 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Protocol
 
 from codirector.engine.jobs import Job, JobResult, WorkspaceSpec
@@ -46,12 +47,27 @@ def wants_ray(workers: int | None, address: str | None) -> bool:
     return workers is not None or address is not None
 
 
+@contextmanager
+def ray_pool_or_none(spec: WorkspaceSpec, *, workers: int | None = None, address: str | None = None,
+                     gpus_per_worker: float = 0.0, budget: Budget | None = None) -> Iterator[Pool | None]:
+    """A Ray pool for the block when ``workers`` or ``address`` is given (closed after it), else None."""
+    if not wants_ray(workers, address):
+        yield None
+        return
+    pool = open_pool(spec, workers=workers, address=address, gpus_per_worker=gpus_per_worker, budget=budget)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
 def open_pool(
     spec: WorkspaceSpec, *, ws: Workspace | None = None, workers: int | None = None, address: str | None = None,
     gpus_per_worker: float = 0.0, backends: Backends | None = None, budget: Budget | None = None,
+    env: dict[str, str] | None = None,
 ) -> Pool:
     """The in-process pool (no ``workers`` and no ``address``), else a Ray pool; ``ConfigError`` when Ray
-    is missing or the cluster cannot reach the storage."""
+    is missing or the cluster cannot reach the storage. ``env``: more environment for the Ray workers."""
     if not wants_ray(workers, address):
         from codirector.engine.scale.local import LocalPool
 
@@ -70,7 +86,7 @@ def open_pool(
             raise ConfigError("--workers/--ray run jobs on Ray, which is not installed here",
                               hint=f"{RAY_EXTRA} (or drop --workers/--ray to run in this process)") from None
         raise
-    return RayPool(spec, workers=workers, address=address, gpus_per_worker=gpus_per_worker)
+    return RayPool(spec, workers=workers, address=address, gpus_per_worker=gpus_per_worker, env=env)
 
 
-__all__ = ["RAY_EXTRA", "Pool", "open_pool", "wants_ray"]
+__all__ = ["RAY_EXTRA", "Pool", "open_pool", "ray_pool_or_none", "wants_ray"]

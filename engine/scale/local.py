@@ -20,8 +20,10 @@ class LocalPool:
     workers = 1
     name = "in-process"
 
-    def __init__(self, ws: Workspace, *, backends: Backends | None = None, budget: Budget | None = None) -> None:
-        self.worker = Worker(ws, name=worker_name("local"), backends=backends, budget=budget)
+    def __init__(self, ws: Workspace, *, backends: Backends | None = None, budget: Budget | None = None,
+                 raise_errors: bool = False) -> None:
+        self.worker = Worker(ws, name=worker_name("local"), backends=backends, budget=budget,
+                             raise_errors=raise_errors)
 
     def run(self, jobs: Sequence[Job], *, on_result: Callable[[JobResult], None] | None = None) -> list[JobResult]:
         out = []

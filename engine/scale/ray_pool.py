@@ -10,7 +10,8 @@ Invariants:
   the branch lease (waiting out a dead holder's TTL), so it never repeats a recorded call.
 - Distribution is Ray's ``ActorPool``: no scheduler, queue or retry loop of ours.
 - Workers get the driver's ``CODIRECTOR_*`` settings (plugins, lease TTL), never its storage
-  values (they travel as the job's Workspace spec) and never an API key.
+  values (they travel as the job's Workspace spec) and never an API key; anything else a worker
+  needs (credentials) comes from its node's environment, or ``env`` when the caller passes it.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class RayPool:
     name = "ray"
 
     def __init__(self, spec: WorkspaceSpec, *, workers: int | None = None, address: str | None = None,
-                 gpus_per_worker: float = 0.0) -> None:
+                 gpus_per_worker: float = 0.0, env: dict[str, str] | None = None) -> None:
         self._owns = False
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
@@ -80,7 +81,7 @@ class RayPool:
             self.close()
             raise
         options: dict[str, Any] = {"num_gpus": gpus_per_worker} if gpus_per_worker else {"num_cpus": 1}
-        env = forwarded_env()
+        env = {**forwarded_env(), **(env or {})}
         if env:
             options["runtime_env"] = {"env_vars": env}
         self.workers = workers

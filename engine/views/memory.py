@@ -22,7 +22,8 @@ import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from itertools import islice
+from itertools import accumulate
+from operator import sub
 from typing import Any, NamedTuple
 
 import orjson
@@ -184,9 +185,9 @@ def _columns(bank: MemoryBank) -> dict[str, Any]:
     views = [v for e in entities for v in e.views]
     e_cols = list(zip(*entities, strict=True)) if entities else [() for _ in Entity._fields]
     v_cols = list(zip(*views, strict=True)) if views else [() for _ in View._fields]
-    e_out = [coded(col) if name in _ENTITY_WORDS else list(col) for name, col in zip(Entity._fields, e_cols, strict=True)]
+    e_out = [coded(c) if f in _ENTITY_WORDS else list(c) for f, c in zip(Entity._fields, e_cols, strict=True)]
     e_out[-1] = [len(e.views) for e in entities]
-    v_out = [coded(col) if name in _VIEW_WORDS else list(col) for name, col in zip(View._fields, v_cols, strict=True)]
+    v_out = [coded(c) if f in _VIEW_WORDS else list(c) for f, c in zip(View._fields, v_cols, strict=True)]
     return {"position": bank.position, "anomalies": bank.anomalies, "entity_fields": Entity._fields,
             "view_fields": View._fields, "words": list(words), "entities": e_out, "views": v_out}
 
@@ -203,8 +204,9 @@ def _from_columns(data: dict[str, Any]) -> MemoryBank:
     was_enabled = gc.isenabled()
     gc.disable()  # thousands of new tuples, none cyclic: don't let the collector scan them all
     try:
-        views = iter(map(partial(tuple.__new__, View), zip(*v_cols, strict=True)))
-        e_cols[-1] = [tuple(islice(views, n)) if n else () for n in e_cols[-1]]
+        views = tuple(map(partial(tuple.__new__, View), zip(*v_cols, strict=True)))
+        ends = list(accumulate(e_cols[-1]))  # entity i's views are views[ends[i] - count[i] : ends[i]]
+        e_cols[-1] = list(map(views.__getitem__, map(slice, map(sub, ends, e_cols[-1]), ends)))
         entities = dict(zip(e_cols[0], map(partial(tuple.__new__, Entity), zip(*e_cols, strict=True)), strict=True))
     finally:
         if was_enabled:
@@ -327,6 +329,11 @@ class MemoryReader:
     def _snapshot(self, story_id: str, branch: str, upto: int) -> tuple[int, MemoryBank | None]:
         """The newest snapshot visible at (``branch``, ``upto``): its position and the decoded bank
         (shared: ``fold`` copies it), or (0, None)."""
+        if not self.keep_decoded:  # one query: where and what
+            snap = self.cache.latest(
+                story_id, branch, MEMORY_SNAPSHOT_KIND, upto=upto, schema_version=MEMORY_SNAPSHOT_SCHEMA
+            )
+            return (0, None) if snap is None else (snap[0], MemoryBank.from_json(snap[1]))
         found = self.cache.newest(
             story_id, branch, MEMORY_SNAPSHOT_KIND, upto=upto, schema_version=MEMORY_SNAPSHOT_SCHEMA
         )
@@ -335,17 +342,16 @@ class MemoryReader:
         key = (story_id, *found)
         with _DECODED_LOCK:
             kept = _DECODED.setdefault(self.store, {})
-            bank = kept.pop(key, None) if self.keep_decoded else None
+            bank = kept.pop(key, None)
         if bank is None:
             state = self.cache.state(story_id, found[0], MEMORY_SNAPSHOT_KIND, found[1])
             if state is None:  # dropped meanwhile: fold from the start
                 return 0, None
             bank = MemoryBank.from_json(state)
-        if self.keep_decoded:
-            with _DECODED_LOCK:
-                kept[key] = bank  # the most recently used last
-                while len(kept) > DECODED_KEPT:
-                    del kept[next(iter(kept))]
+        with _DECODED_LOCK:
+            kept[key] = bank  # the most recently used last
+            while len(kept) > DECODED_KEPT:
+                del kept[next(iter(kept))]
         return found[1], bank
 
     def snapshot(self, story_id: str, branch: str, bank: MemoryBank) -> None:

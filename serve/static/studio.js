@@ -17,18 +17,27 @@
     if (doc.title) document.title = doc.title;
   }
 
-  var busy = false, again = null;
+  // At most one refresh in flight and, while following a run, at most one every `gap` ms (the last
+  // change always gets its refresh): a page never costs the server more than the run it watches.
+  var busy = false, again = null, gap = 0, last = 0, timer = null;
   function refresh(url) {
     url = url || location.href;
     if (busy) { again = url; return; }
+    var wait = last + gap - Date.now();
+    if (wait > 0) {
+      again = url;
+      if (!timer) timer = setTimeout(function () { timer = null; var next = again; again = null; refresh(next); }, wait);
+      return;
+    }
     busy = true;
+    last = Date.now();
     fetch(url, { credentials: "same-origin", headers: { "Accept": "text/html" } })
       .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
       .then(swap)
       .catch(function () { /* the next event retries */ })
       .then(function () {
         busy = false;
-        if (again) { var next = again; again = null; refresh(next); }
+        if (again && !timer) { var next = again; again = null; refresh(next); }
       });
   }
 
@@ -43,6 +52,7 @@
 
   function follow(main) {
     if (!window.EventSource) return;
+    gap = +(main.getAttribute("data-live-gap") || 800);
     var source = new EventSource(main.getAttribute("data-live"));
     indicate("connecting", "connecting…");
     source.addEventListener("open", function () { indicate("connected", "live"); });

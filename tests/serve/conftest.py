@@ -90,7 +90,8 @@ def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     opts.binary_location = exe
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--hide-scrollbars", f"--user-data-dir={profile}", "--window-size=1300,1600"):
+                 "--disable-dev-shm-usage", "--hide-scrollbars", f"--user-data-dir={profile}",
+                 "--window-size=1300,1600"):
         opts.add_argument(flag)
     opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
                                            "download.prompt_for_download": False})

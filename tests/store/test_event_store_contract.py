@@ -199,6 +199,9 @@ class TestBranches:
         assert cache.latest("s", "main", "memory", upto=4, schema_version=1) == (2, "at2")  # not alt's 4
         assert cache.latest("s", "main", "memory", upto=1, schema_version=1) is None
         assert cache.latest("s", "main", "memory", upto=9, schema_version=2) is None
+        assert cache.newest("s", "alt", "memory", upto=3, schema_version=1) == ("main", 2)  # where, not what
+        assert cache.newest("s", "alt", "memory", upto=9, schema_version=1) == ("alt", 4)
+        assert cache.state("s", "alt", "memory", 4) == "alt4" and cache.state("s", "alt", "memory", 5) is None
         assert [(b, p, st) for b, p, _, st in cache.all("s", "memory")] == [
             ("alt", 4, "alt4"), ("main", 2, "at2"), ("main", 5, "at5")]
         assert cache.drop("s") == 3 and cache.latest("s", "alt", "memory", upto=9, schema_version=1) is None

@@ -1,0 +1,97 @@
+"""Backends that simulate GPU latency, for ``bench_scale.py`` (loaded through ``CODIRECTOR_PLUGINS``).
+
+Each wraps a preview backend and sleeps per call (``CODIRECTOR_SLEEP_VLM`` / ``_IMAGE`` / ``_VIDEO``
+seconds, defaults 0.05 / 0.3 / 0.6), so a worker waits the way it would on a model server or a GPU
+and the CPU is not the bottleneck. ``busy_seconds`` is the time spent inside the backend (the sleep
+and the preview work), which lets the benchmark report the engine's own share of each job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from typing import Any
+
+from codirector.generators.preview import AnimaticVideoGenerator, PreviewVLM, StoryboardImageGenerator
+from codirector.generators.registry import BackendInfo
+
+
+def _sleep(kind: str, default: float) -> None:
+    time.sleep(float(os.environ.get(f"CODIRECTOR_SLEEP_{kind}", default)))
+
+
+class SleepyVLM(PreviewVLM):
+    backend = "sleepy"
+    busy_seconds = 0.0
+
+    def complete(self, request: Any) -> Any:
+        t = time.perf_counter()
+        _sleep("VLM", 0.05)
+        answer = super().complete(request)
+        self.busy_seconds += time.perf_counter() - t
+        return answer
+
+
+class SleepyImages(StoryboardImageGenerator):
+    backend = "sleepy"
+    busy_seconds = 0.0
+
+    def generate(self, request: Any) -> Any:
+        t = time.perf_counter()
+        _sleep("IMAGE", 0.3)
+        result = super().generate(request)
+        self.busy_seconds += time.perf_counter() - t
+        return result
+
+
+class SleepyVideo(AnimaticVideoGenerator):
+    backend = "sleepy"
+    busy_seconds = 0.0
+
+    def generate(self, request: Any) -> Any:
+        t = time.perf_counter()
+        _sleep("VIDEO", 0.6)
+        result = super().generate(request)
+        self.busy_seconds += time.perf_counter() - t
+        return result
+
+
+class HashEmbedder:
+    """Deterministic unit vectors from content hashes (no model; its time counts as the backend's)."""
+
+    backend = "sleepy"
+    name = "hash-16"
+    meaningful = False
+    busy_seconds = 0.0
+
+    def _vec(self, data: bytes) -> Any:
+        import numpy as np
+
+        seed = int.from_bytes(hashlib.sha256(data).digest()[:8], "big")
+        v = np.random.default_rng(seed).standard_normal(16).astype("float32")
+        return v / np.linalg.norm(v)
+
+    def embed_texts(self, texts: list[str]) -> Any:
+        import numpy as np
+
+        t = time.perf_counter()
+        out = np.stack([self._vec(x.encode()) for x in texts])
+        self.busy_seconds += time.perf_counter() - t
+        return out
+
+    def embed_images(self, images: list[Any]) -> Any:
+        import numpy as np
+
+        t = time.perf_counter()
+        out = np.stack([self._vec(im.tobytes()) for im in images])
+        self.busy_seconds += time.perf_counter() - t
+        return out
+
+
+def register_backends(register: Any) -> None:
+    me = __name__
+    register(BackendInfo("vlm", "sleepy", f"{me}:SleepyVLM", "bench: preview VLM + latency", "bench"))
+    register(BackendInfo("image", "sleepy", f"{me}:SleepyImages", "bench: storyboard + latency", "bench"))
+    register(BackendInfo("video", "sleepy", f"{me}:SleepyVideo", "bench: animatic + latency", "bench"))
+    register(BackendInfo("embedder", "sleepy", f"{me}:HashEmbedder", "bench: hash embedder", "bench"))

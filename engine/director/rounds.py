@@ -1,0 +1,55 @@
+"""Parallel Co-Director pulls (``direct --parallel P``, DESIGN §10): P pulls per round, run as P jobs.
+
+A round of iterations ``start .. start+P-1``:
+1. choose every pull of the round not yet chosen, in order, each on the statistics at the round's
+   start with the pulls already chosen in the round counted as pending (``bandit.before`` and
+   ``bandit.with_pending``); each choice is a ``DirectionChosen`` whose ``why`` records the round and
+   the pending counts it saw;
+2. write each pull's storyline and create its branch (the director's calls, on main, in order);
+3. run the round's branches as jobs on the pool (in this process by default, or Ray workers);
+4. judge each pull in order (``RewardObserved`` on main).
+
+Invariant: every step is decided by main's log alone, so ``resume`` of a brief cut short mid-round
+chooses the same arms, skips what is done, and ends with the bandit state of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from codirector.engine.director import bandit
+from codirector.engine.jobs import Job
+from codirector.errors import RunStateError
+
+if TYPE_CHECKING:
+    from codirector.engine.director.direction import _Pilot
+    from codirector.engine.scale import Pool
+
+
+def run_rounds(pilot: _Pilot, state: bandit.BanditState, iterations: int, parallel: int,
+               pool: Pool | None) -> bandit.BanditState:
+    """Finish every round of a parallel director; the final bandit state."""
+    if pool is None:
+        from codirector.engine.scale.local import LocalPool
+
+        pool = LocalPool(pilot.ws, backends=pilot.backends, budget=pilot.ctx.recorder.budget, raise_errors=True)
+    for start in range(1, iterations + 1, parallel):
+        members = list(range(start, min(start + parallel, iterations + 1)))
+        seen = bandit.before(state, start)
+        for it in members:
+            if it not in state.pulls:
+                pending = [state.pulls[j].arms for j in members if j < it]
+                extra = {"round": (start - 1) // parallel + 1, "parallel": parallel,
+                         "pending": bandit.pending_counts(pending)}
+                state = pilot.choose(state, it, seen=bandit.with_pending(seen, pending), extra=extra)
+        todo = [state.pulls[it] for it in members if not state.pulls[it].rewarded]
+        for pull in todo:
+            pilot.prepare(state, pull, iterations, before=start)
+        for row in pool.run([Job(pilot.story_id, pull.branch) for pull in todo]):
+            pilot.count(row.calls_made, row.calls_recorded)
+            if not row.ok:
+                raise RunStateError(f"{row.story_id}/{row.branch} {row.status} on {row.worker}: {row.error}",
+                                    hint=row.hint or f"`codirector resume {pilot.story_id}` continues the director")
+        for pull in todo:
+            state = bandit.apply(state, pilot.judge(pull).event)
+    return state
