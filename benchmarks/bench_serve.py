@@ -102,8 +102,9 @@ def main() -> None:
                  f"/timeline?story={sid}&branch=alt", f"/shot?story={sid}&branch=main&shot={mid}",
                  f"/memory?story={sid}&branch=main", f"/memory?story={sid}&branch=main&shot={mid}",
                  f"/memory?story={sid}&branch=main&position={events // 3}",
-                 f"/entity?story={sid}&branch=main&name=Mia_red_scarf", f"/compare?story={sid}&a=main&b=alt",
-                 "/director?story=brief"]
+                 f"/entity?story={sid}&branch=main&name=Mia_red_scarf", f"/compare?story={sid}&a=main&b=alt"]
+        if "brief" in studio.workspace.story_ids():
+            pages.append("/director?story=brief")
         with StudioServer.start(create_app(studio)) as server:
             rows = [measure(server.url, p, args.repeat) for p in pages]
             weight = timeline_weight(server.url, studio, sid)

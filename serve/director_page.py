@@ -9,7 +9,8 @@ Invariants:
 - The director view is a fold of the brief's typed, upcast events (``DIRECTOR`` below, the
   ``views.projection`` dispatch style); arm statistics come from the bandit's own fold
   (``director.bandit.fold``), so the chart shows exactly the means the bandit chose with.
-- The comparison is ``Studio.diff`` plus each branch's ``Studio.audit`` and ``Studio.cost``.
+- The comparison is ``Studio.diff`` (where the branches part, each shot's outcome, memory), each
+  branch's ``Studio.cost`` and ``Studio.memory``, and the typed ``KeyframeJudged`` events after the fork.
 """
 
 from __future__ import annotations
@@ -19,13 +20,11 @@ from typing import Any
 
 from codirector.engine.director import bandit
 from codirector.engine.studio import Studio
-from codirector.engine.views.audit import Audit
 from codirector.engine.views.cost import CostReport
-from codirector.engine.views.diff import BranchDiff
-from codirector.engine.views.evidence import ShotAudit
+from codirector.engine.views.diff import BranchDiff, ShotOutcome
 from codirector.engine.views.projection import Projection
 from codirector.errors import InvalidArgument
-from codirector.events import BranchRanked, DirectionChosen, RecordedEvent, RewardObserved
+from codirector.events import BranchRanked, DirectionChosen, KeyframeJudged, RecordedEvent, RewardObserved
 from codirector.events.arms import DIMENSIONS
 from codirector.serve.pages import StoryRow, find_branch, find_story
 from codirector.store.event_store import MAIN
@@ -129,11 +128,21 @@ def director_page(studio: Studio, story_id: str) -> DirectorPage:
 
 
 @dataclass(frozen=True)
+class Judged:
+    """One keyframe round's verdict (``KeyframeJudged``)."""
+
+    round: int
+    decision: str
+
+
+@dataclass(frozen=True)
 class ComparedShot:
     shot: int
     same: bool
-    a: ShotAudit | None
-    b: ShotAudit | None
+    a: ShotOutcome | None
+    b: ShotOutcome | None
+    rounds_a: tuple[Judged, ...]
+    rounds_b: tuple[Judged, ...]
 
 
 @dataclass(frozen=True)
@@ -144,26 +153,38 @@ class ComparePage:
     diff: BranchDiff
     shared_shots: tuple[int, ...]  # identical on both (before the first differing shot)
     shots: tuple[ComparedShot, ...]  # from the first differing shot on
-    audit_a: Audit
-    audit_b: Audit
     cost_a: CostReport
     cost_b: CostReport
+    entities_a: int
+    entities_b: int
+
+
+def verdicts(studio: Studio, story_id: str, branch: str, after: int) -> dict[int, tuple[Judged, ...]]:
+    """Per shot, the keyframe rounds' decisions logged after ``after`` (typed, upcast events)."""
+    out: dict[int, list[Judged]] = {}
+    for ev in studio.log(story_id, branch, types=["KeyframeJudged"], after=after):
+        e = ev.event
+        if ev.shot is not None and isinstance(e, KeyframeJudged):
+            out.setdefault(ev.shot, []).append(Judged(e.round, e.decision))
+    return {shot: tuple(rounds) for shot, rounds in out.items()}
 
 
 def compare_page(studio: Studio, story_id: str, a: str, b: str) -> ComparePage:
-    """Branches ``a`` and ``b`` from where they part."""
+    """Branches ``a`` and ``b`` from where they part: ``Studio.diff``, each branch's ``Studio.cost`` and
+    memory, and the keyframe decisions logged after the fork."""
     story = find_story(studio, story_id)
     find_branch(story, a)
     find_branch(story, b)
     diff = studio.diff(story_id, a, b)
-    audit_a, audit_b = studio.audit(story_id, a), studio.audit(story_id, b)
     first = diff.first_differing_shot
     shared = tuple(s.shot for s in diff.shots if first is None or s.shot < first)
-    shots = tuple(ComparedShot(s.shot, s.same, audit_a.shot(s.shot), audit_b.shot(s.shot))
+    judged_a = verdicts(studio, story_id, a, diff.parted_at_position)
+    judged_b = verdicts(studio, story_id, b, diff.parted_at_position)
+    shots = tuple(ComparedShot(s.shot, s.same, s.in_a, s.in_b, judged_a.get(s.shot, ()), judged_b.get(s.shot, ()))
                   for s in diff.shots if first is not None and s.shot >= first)
-    return ComparePage(story, a, b, diff, shared, shots, audit_a, audit_b,
-                       audit_a.cost or studio.cost(story_id, a), audit_b.cost or studio.cost(story_id, b))
+    return ComparePage(story, a, b, diff, shared, shots, studio.cost(story_id, a), studio.cost(story_id, b),
+                       len(studio.memory(story_id, a)), len(studio.memory(story_id, b)))
 
 
-__all__ = ["DIRECTOR", "ArmBar", "ComparePage", "ComparedShot", "DirectorPage", "Round", "compare_page",
-           "director_page"]
+__all__ = ["DIRECTOR", "ArmBar", "ComparePage", "ComparedShot", "DirectorPage", "Judged", "Round", "compare_page",
+           "director_page", "verdicts"]

@@ -19,6 +19,7 @@ from codirector.errors import AlreadyExists, ConfigError, InvalidArgument
 from support import write_story
 
 
+@pytest.mark.slow
 def test_batch_in_process_equals_solo_runs_and_rerun_skips(tmp_path: Path, counting_env: Path) -> None:
     cfg = counting_config(tmp_path / "c.toml")
     brief = EXAMPLES / "briefs" / "dewline_serum.yaml"
