@@ -342,7 +342,8 @@ class Studio:
         if by not in BY:
             raise InvalidArgument(f"--by must be one of {', '.join(BY)}, got {by!r}", hint=did_you_mean(by, BY, "key"))
         table = prices if isinstance(prices, PriceTable) else PriceTable.from_file(prices)
-        return branch_cost(self.store.read(story_id, branch), story_id=story_id, branch=branch, prices=table, by=by,
+        calls = self.store.read(story_id, branch, types=["ModelCalled"])  # all that the cost projection reads
+        return branch_cost(calls, story_id=story_id, branch=branch, prices=table, by=by,
                            served_from_recording=is_scratch(branch))
 
     def _spend(self, story_id: str, prices: PriceTable) -> Spend:

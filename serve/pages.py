@@ -21,11 +21,12 @@ from dataclasses import dataclass
 
 from codirector.engine.results import BranchStatus, StorySummary
 from codirector.engine.studio import Studio
-from codirector.engine.views.audit import Audit
+from codirector.engine.views.audit import Audit, audit_events
 from codirector.engine.views.cost import CostRow
 from codirector.engine.views.evidence import ShotAudit
-from codirector.engine.views.state import fold_run_state
+from codirector.engine.views.state import RUN_STATE, fold_run_state
 from codirector.errors import BranchNotFound, InvalidArgument, StoryNotFound, did_you_mean
+from codirector.events import RecordedEvent
 from codirector.store.event_store import MAIN
 
 SHOTS_PER_PAGE = 20
@@ -196,16 +197,21 @@ class PromptRow:
 class ShotPage:
     story: StoryRow
     branch: BranchRow
-    audit: Audit
     shot: ShotAudit
-    cost: CostRow | None
+    planned_shots: int
     prompts: tuple[PromptRow, ...]  # empty when the shot has not started (no fork point yet)
     suggested_name: str
 
 
-def branch_prompts(studio: Studio, story_id: str, branch: str, from_shot: int) -> tuple[PromptRow, ...]:
+def run_state_events(studio: Studio, story_id: str, branch: str) -> list[RecordedEvent]:
+    """The branch's events the run state folds (plan, revisions, starts, rewrites), and no others."""
+    return studio.log(story_id, branch, types=list(RUN_STATE.types))
+
+
+def branch_prompts(studio: Studio, story_id: str, branch: str, from_shot: int,
+                   events: list[RecordedEvent] | None = None) -> tuple[PromptRow, ...]:
     """Shots ``from_shot``.. with the prompts they start from at the fork (``()`` if that shot never started)."""
-    events = studio.log(story_id, branch)
+    events = run_state_events(studio, story_id, branch) if events is None else events
     state = fold_run_state(events)
     if from_shot not in state.started:
         return ()
@@ -237,20 +243,23 @@ def free_branch_name(story: StoryRow, base: str) -> str:
 
 
 def shot_page(studio: Studio, story_id: str, branch: str, shot: int) -> ShotPage:
-    """One shot: retrieval, rounds, clip, memory updates, and the form to branch from it."""
+    """One shot: retrieval, rounds, clip, memory updates, and the form to branch from it.
+
+    The shot's evidence is the audit of the shot's own events (``codirector log S --shot N``): every
+    record of a shot is folded from events of that shot, so it equals ``Studio.audit(...).shot(N)``
+    (a test says so) without folding the whole branch."""
     story = find_story(studio, story_id)
     row = find_branch(story, branch)
-    audit = studio.audit(story_id, branch)
-    found = audit.shot(shot)
+    planned = run_state_events(studio, story_id, branch)
+    num_shots = fold_run_state(planned).num_shots
+    found = audit_events(studio.log(story_id, branch, shot=shot), story_id=story_id, branch=branch).shot(shot)
     if found is None:
-        raise InvalidArgument(f"{story_id}/{branch} has no shot {shot}",
-                              hint=f"shots are numbered 1..{max(audit.planned_shots, len(audit.shots))}")
-    cost = audit.cost.row(shot) if audit.cost else None
-    prompts = branch_prompts(studio, story_id, branch, shot)
+        raise InvalidArgument(f"{story_id}/{branch} has no shot {shot}", hint=f"shots are numbered 1..{num_shots}")
+    prompts = branch_prompts(studio, story_id, branch, shot, planned)
     base = f"{branch}-from-{shot}" if branch != MAIN else f"from-{shot}"
-    return ShotPage(story, row, audit, found, cost, prompts, free_branch_name(story, base))
+    return ShotPage(story, row, found, num_shots, prompts, free_branch_name(story, base))
 
 
 __all__ = ["SHOTS_PER_PAGE", "BranchRow", "PromptRow", "ShotPage", "StoryRow", "Timeline", "branch_prompts",
-           "find_branch", "find_story", "free_branch_name", "kind_of", "overrides_from_form", "shot_page",
-           "status_of", "stories_page", "story_row", "timeline_page"]
+           "find_branch", "find_story", "free_branch_name", "kind_of", "overrides_from_form", "run_state_events",
+           "shot_page", "status_of", "stories_page", "story_row", "timeline_page"]

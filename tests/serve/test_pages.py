@@ -95,6 +95,16 @@ def test_shot_page_shows_the_retrieval(served) -> None:  # type: ignore[no-untyp
     assert 'name="keyframe.4"' in html and 'name="motion.8"' in html and 'name="keyframe.3"' not in html
 
 
+def test_a_shot_page_is_that_shot_of_the_audit(served) -> None:  # type: ignore[no-untyped-def]
+    """The shot page folds only the shot's own events; it must equal the whole branch's audit of it."""
+    from codirector.serve.pages import shot_page
+
+    for branch in ("main", "storm"):
+        audit = served.studio.audit("lighthouse", branch)
+        for s in audit.shots:
+            assert shot_page(served.studio, "lighthouse", branch, s.shot).shot == s, (branch, s.shot)
+
+
 def test_memory_page_is_memory_at_shot(served) -> None:  # type: ignore[no-untyped-def]
     for shot in (2, 5, 8):
         html = page(served, f"/memory?story=lighthouse&branch=main&shot={shot}")
@@ -235,8 +245,8 @@ def test_run_from_the_page_waits_for_a_lease_held_elsewhere(served) -> None:  # 
             raise AssertionError("expected 409")
         except urllib.error.HTTPError as e:
             assert e.code == 409 and "is being run by" in e.read().decode()
-    assert served.studio.store.branch("lighthouse", "run-button").head_position == studio.store.branch(
-        "lighthouse", "run-button").fork_position + 2  # BranchCreated + the override, nothing more
+    info = studio.store.branch("lighthouse", "run-button")
+    assert info.head_position == info.fork_position + 2  # BranchCreated + the override, nothing more
     with urllib.request.urlopen(post, timeout=30) as r:
         assert r.status == 200 and "branch=run-button" in r.url
     deadline = time.monotonic() + 180
