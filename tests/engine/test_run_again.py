@@ -179,3 +179,16 @@ def test_a_failed_first_try_is_continued_or_forgotten(tmp_path: Path) -> None:
     assert refused.exit_code == 10 and "2 completed shots" in refused.output
     missing = runner.invoke(app, ["--home", home, "forget", "peir"])
     assert missing.exit_code == 3 and "pier" in missing.output
+
+
+def test_a_story_whose_plan_the_preview_derives_is_compared_like_with_like(tmp_path: Path) -> None:
+    story = tmp_path / "harbour.yaml"
+    story.write_text(yaml.safe_dump({"title": "Harbour", "seed": 5, "shots": [
+        {"keyframe": "Mara mends a net on the harbour wall", "motion": "gulls circle"},
+        {"keyframe": "Mara rows out past the harbour wall", "motion": "the boat rocks"}]}, sort_keys=False))
+    cfg = fast_config(tmp_path / "f.toml")
+    studio = Studio(tmp_path / "home")
+    first = studio.run(story, config=cfg, backends=scripted_backends())
+    assert studio.log("harbour")[0].payload["spec"]["plan_source"] == "derived from the text"
+    again = studio.run(story, config=cfg, backends=scripted_backends())  # the plan is derived again, and equal
+    assert first.completed and again.written == 0 and "harbour/main is already complete" in again.notes

@@ -6,11 +6,14 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from html import unescape
 
 from typer.testing import CliRunner
@@ -177,31 +180,53 @@ def test_query_commands_never_import_the_web_stack() -> None:
     assert out.strip() == "[]"
 
 
-def test_codirector_serve_runs_and_stops_on_ctrl_c(studio_home) -> None:  # type: ignore[no-untyped-def]
+@contextmanager
+def codirector_serve(home: str, *args: str) -> Iterator[tuple[int, subprocess.Popen[str]]]:
+    """``codirector serve ARGS --port P`` in a subprocess until the block ends; (P, the process)."""
     port = free_port()
-    env = {**os.environ, "CODIRECTOR_HOME": str(studio_home.root)}
-    proc = subprocess.Popen([sys.executable, "-m", "codirector.cli", "serve", "--port", str(port)], env=env,
+    env = {**os.environ, "CODIRECTOR_HOME": home}
+    proc = subprocess.Popen([sys.executable, "-m", "codirector.cli", "serve", *args, "--port", str(port)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         line = proc.stdout.readline()  # type: ignore[union-attr]
-        assert f"http://127.0.0.1:{port}/" in line, line
+        assert f":{port}/" in line, line
         deadline = time.monotonic() + 30
         while True:
             try:
-                status, _, body = get(f"http://127.0.0.1:{port}/")
-                break
-            except urllib.error.URLError:
-                assert time.monotonic() < deadline
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None
                 time.sleep(0.2)
+        yield port, proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_codirector_serve_runs_and_stops_on_ctrl_c(studio_home) -> None:  # type: ignore[no-untyped-def]
+    with codirector_serve(str(studio_home.root)) as (port, proc):
+        status, _, body = get(f"http://127.0.0.1:{port}/")
         assert status == 200 and b'data-story="lighthouse"' in body
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0, out
         assert "studio stopped" in out
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+
+
+def test_codirector_serve_on_an_open_address_needs_the_token(studio_home) -> None:  # type: ignore[no-untyped-def]
+    """``--host 0.0.0.0 --token T``: reached here over loopback only, a request without the token is 401."""
+    token = "t0ken-for-the-test"
+    with codirector_serve(str(studio_home.root), "--host", "0.0.0.0", "--token", token) as (port, proc):
+        base = f"http://127.0.0.1:{port}"
+        for path in ("/", "/timeline?story=lighthouse", "/blob/" + "0" * 64):
+            status, _, body = get(base + path)
+            assert status == 401 and b"token" in body, path
+        status, _, body = get(base + "/", {"Authorization": f"Bearer {token}"})
+        assert status == 200 and b'data-story="lighthouse"' in body
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
 
 
 def test_live_stream_reports_the_log(served) -> None:  # type: ignore[no-untyped-def]
