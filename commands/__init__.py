@@ -5,6 +5,7 @@
     views        history, diff, audit (projections of the log)
     runs         run, resume, export, branch, replay
     director     direct, eval, bench, demo
+    serve        serve: the studio in the browser (FastAPI, uvicorn, Jinja2 load only when it runs)
 
 Every command parses, calls one ``Studio`` method, and renders the typed result it gets back
 (attributes, never JSON keys); ``--json`` prints that result's ``to_json()``. Modules import only

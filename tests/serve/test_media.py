@@ -37,3 +37,19 @@ def test_byte_ranges() -> None:
 def test_host_names() -> None:
     assert host_name("127.0.0.1:8765") == "127.0.0.1" and host_name("localhost") == "localhost"
     assert host_name("[::1]:8765") == "[::1]" and host_name("evil.example:80") == "evil.example"
+
+
+def test_a_port_in_use_is_named() -> None:
+    import pytest
+
+    from codirector.errors import InvalidArgument
+    from codirector.serve.server import bind
+
+    first = bind("127.0.0.1", 0)
+    try:
+        port = first.getsockname()[1]
+        with pytest.raises(InvalidArgument, match=f"cannot listen on 127.0.0.1:{port}") as e:
+            bind("127.0.0.1", port)
+        assert "--port" in (e.value.hint or "")
+    finally:
+        first.close()
