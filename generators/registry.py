@@ -50,6 +50,7 @@ class Readiness:
 
 _REGISTRY: dict[tuple[str, str], BackendInfo] = {}
 _LOADED = False
+_PLUGINS_LOADED: set[str] = set()
 
 
 def register(info: BackendInfo) -> None:
@@ -90,25 +91,29 @@ def _register_builtins(reg: Callable[[BackendInfo], None]) -> None:
 
 
 def _load() -> None:
+    """Built-ins and entry points once per process; ``CODIRECTOR_PLUGINS`` modules as they appear in it
+    (a module named there after the first lookup, e.g. set by a notebook or a worker, is still loaded)."""
     global _LOADED
-    if _LOADED:
-        return
-    _LOADED = True
-    _register_builtins(register)
-    for ep in entry_points(group="codirector.backends"):
-        try:
-            ep.load()(register)
-        except Exception as e:  # a broken plugin must not take the tool down
-            import logging
+    if not _LOADED:
+        _LOADED = True
+        _register_builtins(register)
+        for ep in entry_points(group="codirector.backends"):
+            try:
+                ep.load()(register)
+            except Exception as e:  # a broken plugin must not take the tool down
+                import logging
 
-            logging.getLogger(__name__).warning("backend plugin %s failed to load: %s", ep.name, e)
+                logging.getLogger(__name__).warning("backend plugin %s failed to load: %s", ep.name, e)
     for module in filter(None, (m.strip() for m in os.environ.get("CODIRECTOR_PLUGINS", "").split(","))):
+        if module in _PLUGINS_LOADED:
+            continue
         try:
             hook = importlib.import_module(module).register_backends
         except (ImportError, AttributeError) as e:
             raise ConfigError(f"CODIRECTOR_PLUGINS names {module!r}, which cannot be loaded ({e})",
                               hint="a plugin module must be importable and define register_backends(register)") from e
         hook(register)
+        _PLUGINS_LOADED.add(module)
 
 
 def backends() -> list[BackendInfo]:
