@@ -19,12 +19,12 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from codirector.engine.jobs import JobResult, WorkspaceSpec
 from codirector.engine.loop.context import Progress
 from codirector.engine.loop.replay import ReplayReport, replay
-from codirector.engine.loop.rerun import Forgotten, forget_story, is_forgotten
+from codirector.engine.loop.rerun import Forgotten, forget_story
 from codirector.engine.loop.runs import (
     NewBranch,
     RunResult,
@@ -35,26 +35,23 @@ from codirector.engine.loop.runs import (
     refuse_brief_main,
     start_run,
 )
+from codirector.engine.maintenance import backends_report, list_stories, reindex, verify_workspace
 from codirector.engine.recording.budget import spending
 from codirector.engine.results import (
     BackendsReport,
-    BackendStatus,
-    BranchStatus,
-    IndexRebuilt,
     InitResult,
     ReindexResult,
     StoryListing,
-    StorySummary,
 )
 from codirector.engine.views.audit import Audit, audit_events
 from codirector.engine.views.cost import BY, CostReport, Spend, branch_cost
 from codirector.engine.views.diff import BranchDiff, diff_branches
 from codirector.engine.views.export import ExportResult, export_branch
 from codirector.engine.views.history import EntityHistory, entity_history
-from codirector.engine.views.memory import MemoryBank, MemoryReader, position_at_shot, stale_snapshots
+from codirector.engine.views.memory import MemoryBank, MemoryReader, position_at_shot
 from codirector.engine.views.report import write_html
 from codirector.engine.workspace import Workspace
-from codirector.errors import IntegrityViolation, InvalidArgument, StoreError, did_you_mean
+from codirector.errors import InvalidArgument, StoreError, did_you_mean
 from codirector.events import RecordedEvent, event_types
 from codirector.generators.base import Backends
 from codirector.generators.preflight import Preflight, preflight, require_ready
@@ -64,11 +61,10 @@ from codirector.store.blobs import open_blobs
 from codirector.store.db import current_revision, head_revision, make_engine, upgrade
 from codirector.store.event_store import MAIN, EventStore
 from codirector.store.home import Home
-from codirector.store.snapshots import SnapshotCache
 from codirector.store.vector_index import (
     VectorIndex,
 )
-from codirector.store.verify import Problem, VerifyReport, verify
+from codirector.store.verify import VerifyReport
 
 if TYPE_CHECKING:
     from codirector.engine.demo import DemoSummary
@@ -136,34 +132,8 @@ class Studio:
     # -- queries ------------------------------------------------------------------------
 
     def stories(self, *, include_replays: bool = False, include_forgotten: bool = False) -> StoryListing:
-        """Every story with its branches, each branch's status and lease (who runs it now; replay scratch
-        branches and forgotten stories hidden). ``running`` is true while a live lease is held; an expired one
-        is still shown."""
-        out = []
-        leases = {(x.story_id, x.branch): x for x in self.workspace.leases.all()}
-        for story in self.store.stories():
-            if not include_forgotten and is_forgotten(story):
-                continue
-            branches: list[BranchStatus] = []
-            for b in story.branches:
-                if is_scratch(b.name) and not include_replays:
-                    continue
-                own = self.store.read(story.id, b.name, after=b.fork_position,
-                                      types=["StoryCompleted", "ShotCompleted", "BranchCreated", "BranchRanked"])
-                done = any(e.type == "StoryCompleted" for e in own)
-                ranked = any(e.type == "BranchRanked" for e in own)
-                shots = sorted({e.shot for e in self.store.read(story.id, b.name, types=["ShotCompleted"])
-                                if e.shot is not None})
-                lease = leases.get((story.id, b.name))
-                branches.append(BranchStatus(
-                    name=b.name, parent=b.parent, fork_position=b.fork_position, events=b.head_position,
-                    shots_completed=len(shots),
-                    status="completed" if done else "ranked" if ranked else (
-                        "empty" if b.head_position == 0 else "in progress"),
-                    created_at=b.created_at, running=lease is not None and lease.live, lease=lease,
-                ))
-            out.append(StorySummary(story.id, story.title, story.created_at, branches))
-        return StoryListing(out)
+        """Every story with its branches, status and lease (``codirector stories``)."""
+        return list_stories(self.workspace, include_replays=include_replays, include_forgotten=include_forgotten)
 
     def log(
         self, story_id: str, branch: str = MAIN, *, types: list[str] | None = None, shot: int | None = None,
@@ -380,21 +350,7 @@ class Studio:
     def backends(self, *, profile: str | None = None, config: str | os.PathLike[str] | None = None
                  ) -> BackendsReport:
         """Registered backends, what each needs, and whether it can run here (``codirector backends``)."""
-        from codirector.generators import registry
-
-        cfg = resolve(profile, config) if (profile or config) else None
-        rows: list[BackendStatus] = []
-        for b in registry.backends():
-            options: dict[str, Any] = {}
-            selected = False
-            if cfg is not None:
-                table = cfg.table(b.kind)
-                if table.get("backend") == b.name:
-                    selected = True
-                    options = {k: v for k, v in table.items() if k != "backend"}
-            ok, why = registry.usable(b.kind, b.name, options)
-            rows.append(BackendStatus(b.kind, b.name, b.summary, b.needs, ok, why, selected))
-        return BackendsReport(rows, checked_profile=cfg is not None)
+        return backends_report(profile, config)
 
     def preflight(self, *, profile: str | None = None, config: str | os.PathLike[str] | None = None) -> Preflight:
         """Whether every backend of a profile/config can run here, with each fix (``codirector backends --check``)."""
@@ -413,26 +369,8 @@ class Studio:
 
     def reindex(self, story_id: str | None = None) -> ReindexResult:
         """Rebuild vector indexes from the log (every story, or one)."""
-        ids = [story_id] if story_id is not None else [s.id for s in self.store.stories()]
-        out: list[IndexRebuilt] = []
-        for sid in ids:
-            index, path = self.workspace.rebuild_index(sid)
-            dropped = SnapshotCache(self.store).drop(sid)  # a cache too: rebuilt on the next reads
-            out.append(IndexRebuilt(sid, len(index), index.dim, str(path), dropped))
-        return ReindexResult(out)
+        return reindex(self.workspace, story_id)
 
     def verify(self, story_id: str | None = None) -> VerifyReport:
         """Hash chain, blobs and vector index; ``report.ok`` is False on any damage."""
-        if story_id is not None:
-            self.store.story(story_id)
-        for sid in [story_id] if story_id is not None else [s.id for s in self.store.stories()]:
-            try:  # the index is this machine's cache (DESIGN §10): caught up first, so only damage is reported
-                self.workspace.index(sid)
-            except IntegrityViolation:
-                pass  # an unreadable index file or a damaged embedding blob: the checks below name it
-        report = verify(self.store, self.blobs, self.workspace.vectors_dir, story_id)
-        for sid in [story_id] if story_id is not None else [s.id for s in self.store.stories()]:
-            for branch, position in stale_snapshots(self.store, sid):
-                report.problems.append(Problem(sid, branch, position, "snapshot",
-                                               "cached memory snapshot differs from the log; run `codirector reindex`"))
-        return report
+        return verify_workspace(self.workspace, story_id)

@@ -1,0 +1,109 @@
+"""Looking after a workspace: the story listing, the backends table, rebuilding caches and verifying.
+
+Invariants: nothing here writes an event. ``reindex`` only rebuilds caches (the vector index file
+and memory snapshots), which are projections of the log; ``verify`` first catches this machine's
+index cache up with the log (DESIGN §10: the cache is per worker), so what it reports is damage,
+never a cache that is merely behind.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from codirector.engine.loop.rerun import is_forgotten
+from codirector.engine.loop.runs import is_scratch
+from codirector.engine.results import (
+    BackendsReport,
+    BackendStatus,
+    BranchStatus,
+    IndexRebuilt,
+    ReindexResult,
+    StoryListing,
+    StorySummary,
+)
+from codirector.engine.views.memory import stale_snapshots
+from codirector.engine.workspace import Workspace
+from codirector.errors import IntegrityViolation
+from codirector.generators.profiles import resolve
+from codirector.store.snapshots import SnapshotCache
+from codirector.store.verify import Problem, VerifyReport, verify
+
+_STATUS_TYPES = ["StoryCompleted", "ShotCompleted", "BranchCreated", "BranchRanked"]
+
+
+def list_stories(ws: Workspace, *, include_replays: bool = False, include_forgotten: bool = False) -> StoryListing:
+    """Every story with its branches, each branch's status and lease (who runs it now; replay scratch
+    branches and forgotten stories hidden). ``running`` is true while a live lease is held; an expired one
+    is still shown."""
+    out = []
+    leases = {(x.story_id, x.branch): x for x in ws.leases.all()}
+    for story in ws.store.stories():
+        if not include_forgotten and is_forgotten(story):
+            continue
+        branches: list[BranchStatus] = []
+        for b in story.branches:
+            if is_scratch(b.name) and not include_replays:
+                continue
+            own = ws.store.read(story.id, b.name, after=b.fork_position, types=_STATUS_TYPES)
+            done = any(e.type == "StoryCompleted" for e in own)
+            ranked = any(e.type == "BranchRanked" for e in own)
+            shots = {e.shot for e in ws.store.read(story.id, b.name, types=["ShotCompleted"]) if e.shot is not None}
+            lease = leases.get((story.id, b.name))
+            branches.append(BranchStatus(
+                name=b.name, parent=b.parent, fork_position=b.fork_position, events=b.head_position,
+                shots_completed=len(shots),
+                status="completed" if done else "ranked" if ranked else (
+                    "empty" if b.head_position == 0 else "in progress"),
+                created_at=b.created_at, running=lease is not None and lease.live, lease=lease,
+            ))
+        out.append(StorySummary(story.id, story.title, story.created_at, branches))
+    return StoryListing(out)
+
+
+def backends_report(profile: str | None = None, config: str | os.PathLike[str] | None = None) -> BackendsReport:
+    """Registered backends, what each needs, and whether it can run here (``codirector backends``)."""
+    from codirector.generators import registry
+
+    cfg = resolve(profile, config) if (profile or config) else None
+    rows: list[BackendStatus] = []
+    for b in registry.backends():
+        options: dict[str, Any] = {}
+        selected = False
+        if cfg is not None:
+            table = cfg.table(b.kind)
+            if table.get("backend") == b.name:
+                selected = True
+                options = {k: v for k, v in table.items() if k != "backend"}
+        ok, why = registry.usable(b.kind, b.name, options)
+        rows.append(BackendStatus(b.kind, b.name, b.summary, b.needs, ok, why, selected))
+    return BackendsReport(rows, checked_profile=cfg is not None)
+
+
+def reindex(ws: Workspace, story_id: str | None = None) -> ReindexResult:
+    """Rebuild vector indexes from the log (every story, or one) and drop the memory snapshots."""
+    ids = [story_id] if story_id is not None else [s.id for s in ws.store.stories()]
+    out: list[IndexRebuilt] = []
+    for sid in ids:
+        index, path = ws.rebuild_index(sid)
+        dropped = SnapshotCache(ws.store).drop(sid)  # a cache too: rebuilt on the next reads
+        out.append(IndexRebuilt(sid, len(index), index.dim, str(path), dropped))
+    return ReindexResult(out)
+
+
+def verify_workspace(ws: Workspace, story_id: str | None = None) -> VerifyReport:
+    """Hash chain, blobs, vector index and snapshots; ``report.ok`` is False on any damage."""
+    if story_id is not None:
+        ws.store.story(story_id)
+    ids = [story_id] if story_id is not None else [s.id for s in ws.store.stories()]
+    for sid in ids:
+        try:  # the index is this machine's cache (DESIGN §10): caught up first, so only damage is reported
+            ws.index(sid)
+        except IntegrityViolation:
+            pass  # an unreadable index file or a damaged embedding blob: the checks below name it
+    report = verify(ws.store, ws.blobs, ws.vectors_dir, story_id)
+    for sid in ids:
+        for branch, position in stale_snapshots(ws.store, sid):
+            report.problems.append(Problem(sid, branch, position, "snapshot",
+                                           "cached memory snapshot differs from the log; run `codirector reindex`"))
+    return report
