@@ -67,14 +67,16 @@ def batch(
     else:
         from rich.table import Table
 
-        table = Table("story", "branch", "status", "events", "calls made", "from recording", "worker", "seconds")
+        table = Table("story", "branch", "status", "events", "calls made", "from recording", "worker", "seconds",
+                      "cost")
         for r in result.rows:
             table.add_row(r.story_id, r.branch, r.status, str(r.events), str(r.calls_made), str(r.calls_recorded),
-                          r.worker, f"{r.seconds:.1f}")
+                          r.worker, f"{r.seconds:.1f}", result.cost.line(r.story_id))
         console().print(table)
         done = sum(r.ok for r in result.rows)
         typer.echo(f"{done} of {len(result.rows)} jobs finished in {result.seconds:.1f} s on {result.workers} "
-                   f"worker(s) ({result.pool})")
+                   f"worker(s) ({result.pool}); spent ${result.cost.total_usd:.4f}"
+                   + (" + unpriced calls" if result.cost.unpriced else ""))
         for r in result.rows:
             if r.hint and not r.ok:
                 note(f"{r.story_id}: {r.hint}")

@@ -299,11 +299,19 @@ class Studio:
         pool = open_pool(self.spec, ws=self.workspace, workers=workers, address=ray,
                          gpus_per_worker=gpus_per_worker, backends=backends)
         try:
-            return run_batch(self.workspace, items, pool, profile=profile, config=config, seed=seed,
-                             max_rounds=max_rounds, story_format=story_format, budget_usd=budget,
-                             on_result=on_result)
+            result = run_batch(self.workspace, items, pool, profile=profile, config=config, seed=seed,
+                               max_rounds=max_rounds, story_format=story_format, budget_usd=budget,
+                               on_result=on_result)
         finally:
             pool.close()
+        table = PriceTable.from_file(config)  # the run config's [prices] over the built-ins
+        known = {s.id for s in self.store.stories()}
+        for sid in dict.fromkeys(row.story_id for row in result.rows if row.story_id in known):
+            spend = self._spend(sid, table)  # every branch of the story: a brief's pulls included
+            result.cost.usd[sid] = spend.total_usd
+            if spend.unpriced:
+                result.cost.unpriced[sid] = sorted({m for models in spend.unpriced.values() for m in models})
+        return result
 
     def cost(self, story_id: str, branch: str = MAIN, *, by: str = "shot",
              prices: str | os.PathLike[str] | PriceTable | None = None) -> CostReport:

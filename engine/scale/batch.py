@@ -27,6 +27,7 @@ from codirector.engine.jobs import Job, JobResult, create_story, is_brief_file
 from codirector.engine.loop.formats import is_story_path
 from codirector.engine.loop.story import default_story_id, read_story
 from codirector.engine.scale import Pool
+from codirector.engine.views.cost import Spend
 from codirector.engine.workspace import Workspace
 from codirector.errors import InvalidArgument, StoryFileError
 from codirector.generators.preflight import require_ready
@@ -52,6 +53,7 @@ class BatchResult:
     workers: int
     seconds: float
     notes: list[str] = field(default_factory=list)
+    cost: Spend = field(default_factory=Spend)  # USD per story (all its branches), from the log
 
     @property
     def ok(self) -> bool:
@@ -60,7 +62,7 @@ class BatchResult:
     def to_json(self) -> dict[str, Any]:
         count = {s: sum(r.status == s for r in self.rows) for s in ("completed", "skipped", "stopped", "failed")}
         return {"jobs": [r.to_json() for r in self.rows], "pool": self.pool, "workers": self.workers,
-                "seconds": round(self.seconds, 3), **count, "notes": self.notes}
+                "seconds": round(self.seconds, 3), **count, "notes": self.notes, "cost": self.cost.to_json()}
 
 
 def _files(path: Path) -> Iterable[Path]:

@@ -30,6 +30,10 @@ def test_batch_in_process_equals_solo_runs_and_rerun_skips(tmp_path: Path, count
         ("dewline_serum", "direct", "completed")]
     assert all(r.calls_made > 0 and r.calls_recorded == 0 and r.worker.startswith("local@") for r in result.rows)
     assert result.to_json()["completed"] == 4
+    # totals per story, from the log: the counting backends' models have no price, so each story says so
+    assert set(result.cost.usd) == {r.story_id for r in result.rows}
+    assert set(result.cost.unpriced) == {r.story_id for r in result.rows}
+    assert result.to_json()["cost"]["unpriced"]["dewline_serum"]
 
     solo = Studio(tmp_path / "solo")
     for name in ("bakery", "lighthouse", "night_market"):
