@@ -31,16 +31,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from codirector.engine.loop.derived_plan import derive_plan, needs_derived_plan
-from codirector.engine.loop.rerun import continuation, story_to_create
-from codirector.engine.loop.runs import is_scratch
-from codirector.engine.loop.story import default_story_id, read_story
+from codirector.engine.loop.rerun import continuation
+from codirector.engine.loop.runs import is_scratch, prepare_story, record_story
 from codirector.engine.recording.budget import Budget, spending
 from codirector.engine.workspace import Workspace
 from codirector.errors import BudgetExceeded, CodirectorError, InvalidArgument
 from codirector.generators.base import Backends
 from codirector.generators.preflight import require_ready
-from codirector.generators.profiles import RunConfig, build_backends, resolve
+from codirector.generators.profiles import RunConfig, build_backends
 from codirector.store.event_store import MAIN
 
 BACKEND_KINDS = ("vlm", "image", "video", "embedder")
@@ -225,28 +223,15 @@ def create_story(
     log alone, so the story file need not exist on the worker's machine. ``AlreadyExists`` when the id
     holds a different story.
     """
-    story = read_story(story_file, story_format)
-    spec = story.spec
-    overrides: dict[str, Any] = {k: v for k, v in (ablations or {}).items() if v}
-    if max_rounds is not None:
-        if max_rounds < 1:
-            raise InvalidArgument(f"--max-rounds must be at least 1, got {max_rounds}")
-        overrides["max_rounds"] = max_rounds
-    cfg = resolve(profile, config, overrides={"run": overrides})
-    plan_notes: list[str] = []
-    if needs_derived_plan(spec, cfg.vlm.get("backend")):
-        spec, plan_notes = derive_plan(spec, str(story.path))
-    sid = story_id or default_story_id(story_file, spec)
-    new = story_to_create(story, spec, plan_notes=plan_notes, seed=seed, settings=cfg.to_settings())
+    sid, cfg, new = prepare_story(story_file, profile=profile, config=config, seed=seed, max_rounds=max_rounds,
+                                  story_id=story_id, ablations=ablations, story_format=story_format)
     with ws.lease(sid, MAIN, wait=math.inf):  # no job runs main while the story is being created
         note = continuation(ws, sid, new)
         if note is not None:
             return Created(sid, "continuing" if note else "complete", note)
         if check_ready:
             require_ready(cfg)
-        for data in new.images:
-            ws.blobs.put(data)  # blobs before the event that names them
-        ws.store.create_story(sid, title=spec.title, events=[new.event.at()])
+        record_story(ws, sid, new)
     return Created(sid, "new")
 
 

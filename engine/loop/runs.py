@@ -22,7 +22,7 @@ from typing import Any
 from codirector.engine.loop.algorithm import Loop
 from codirector.engine.loop.context import Progress, QuietProgress, RunContext, RunSettings
 from codirector.engine.loop.derived_plan import derive_plan, needs_derived_plan
-from codirector.engine.loop.rerun import FORGOTTEN_PREFIX, continuation, story_to_create
+from codirector.engine.loop.rerun import FORGOTTEN_PREFIX, NewStory, continuation, story_to_create
 from codirector.engine.loop.story import default_story_id, read_story
 from codirector.engine.recording.budget import Budget
 from codirector.engine.recording.recorder import CallRecorder, CallStats, recorded_answers
@@ -113,6 +113,36 @@ def refuse_brief_main(ws: Workspace, story_id: str, branch: str, *, action: str)
     )
 
 
+def prepare_story(
+    story_file: str | Path, *, profile: str | None = None, config: str | Path | None = None,
+    seed: int | None = None, max_rounds: int | None = None, story_id: str | None = None,
+    ablations: dict[str, bool] | None = None, story_format: str | None = None,
+) -> tuple[str, RunConfig, NewStory]:
+    """Read a story file (any known format) and resolve its config: the id, the config, and the
+    ``StoryCreated`` a run would record. A story without a plan run by the plan-driven preview VLM gets
+    one derived from its text (``engine.loop.derived_plan``). Nothing is written."""
+    story = read_story(story_file, story_format)
+    spec = story.spec
+    run_overrides: dict[str, Any] = {k: v for k, v in (ablations or {}).items() if v}
+    if max_rounds is not None:
+        if max_rounds < 1:
+            raise InvalidArgument(f"--max-rounds must be at least 1, got {max_rounds}")
+        run_overrides["max_rounds"] = max_rounds
+    cfg = resolve(profile, config, overrides={"run": run_overrides})
+    plan_notes: list[str] = []
+    if needs_derived_plan(spec, cfg.vlm.get("backend")):
+        spec, plan_notes = derive_plan(spec, str(story.path))
+    sid = story_id or default_story_id(story_file, spec)
+    return sid, cfg, story_to_create(story, spec, plan_notes=plan_notes, seed=seed, settings=cfg.to_settings())
+
+
+def record_story(ws: Workspace, story_id: str, new: NewStory) -> None:
+    """Write the story's reference images, then its ``StoryCreated`` (blobs before the event naming them)."""
+    for data in new.images:
+        ws.blobs.put(data)
+    ws.store.create_story(story_id, title=new.event.title, events=[new.event.at()])
+
+
 def start_run(
     ws: Workspace, story_file: str | Path, *, profile: str | None = None, config: str | Path | None = None,
     seed: int | None = None, max_rounds: int | None = None, story_id: str | None = None,
@@ -127,27 +157,14 @@ def start_run(
     A new story is created only after the pre-flight passed (``generators.preflight``). An existing
     id with the same content is continued; with other content it is refused (``engine.loop.rerun``).
     """
-    story = read_story(story_file, story_format)
-    spec = story.spec
-    run_overrides: dict[str, Any] = {k: v for k, v in (ablations or {}).items() if v}
-    if max_rounds is not None:
-        if max_rounds < 1:
-            raise InvalidArgument(f"--max-rounds must be at least 1, got {max_rounds}")
-        run_overrides["max_rounds"] = max_rounds
-    cfg = resolve(profile, config, overrides={"run": run_overrides})
-    plan_notes: list[str] = []
-    if needs_derived_plan(spec, cfg.vlm.get("backend")):
-        spec, plan_notes = derive_plan(spec, str(story.path))
-    sid = story_id or default_story_id(story_file, spec)
-    new = story_to_create(story, spec, plan_notes=plan_notes, seed=seed, settings=cfg.to_settings())
+    sid, cfg, new = prepare_story(story_file, profile=profile, config=config, seed=seed, max_rounds=max_rounds,
+                                  story_id=story_id, ablations=ablations, story_format=story_format)
     if backends is None and sid not in ws.story_ids():
         require_ready(cfg)  # pre-flight: no story is created unless every backend can run here
     with ws.lease(sid, MAIN, wait=wait):  # taken before the story exists: a second `run FILE` gets BranchBusy
         continuing = continuation(ws, sid, new)  # None: a new id; AlreadyExists when the content differs
         if continuing is None:
-            for data in new.images:
-                ws.blobs.put(data)  # blobs before the event that names them
-            ws.store.create_story(sid, title=spec.title, events=[new.event.at()])
+            record_story(ws, sid, new)
         result = execute(ws, sid, MAIN, backends=backends, progress=progress, budget=budget)
         if continuing:
             result.notes.insert(0, continuing)
