@@ -1,8 +1,11 @@
-"""Fixtures for every test: an isolated home, databases (SQLite and a real PostgreSQL), tiny models."""
+"""Fixtures for every test: an isolated home, databases (SQLite and a real PostgreSQL), tiny models, and
+ONE local Ray per pytest process (session), started with its own HOME and temp folder; its workers load
+the counting backends (tests/codirector_test_plugins.py) as a plugin."""
 
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from support import PostgresServer, chromium, pg_bindir, register_tiny_clip
+
+TESTS = Path(__file__).resolve().parent
 
 REQUIRE_PG = os.environ.get("CODIRECTOR_REQUIRE_PG") == "1"
 REQUIRE_BROWSER = os.environ.get("CODIRECTOR_REQUIRE_BROWSER") == "1"
@@ -113,3 +118,32 @@ def browser() -> str:
             pytest.fail("CODIRECTOR_REQUIRE_BROWSER=1 but Chromium is not installed (apt-get install chromium)")
         pytest.skip("Chromium is not installed (apt-get install chromium); .ci/run installs it")
     return exe
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    ray = pytest.importorskip("ray", reason='Ray is not installed: pip install "codirector[ray]"')
+    tmp = Path(tempfile.mkdtemp(prefix="codirector-ray-"))
+    saved = {k: os.environ.get(k) for k in ("HOME", "RAY_TMPDIR", "PYTHONPATH", "CODIRECTOR_PLUGINS")}
+    os.environ.update(HOME=str(tmp), RAY_TMPDIR=str(tmp / "r"), CODIRECTOR_PLUGINS="codirector_test_plugins",
+                      PYTHONPATH=os.pathsep.join([str(TESTS), saved["PYTHONPATH"] or ""]))
+    try:  # the workers inherit this environment
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def counting_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The counting backends in this process and in the workers (forwarded CODIRECTOR_* settings); the call log."""
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("CODIRECTOR_PLUGINS", "codirector_test_plugins")
+    monkeypatch.setenv("CODIRECTOR_TEST_CALL_LOG", str(log))
+    monkeypatch.setenv("CODIRECTOR_LEASE_TTL", "1")
+    return log
