@@ -10,8 +10,9 @@ Invariants:
 - Only a POST changes anything, and ``serve.security.Guard`` has checked its Origin (and token)
   before it gets here. A form names stories, branches and shots, never a file: the export's
   output is a temporary file the server picks and deletes once sent.
-- Runs go to ``serve.jobs.Runner`` (a worker thread, the branch lease); the page they redirect to
-  follows them live from the log. Replay, verify and export answer when done, each on a Studio of
+- Runs go to ``serve.jobs.Runner`` (a worker thread of this server, or a job on the Ray pool of
+  ``serve --workers/--ray``; the branch lease either way); the page they redirect to follows them
+  live from the log. Replay, verify and export answer when done, each on a Studio of
   its own, like a CLI invocation.
 """
 

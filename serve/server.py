@@ -6,7 +6,9 @@
 Invariants:
 - The socket is bound before uvicorn starts, so a port in use is a clear ``InvalidArgument`` naming
   it (not a log line), and port 0 gives a free port with no race between choosing and binding.
-- Stopping ends the live streams first (``StudioApp.stopping``) so the server never waits on them.
+- Stopping ends the live streams first (``StudioApp.stopping``) so the server never waits on them,
+  then shuts the runner down: it takes no more jobs, and a Ray pool it runs them on (``serve
+  --workers/--ray``) is closed with the server, however it stops (``stop``, or ``run`` ending).
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ class StudioServer:
         try:
             self.server.run(sockets=[self.sock])
         finally:
+            self.app.state.studio_app.runner.shutdown()
             self.close()
 
     def stop(self) -> None:

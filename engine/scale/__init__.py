@@ -4,13 +4,16 @@
     pool = open_pool(spec, workers=4, address=None)        # a local Ray with 4 worker actors
     pool = open_pool(spec, address="ray://head:10001", gpus_per_worker=1)   # join a cluster: one actor per GPU
     rows = pool.run(jobs, on_result=print)                 # JobResults in the order of ``jobs``
+    server_pool = open_ray_pool(spec, workers=2)           # takes single jobs too, from any thread (serve)
+    future = server_pool.submit(Job("lighthouse", "storm"))   # a Future[JobResult]
 
 Invariants:
 - ``local`` never imports Ray; ``ray_pool`` is the only module that does, and it is imported only
   when ``--workers`` or ``--ray`` is given, so every other command starts without it.
 - A pool has no scheduler, queue or retry loop of its own: the local one runs jobs in order; the
-  Ray one hands them to Ray's ``ActorPool``, and a dead worker is Ray's to restart (actor restarts)
-  and its job Ray's to retry (task retries); the retried job resumes its branch (``engine.jobs``).
+  Ray one hands a batch to Ray's ``ActorPool`` and a single job (``submit``) to its least busy
+  worker, and a dead worker is Ray's to restart (actor restarts) and its job Ray's to retry (task
+  retries); the retried job resumes its branch (``engine.jobs``).
 - A multi-node cluster is refused before any work starts unless every node can reach the storage
   (a PostgreSQL database and an object-store blob URL; ``WorkspaceSpec.multi_node_ready``).
 """
@@ -18,14 +21,18 @@ Invariants:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from codirector.engine.jobs import Job, JobResult, WorkspaceSpec
 from codirector.engine.recording.budget import Budget
 from codirector.engine.workspace import Workspace
 from codirector.errors import ConfigError, InvalidArgument
 from codirector.generators.base import Backends
+
+if TYPE_CHECKING:
+    from codirector.engine.scale.ray_pool import RayPool
 
 RAY_EXTRA = 'pip install "codirector[ray]"'
 
@@ -43,8 +50,31 @@ class Pool(Protocol):
         ...
 
 
+class Submitter(Protocol):
+    """A pool that also takes single jobs, from any thread, as they come (the studio server's runs)."""
+
+    workers: int
+    name: str
+
+    def submit(self, job: Job) -> Future[JobResult]:
+        ...
+
+    def close(self) -> None:
+        ...
+
+
 def wants_ray(workers: int | None, address: str | None) -> bool:
     return workers is not None or address is not None
+
+
+def check_ray_options(workers: int | None, gpus_per_worker: float) -> None:
+    """``InvalidArgument`` for a ``--workers``/``--gpus-per-worker`` out of range (before Ray is touched)."""
+    if workers is not None and workers < 1:
+        raise InvalidArgument(f"--workers must be 1 or more, got {workers}",
+                              hint="give --workers N with N >= 1, or leave it out to run in this process")
+    if gpus_per_worker < 0:
+        raise InvalidArgument(f"--gpus-per-worker must be 0 or more, got {gpus_per_worker:g}",
+                              hint="0 gives each worker one CPU; 1 gives each worker a whole GPU")
 
 
 @contextmanager
@@ -72,13 +102,26 @@ def open_pool(
         from codirector.engine.scale.local import LocalPool
 
         return LocalPool(ws if ws is not None else spec.open(), backends=backends, budget=budget)
-    if workers is not None and workers < 1:
-        raise InvalidArgument(f"--workers must be 1 or more, got {workers}")
-    if gpus_per_worker < 0:
-        raise InvalidArgument(f"--gpus-per-worker must be 0 or more, got {gpus_per_worker}")
+    check_ray_options(workers, gpus_per_worker)
     if budget is not None and budget.capped:
         raise InvalidArgument("--budget is a cap shared by one process; with --workers/--ray it is not supported here",
                               hint="run without --workers, or cap each story: `codirector batch ... --budget USD`")
+    return _ray_pool(spec, workers=workers, address=address, gpus_per_worker=gpus_per_worker, env=env)
+
+
+def open_ray_pool(spec: WorkspaceSpec, *, workers: int | None = None, address: str | None = None,
+                  gpus_per_worker: float = 0.0, env: dict[str, str] | None = None) -> Submitter:
+    """A Ray pool that takes single jobs from any thread (``submit``), as ``codirector serve --workers`` needs;
+    ``InvalidArgument``/``ConfigError`` as ``open_pool``. One of ``workers`` and ``address`` is required."""
+    if not wants_ray(workers, address):
+        raise InvalidArgument("a Ray pool needs --workers N or --ray ADDRESS",
+                              hint="give --workers 2 (a local Ray) or --ray auto (the cluster this machine is in)")
+    check_ray_options(workers, gpus_per_worker)
+    return _ray_pool(spec, workers=workers, address=address, gpus_per_worker=gpus_per_worker, env=env)
+
+
+def _ray_pool(spec: WorkspaceSpec, *, workers: int | None, address: str | None, gpus_per_worker: float,
+              env: dict[str, str] | None) -> RayPool:
     try:
         from codirector.engine.scale.ray_pool import RayPool
     except ImportError as e:
@@ -89,4 +132,5 @@ def open_pool(
     return RayPool(spec, workers=workers, address=address, gpus_per_worker=gpus_per_worker, env=env)
 
 
-__all__ = ["RAY_EXTRA", "Pool", "open_pool", "ray_pool_or_none", "wants_ray"]
+__all__ = ["RAY_EXTRA", "Pool", "Submitter", "check_ray_options", "open_pool", "open_ray_pool", "ray_pool_or_none",
+           "wants_ray"]

@@ -8,7 +8,10 @@ Invariants:
 - Failure handling is Ray's own: actors restart without limit (``max_restarts=-1``) and a call
   lost with its worker is retried (``max_task_retries=-1``). A retried job resumes its branch under
   the branch lease (waiting out a dead holder's TTL), so it never repeats a recorded call.
-- Distribution is Ray's ``ActorPool``: no scheduler, queue or retry loop of ours.
+- Distribution is Ray's: ``run`` (a batch, from one thread) hands the jobs to Ray's ``ActorPool``;
+  ``submit`` (one job, from any thread: ``ActorPool`` is not thread-safe) calls the worker with the
+  fewest jobs in hand, chosen under a lock, and Ray queues the call there if that worker is busy.
+  No scheduler, queue or retry loop of ours.
 - Workers get the driver's ``CODIRECTOR_*`` settings (plugins, lease TTL), never its storage
   values (they travel as the job's Workspace spec) and never an API key; anything else a worker
   needs (credentials) comes from its node's environment, or ``env`` when the caller passes it.
@@ -18,14 +21,16 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from concurrent.futures import Future
+from typing import Any, cast
 
 import ray
 from ray.util import ActorPool
 
 from codirector.engine.jobs import Job, JobResult, Worker, WorkspaceSpec, worker_name
-from codirector.errors import ConfigError
+from codirector.errors import ConfigError, RunStateError
 
 _NOT_FORWARDED = {"CODIRECTOR_DB", "CODIRECTOR_BLOBS", "CODIRECTOR_HOME", "CODIRECTOR_CACHE"}
 
@@ -44,6 +49,9 @@ class JobActor:
 
     def run(self, index: int, job: Job) -> tuple[int, JobResult]:
         return index, self.worker.run(job)
+
+    def run_one(self, job: Job) -> JobResult:
+        return self.worker.run(job)
 
     def pid(self) -> int:
         return os.getpid()
@@ -87,6 +95,8 @@ class RayPool:
         self.workers = workers
         self.actors = [JobActor.options(**options).remote(tuple(spec), i)  # type: ignore[attr-defined]
                        for i in range(workers)]
+        self._lock = threading.Lock()
+        self._in_hand = [0] * workers  # jobs given to each worker by ``submit`` and not finished
 
     def pids(self) -> list[int]:
         """Each worker's process id (a restarted worker has a new one)."""
@@ -104,10 +114,34 @@ class RayPool:
                 on_result(row)
         return [r for r in out if r is not None]
 
+    def submit(self, job: Job) -> Future[JobResult]:
+        """Run one job on the worker with the fewest jobs in hand (a free one, if any); callable from any
+        thread. The future fails with Ray's error if the job raised or the pool was closed under it."""
+        with self._lock:
+            if not self.actors:
+                raise RunStateError(f"the Ray pool is closed; {job.story_id}/{job.branch} was not started",
+                                    hint=f"continue it with `codirector run --story {job.story_id} "
+                                         f"--branch {job.branch}` (or `codirector resume {job.story_id}`)")
+            slot = min(range(len(self.actors)), key=self._in_hand.__getitem__)
+            self._in_hand[slot] += 1
+            actor = self.actors[slot]
+        future = cast("Future[JobResult]", actor.run_one.remote(job).future())
+
+        def finished(_: Future[JobResult]) -> None:
+            with self._lock:
+                if slot < len(self._in_hand):
+                    self._in_hand[slot] -= 1
+
+        future.add_done_callback(finished)
+        return future
+
     def close(self) -> None:
-        for actor in getattr(self, "actors", []):
+        lock = getattr(self, "_lock", None) or threading.Lock()
+        with lock:
+            actors, self.actors = getattr(self, "actors", []), []
+            self._in_hand = []
+        for actor in actors:
             ray.kill(actor, no_restart=True)
-        self.actors = []
         if self._owns and ray.is_initialized():
             ray.shutdown()
             self._owns = False
