@@ -32,23 +32,25 @@ from codirector.store.verify import Problem, VerifyReport, verify
 _STATUS_TYPES = ["StoryCompleted", "ShotCompleted", "BranchCreated", "BranchRanked"]
 
 
-def list_stories(ws: Workspace, *, include_replays: bool = False, include_forgotten: bool = False) -> StoryListing:
-    """Every story with its branches, each branch's status and lease (who runs it now; replay scratch
-    branches and forgotten stories hidden). ``running`` is true while a live lease is held; an expired one
-    is still shown."""
+def list_stories(ws: Workspace, *, include_replays: bool = False, include_forgotten: bool = False,
+                 story_id: str | None = None) -> StoryListing:
+    """Every story (or only ``story_id``; ``StoryNotFound`` if there is none) with its branches, each
+    branch's status and lease (who runs it now; replay scratch branches and forgotten stories hidden).
+    ``running`` is true while a live lease is held; an expired one is still shown. One read per branch."""
     out = []
     leases = {(x.story_id, x.branch): x for x in ws.leases.all()}
-    for story in ws.store.stories():
+    for story in ws.store.stories() if story_id is None else [ws.store.story(story_id)]:
         if not include_forgotten and is_forgotten(story):
             continue
         branches: list[BranchStatus] = []
         for b in story.branches:
             if is_scratch(b.name) and not include_replays:
                 continue
-            own = ws.store.read(story.id, b.name, after=b.fork_position, types=_STATUS_TYPES)
+            marks = ws.store.read(story.id, b.name, types=_STATUS_TYPES)  # the lineage's: shots done before the fork
+            own = [e for e in marks if e.position > b.fork_position]
             done = any(e.type == "StoryCompleted" for e in own)
             ranked = any(e.type == "BranchRanked" for e in own)
-            shots = {e.shot for e in ws.store.read(story.id, b.name, types=["ShotCompleted"]) if e.shot is not None}
+            shots = {e.shot for e in marks if e.type == "ShotCompleted" and e.shot is not None}
             lease = leases.get((story.id, b.name))
             branches.append(BranchStatus(
                 name=b.name, parent=b.parent, fork_position=b.fork_position, events=b.head_position,

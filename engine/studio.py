@@ -131,9 +131,11 @@ class Studio:
 
     # -- queries ------------------------------------------------------------------------
 
-    def stories(self, *, include_replays: bool = False, include_forgotten: bool = False) -> StoryListing:
-        """Every story with its branches, status and lease (``codirector stories``)."""
-        return list_stories(self.workspace, include_replays=include_replays, include_forgotten=include_forgotten)
+    def stories(self, *, include_replays: bool = False, include_forgotten: bool = False,
+                story_id: str | None = None) -> StoryListing:
+        """Every story with its branches, status and lease (``codirector stories``); ``story_id``: only that one."""
+        return list_stories(self.workspace, include_replays=include_replays, include_forgotten=include_forgotten,
+                            story_id=story_id)
 
     def log(
         self, story_id: str, branch: str = MAIN, *, types: list[str] | None = None, shot: int | None = None,
@@ -314,14 +316,19 @@ class Studio:
         return result
 
     def cost(self, story_id: str, branch: str = MAIN, *, by: str = "shot",
-             prices: str | os.PathLike[str] | PriceTable | None = None) -> CostReport:
+             prices: str | os.PathLike[str] | PriceTable | None = None,
+             events: Sequence[RecordedEvent] | None = None) -> CostReport:
         """What the branch spent, what its shared prefix cost the parent, what the recording saved (``codirector
-        cost``); at the built-in prices and a TOML file's ``[prices]`` (the table in force now, never recorded)."""
+        cost``); at the built-in prices and a TOML file's ``[prices]`` (the table in force now, never recorded).
+
+        ``events``: the branch's events (its lineage included) when the caller has read them already (an audit,
+        a comparison); only their ``ModelCalled`` are priced, so any wider read gives the same report."""
         if by not in BY:
             raise InvalidArgument(f"--by must be one of {', '.join(BY)}, got {by!r}", hint=did_you_mean(by, BY, "key"))
         table = prices if isinstance(prices, PriceTable) else PriceTable.from_file(prices)
-        calls = self.store.read(story_id, branch, types=["ModelCalled"])  # all that the cost projection reads
-        return branch_cost(calls, story_id=story_id, branch=branch, prices=table, by=by,
+        if events is None:
+            events = self.store.read(story_id, branch, types=["ModelCalled"])  # all that the cost projection reads
+        return branch_cost(events, story_id=story_id, branch=branch, prices=table, by=by,
                            served_from_recording=is_scratch(branch))
 
     def _spend(self, story_id: str, prices: PriceTable) -> Spend:
@@ -338,9 +345,11 @@ class Studio:
 
     def audit(self, story_id: str, branch: str = MAIN, *, html: str | os.PathLike[str] | None = None,
               prices: str | os.PathLike[str] | None = None) -> Audit:
-        """Every continuity decision with its evidence (``codirector audit``); optionally an HTML report."""
-        audit = audit_events(self.store.read(story_id, branch), story_id=story_id, branch=branch)
-        audit = replace(audit, cost=self.cost(story_id, branch, prices=prices))
+        """Every continuity decision with its evidence (``codirector audit``); optionally an HTML report.
+        One read of the branch: its cost is priced from the same events the audit folds."""
+        events = self.store.read(story_id, branch)
+        audit = audit_events(events, story_id=story_id, branch=branch)
+        audit = replace(audit, cost=self.cost(story_id, branch, prices=prices, events=events))
         if html is not None:
             audit = replace(audit, html=str(write_html(audit, self.blobs, html)))
         return audit

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request
@@ -45,6 +45,9 @@ from codirector.serve import director_page, live, memory_page, pages
 from codirector.serve.jobs import Runner
 from codirector.serve.media import IMMUTABLE, Thumbnails, byte_range, media_type, valid_digest
 from codirector.serve.security import AccessPolicy, Guard
+
+if TYPE_CHECKING:
+    from codirector.engine.scale import Submitter
 
 HERE = Path(str(resources.files("codirector.serve")))
 STATIC = {"studio.css": "text/css; charset=utf-8", "studio.js": "text/javascript; charset=utf-8"}
@@ -106,9 +109,10 @@ class StudioApp:
 
 
 def create_app(studio: Studio, *, policy: AccessPolicy | None = None, runner: Runner | None = None,
-               make_studio: Callable[[], Studio] | None = None) -> FastAPI:
+               make_studio: Callable[[], Studio] | None = None, pool: Submitter | None = None) -> FastAPI:
     """The studio over ``studio``'s home. ``policy`` defaults to a loopback studio without a token;
-    ``codirector serve`` passes ``AccessPolicy.for_bind(host, token)``."""
+    ``codirector serve`` passes ``AccessPolicy.for_bind(host, token)``. ``pool``: runs started from
+    the page go to its workers (``serve --workers/--ray``) instead of this server's threads."""
     from codirector.serve import actions
 
     if make_studio is None:
@@ -118,7 +122,7 @@ def create_app(studio: Studio, *, policy: AccessPolicy | None = None, runner: Ru
             return Studio(home=home.root, db=home.db_url, blobs=home.blobs, cache=home.cache)
 
     _ = studio.workspace  # open it now (or fail with the `codirector init` hint) rather than on the first request
-    ctx = StudioApp(studio, make_studio, runner or Runner(make_studio))
+    ctx = StudioApp(studio, make_studio, runner or Runner(make_studio, pool=pool))
     ctx.thumbs = Thumbnails(studio.blobs)
     ctx.static = {name: (HERE / "static" / name).read_bytes() for name in STATIC}
     app = FastAPI(title="codirector studio", docs_url=None, redoc_url=None, openapi_url=None)

@@ -9,19 +9,22 @@ Invariants:
 - The director view is a fold of the brief's typed, upcast events (``DIRECTOR`` below, the
   ``views.projection`` dispatch style); arm statistics come from the bandit's own fold
   (``director.bandit.fold``), so the chart shows exactly the means the bandit chose with.
-- The comparison is ``Studio.diff`` (where the branches part, each shot's outcome, memory), each
-  branch's ``Studio.cost`` and ``Studio.memory``, and the typed ``KeyframeJudged`` events after the fork.
+- The comparison is what ``Studio.diff`` says (``views.diff.diff_fork``: where the branches part, each
+  shot's outcome, memory), each branch's ``Studio.cost`` and ``Studio.memory``, and the typed
+  ``KeyframeJudged`` events after the fork. The two branches are read once, as a ``Fork`` (their
+  shared prefix once, then each tail), and the diff, both costs and the verdicts come from that read.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from codirector.engine.director import bandit
 from codirector.engine.studio import Studio
 from codirector.engine.views.cost import CostReport
-from codirector.engine.views.diff import BranchDiff, ShotOutcome
+from codirector.engine.views.diff import BranchDiff, Fork, ShotOutcome, diff_fork
 from codirector.engine.views.projection import Projection
 from codirector.errors import InvalidArgument
 from codirector.events import BranchRanked, DirectionChosen, KeyframeJudged, RecordedEvent, RewardObserved
@@ -159,30 +162,32 @@ class ComparePage:
     entities_b: int
 
 
-def verdicts(studio: Studio, story_id: str, branch: str, after: int) -> dict[int, tuple[Judged, ...]]:
-    """Per shot, the keyframe rounds' decisions logged after ``after`` (typed, upcast events)."""
+def verdicts(events: Iterable[RecordedEvent], after: int) -> dict[int, tuple[Judged, ...]]:
+    """Per shot, the keyframe rounds' decisions logged after position ``after`` (typed, upcast events)."""
     out: dict[int, list[Judged]] = {}
-    for ev in studio.log(story_id, branch, types=["KeyframeJudged"], after=after):
-        e = ev.event
+    for ev in events:
+        e = ev.event if ev.type == "KeyframeJudged" and ev.position > after else None
         if ev.shot is not None and isinstance(e, KeyframeJudged):
             out.setdefault(ev.shot, []).append(Judged(e.round, e.decision))
     return {shot: tuple(rounds) for shot, rounds in out.items()}
 
 
 def compare_page(studio: Studio, story_id: str, a: str, b: str) -> ComparePage:
-    """Branches ``a`` and ``b`` from where they part: ``Studio.diff``, each branch's ``Studio.cost`` and
-    memory, and the keyframe decisions logged after the fork."""
+    """Branches ``a`` and ``b`` from where they part: their diff, each branch's cost and memory, and the
+    keyframe decisions logged after the fork; both branches read once (see the module docstring)."""
     story = find_story(studio, story_id)
     find_branch(story, a)
     find_branch(story, b)
-    diff = studio.diff(story_id, a, b)
+    fork = Fork.read(studio.store, story_id, a, b)
+    diff = diff_fork(fork, story_id, a, b)
     first = diff.first_differing_shot
     shared = tuple(s.shot for s in diff.shots if first is None or s.shot < first)
-    judged_a = verdicts(studio, story_id, a, diff.parted_at_position)
-    judged_b = verdicts(studio, story_id, b, diff.parted_at_position)
+    judged_a = verdicts(fork.tail_a, diff.parted_at_position)
+    judged_b = verdicts(fork.tail_b, diff.parted_at_position)
     shots = tuple(ComparedShot(s.shot, s.same, s.in_a, s.in_b, judged_a.get(s.shot, ()), judged_b.get(s.shot, ()))
                   for s in diff.shots if first is not None and s.shot >= first)
-    return ComparePage(story, a, b, diff, shared, shots, studio.cost(story_id, a), studio.cost(story_id, b),
+    return ComparePage(story, a, b, diff, shared, shots, studio.cost(story_id, a, events=fork.events_a),
+                       studio.cost(story_id, b, events=fork.events_b),
                        len(studio.memory(story_id, a)), len(studio.memory(story_id, b)))
 
 

@@ -6,7 +6,11 @@ template renders. They call the same Studio methods the CLI commands call (``sto
 pure projections (``fold_run_state``), so a page never says more, or other, than the log does.
 
 Invariants:
-- No page model is cached or kept between requests: every page is a fresh query of the log.
+- No page model is cached or kept between requests: every page is a fresh query of the log. The one
+  thing kept is ``SPEND``: a branch's spend at built-in prices, keyed by (database, story, branch, head
+  position, head hash) and priced from the events at or before that head. A lineage's events up to a head never
+  change (the log is append-only and a fork is fixed), so an entry is never stale; a branch that moves
+  has a new key. It is a cache of immutable positions, not state of the app.
 - A branch's status is read from the log and its lease: ``running`` while a live lease is held,
   ``complete`` once the story completed (or a brief was ranked), ``not started`` with no events,
   else ``stopped`` (a run that can be resumed).
@@ -16,8 +20,10 @@ Invariants:
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from codirector.engine.results import BranchStatus, StorySummary
 from codirector.engine.studio import Studio
@@ -27,7 +33,7 @@ from codirector.engine.views.evidence import ShotAudit
 from codirector.engine.views.state import RUN_STATE, fold_run_state
 from codirector.errors import BranchNotFound, InvalidArgument, StoryNotFound, did_you_mean
 from codirector.events import RecordedEvent
-from codirector.store.event_store import MAIN
+from codirector.store.event_store import MAIN, BranchInfo
 
 SHOTS_PER_PAGE = 20
 
@@ -88,24 +94,55 @@ def _from_shot(studio: Studio, story_id: str, b: BranchStatus) -> int | None:
     return created[0].shot if created else None
 
 
+class SpendByHead:
+    """A branch's spend at the built-in prices, kept by (database, story, branch, head position, head hash): what
+    ``Studio.cost`` says of the events up to that head, which never change (see the module docstring).
+    At most ``size`` entries, least recently used dropped first; safe to share between request threads."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._kept: OrderedDict[tuple[str, str, str, int, str], tuple[float, bool]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, studio: Studio, story_id: str, head: BranchInfo) -> tuple[float, bool]:
+        """(USD spent, whether some of it is unpriced) by ``head.name`` up to ``head.head_position``."""
+        key = (studio.home.db_url, story_id, head.name, head.head_position, head.head_hash)
+        with self._lock:
+            if key in self._kept:
+                self._kept.move_to_end(key)
+                return self._kept[key]
+        calls = studio.log(story_id, head.name, types=["ModelCalled"], upto=head.head_position)
+        cost = studio.cost(story_id, head.name, events=calls)
+        spent = (cost.total_usd, bool(cost.unpriced))
+        with self._lock:
+            self._kept[key] = spent
+            while len(self._kept) > self.size:
+                self._kept.popitem(last=False)
+        return spent
+
+
+SPEND = SpendByHead()
+
+
 def story_row(studio: Studio, s: StorySummary, *, costs: bool = True) -> StoryRow:
     """A story's branches as a tree: roots first, each branch's children after it (oldest first);
-    ``costs`` adds each branch's spend (``Studio.cost``: a read of the branch's whole log)."""
+    ``costs`` adds each branch's spend (``SPEND``: priced once per head a branch reaches)."""
     names = {b.name for b in s.branches}
     children: dict[str | None, list[BranchStatus]] = {}
     for b in sorted(s.branches, key=lambda b: b.created_at):
         children.setdefault(b.parent if b.parent in names else None, []).append(b)
+    heads = {b.name: b for b in studio.store.story(s.id).branches} if costs else {}
     rows: list[BranchRow] = []
 
     def visit(b: BranchStatus, depth: int) -> None:
-        cost = studio.cost(s.id, b.name) if costs else None
+        head = heads.get(b.name)
+        usd, unpriced = SPEND.get(studio, s.id, head) if head is not None else (None, False)
         lease = b.lease
         rows.append(BranchRow(
             story=s.id, name=b.name, parent=b.parent, depth=depth, fork_position=b.fork_position,
             from_shot=_from_shot(studio, s.id, b), status=status_of(b),
             lease_holder=lease.holder() if lease is not None else None, lease_live=b.running,
-            shots_completed=b.shots_completed, events=b.events, cost_usd=cost.total_usd if cost else None,
-            unpriced=bool(cost and cost.unpriced)))
+            shots_completed=b.shots_completed, events=b.events, cost_usd=usd, unpriced=unpriced))
         for child in children.get(b.name, []):
             visit(child, depth + 1)
 
@@ -122,10 +159,13 @@ def stories_page(studio: Studio) -> list[StoryRow]:
 
 def find_story(studio: Studio, story_id: str) -> StoryRow:
     """The story's row (without costs), or ``StoryNotFound`` naming the close ids."""
-    listing = studio.stories()
-    found = listing.get(story_id)
+    try:
+        found = studio.stories(story_id=story_id).get(story_id)
+    except StoryNotFound:
+        found = None
     if found is None:
-        raise StoryNotFound(f"no story {story_id!r}", hint=did_you_mean(story_id, [s.id for s in listing], "story"))
+        listed = [s.id for s in studio.stories()]
+        raise StoryNotFound(f"no story {story_id!r}", hint=did_you_mean(story_id, listed, "story"))
     return story_row(studio, found, costs=False)
 
 
@@ -146,8 +186,9 @@ class Timeline:
 
     story: StoryRow
     branch: BranchRow
-    audit: Audit
+    audit: Audit  # the branch's audit, with the records of this page's shots only
     shots: tuple[ShotAudit, ...]  # this page's shots
+    shot_count: int  # every shot of the branch (each shot an event names)
     costs: Mapping[int, CostRow]
     page: int
     pages: int
@@ -155,30 +196,32 @@ class Timeline:
 
     @property
     def planned(self) -> int:
-        return max(self.audit.planned_shots, len(self.audit.shots))
-
-
-def current_shot(audit: Audit) -> int | None:
-    started = [s.shot for s in audit.shots if s.keyframe_prompt is not None]
-    return max(started) if started else None
+        return max(self.audit.planned_shots, self.shot_count)
 
 
 def timeline_page(studio: Studio, story_id: str, branch: str, page: int | None = None) -> Timeline:
-    """The branch's timeline; ``page`` None is the page of the running shot (page 1 when not running)."""
+    """The branch's timeline; ``page`` None is the page of the running shot (page 1 when not running).
+
+    One read of the branch: the shots, which of them started, the page's audit records (only that
+    page's shots are folded: each record equals the whole audit's, a test says so) and the cost."""
     story = find_story(studio, story_id)
     row = find_branch(story, branch)
-    audit = studio.audit(story_id, branch)
-    costs = {int(r.key): r for r in (audit.cost.rows if audit.cost else []) if isinstance(r.key, int)}
-    pages = max(1, -(-len(audit.shots) // SHOTS_PER_PAGE))
-    now = current_shot(audit)
+    events = studio.log(story_id, branch)
+    numbers = sorted({e.shot for e in events if e.shot is not None})
+    started = [e.shot for e in events if e.type == "ShotStarted" and e.shot is not None]
+    now = max(started) if started else None
+    pages = max(1, -(-len(numbers) // SHOTS_PER_PAGE))
     if page is None:
         page = 1
         if row.status == "running" and now is not None:
-            page = next((i // SHOTS_PER_PAGE + 1 for i, s in enumerate(audit.shots) if s.shot == now), 1)
+            page = numbers.index(now) // SHOTS_PER_PAGE + 1
     if not 1 <= page <= pages:
         raise InvalidArgument(f"page must be between 1 and {pages}, got {page}")
-    shots = audit.shots[(page - 1) * SHOTS_PER_PAGE: page * SHOTS_PER_PAGE]
-    return Timeline(story, row, audit, shots, costs, page, pages, now)
+    shown = numbers[(page - 1) * SHOTS_PER_PAGE: page * SHOTS_PER_PAGE]
+    audit = audit_events(events, story_id=story_id, branch=branch, shots=set(shown))
+    audit = replace(audit, cost=studio.cost(story_id, branch, events=events))
+    costs = {int(r.key): r for r in (audit.cost.rows if audit.cost else []) if isinstance(r.key, int)}
+    return Timeline(story, row, audit, audit.shots, len(numbers), costs, page, pages, now)
 
 
 # ---------------------------------------------------------------------- one shot, and branching from it
@@ -260,6 +303,6 @@ def shot_page(studio: Studio, story_id: str, branch: str, shot: int) -> ShotPage
     return ShotPage(story, row, found, num_shots, prompts, free_branch_name(story, base))
 
 
-__all__ = ["SHOTS_PER_PAGE", "BranchRow", "PromptRow", "ShotPage", "StoryRow", "Timeline", "branch_prompts",
-           "find_branch", "find_story", "free_branch_name", "kind_of", "overrides_from_form", "run_state_events",
-           "shot_page", "status_of", "stories_page", "story_row", "timeline_page"]
+__all__ = ["SHOTS_PER_PAGE", "SPEND", "BranchRow", "PromptRow", "ShotPage", "SpendByHead", "StoryRow", "Timeline",
+           "branch_prompts", "find_branch", "find_story", "free_branch_name", "kind_of", "overrides_from_form",
+           "run_state_events", "shot_page", "status_of", "stories_page", "story_row", "timeline_page"]

@@ -13,7 +13,7 @@ document, and the HTML report renders the same ``Audit`` object.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -92,34 +92,50 @@ class Audit:
 
 
 @dataclass
-class _Shots:
-    """The fold's working state: each shot's evidence so far."""
+class ShotFold:
+    """The fold's working state: each shot's evidence so far (``ShotAudit`` values are frozen, so a
+    ``copy`` shares them safely: two branches can continue one fold of their shared prefix)."""
 
-    types_by_id: dict[str, str]
+    types_by_id: dict[str, str] = field(default_factory=dict)
     shots: dict[int, ShotAudit] = field(default_factory=dict)
     meaningless: bool = False
+    calls: dict[int, tuple[int, float]] = field(default_factory=dict)  # shot -> (model calls, seconds) so far
 
     def edit(self, ev: RecordedEvent, change: Callable[[ShotAudit], ShotAudit]) -> None:
         if ev.shot is not None:
             self.shots[ev.shot] = change(self.shots.get(ev.shot) or ShotAudit(ev.shot))
 
+    def copy(self) -> ShotFold:
+        return ShotFold(dict(self.types_by_id), dict(self.shots), self.meaningless, dict(self.calls))
 
-AUDIT: Projection[_Shots] = Projection("audit")
+    def records(self) -> tuple[ShotAudit, ...]:
+        """Every shot's audit so far, by shot number (each clip-frame view joined to its registration,
+        its model calls counted)."""
+        return tuple(_with_registrations(self._counted(self.shots[k])) for k in sorted(self.shots))
+
+    def _counted(self, s: ShotAudit) -> ShotAudit:
+        if s.shot not in self.calls:
+            return s
+        calls, seconds = self.calls[s.shot]
+        return replace(s, calls=calls, model_seconds=seconds)
+
+
+AUDIT: Projection[ShotFold] = Projection("audit")
 
 
 @AUDIT.on(ShotPlanned)
-def _planned(f: _Shots, e: ShotPlanned, ev: RecordedEvent) -> None:
+def _planned(f: ShotFold, e: ShotPlanned, ev: RecordedEvent) -> None:
     planned = Planned(e.keyframe_prompt, e.motion_prompt, tuple(e.uses), e.group)
     f.edit(ev, lambda s: replace(s, planned=planned))
 
 
 @AUDIT.on(ShotStarted)
-def _started(f: _Shots, e: ShotStarted, ev: RecordedEvent) -> None:
+def _started(f: ShotFold, e: ShotStarted, ev: RecordedEvent) -> None:
     f.edit(ev, lambda s: replace(s, keyframe_prompt=e.keyframe_prompt, motion_prompt=e.motion_prompt))
 
 
 @AUDIT.on(MemoryRetrieved)
-def _retrieved(f: _Shots, e: MemoryRetrieved, ev: RecordedEvent) -> None:
+def _retrieved(f: ShotFold, e: MemoryRetrieved, ev: RecordedEvent) -> None:
     if ev.shot is None:
         return
     f.meaningless |= not e.scores_meaningful
@@ -129,13 +145,13 @@ def _retrieved(f: _Shots, e: MemoryRetrieved, ev: RecordedEvent) -> None:
 
 
 @AUDIT.on(KeyframeGenerated)
-def _generated(f: _Shots, e: KeyframeGenerated, ev: RecordedEvent) -> None:
+def _generated(f: ShotFold, e: KeyframeGenerated, ev: RecordedEvent) -> None:
     r = KeyframeRound(e.round, e.prompt, e.blob, e.seed, tuple(e.reference_blobs), e.backend, e.model)
     f.edit(ev, lambda s: replace(s, rounds=(*s.rounds, r)))
 
 
 @AUDIT.on(KeyframeJudged)
-def _judged(f: _Shots, e: KeyframeJudged, ev: RecordedEvent) -> None:
+def _judged(f: ShotFold, e: KeyframeJudged, ev: RecordedEvent) -> None:
     def judge(r: KeyframeRound) -> KeyframeRound:
         if r.round != e.round:
             return r
@@ -146,36 +162,36 @@ def _judged(f: _Shots, e: KeyframeJudged, ev: RecordedEvent) -> None:
 
 
 @AUDIT.on(KeyframeSelected)
-def _selected(f: _Shots, e: KeyframeSelected, ev: RecordedEvent) -> None:
+def _selected(f: ShotFold, e: KeyframeSelected, ev: RecordedEvent) -> None:
     f.edit(ev, lambda s: replace(s, selected=Selection(e.round, e.blob, e.how, e.why)))
 
 
 @AUDIT.on(MotionPromptRefined)
-def _motion(f: _Shots, e: MotionPromptRefined, ev: RecordedEvent) -> None:
+def _motion(f: ShotFold, e: MotionPromptRefined, ev: RecordedEvent) -> None:
     f.edit(ev, lambda s: replace(s, motion=Change(e.original, e.refined)))
 
 
 @AUDIT.on(VideoGenerated)
-def _video(f: _Shots, e: VideoGenerated, ev: RecordedEvent) -> None:
+def _video(f: ShotFold, e: VideoGenerated, ev: RecordedEvent) -> None:
     clip = Clip(e.blob, e.frames, e.fps, e.backend, e.model, e.motion_prompt)
     f.edit(ev, lambda s: replace(s, video=clip))
 
 
 @AUDIT.on(VideoAnalyzed)
-def _analyzed(f: _Shots, e: VideoAnalyzed, ev: RecordedEvent) -> None:
+def _analyzed(f: ShotFold, e: VideoAnalyzed, ev: RecordedEvent) -> None:
     nxt = NextPrompt(e.next_shot, e.next_prompt_before, e.next_prompt_after)
     f.edit(ev, lambda s: replace(s, next_prompt=nxt, sampled_frames=tuple(e.sampled_frames)))
 
 
 @AUDIT.on(EntityRegistered)
-def _registered(f: _Shots, e: EntityRegistered, ev: RecordedEvent) -> None:
+def _registered(f: ShotFold, e: EntityRegistered, ev: RecordedEvent) -> None:
     reg = Registration(e.name, e.base_entity, e.origin, e.description, ev.position,
                        f.types_by_id.get(ev.causation_id or ""))
     f.edit(ev, lambda s: replace(s, registrations=(*s.registrations, reg)))
 
 
 @AUDIT.on(ViewAdded)
-def _view(f: _Shots, e: ViewAdded, ev: RecordedEvent) -> None:
+def _view(f: ShotFold, e: ViewAdded, ev: RecordedEvent) -> None:
     src = e.source
     update = ViewUpdate(e.entity, e.blob, src.kind, src.frame_index, src.round, ev.position)
     if src.kind == "video_frame":
@@ -185,19 +201,20 @@ def _view(f: _Shots, e: ViewAdded, ev: RecordedEvent) -> None:
 
 
 @AUDIT.on(AgentOutputRejected)
-def _rejected(f: _Shots, e: AgentOutputRejected, ev: RecordedEvent) -> None:
+def _rejected(f: ShotFold, e: AgentOutputRejected, ev: RecordedEvent) -> None:
     rej = Rejection(e.agent, e.attempt, tuple(e.errors), e.raw_output[:2000], ev.position)
     f.edit(ev, lambda s: replace(s, rejected=(*s.rejected, rej)))
 
 
 @AUDIT.on(ModelCalled)
-def _called(f: _Shots, e: ModelCalled, ev: RecordedEvent) -> None:
-    seconds = float(e.duration_ms) / 1000
-    f.edit(ev, lambda s: replace(s, calls=s.calls + 1, model_seconds=round(s.model_seconds + seconds, 3)))
+def _called(f: ShotFold, e: ModelCalled, ev: RecordedEvent) -> None:
+    if ev.shot is not None:  # counted beside the record (the most frequent event: no record rebuilt per call)
+        calls, seconds = f.calls.get(ev.shot, (0, 0.0))
+        f.calls[ev.shot] = (calls + 1, round(seconds + float(e.duration_ms) / 1000, 3))
 
 
 @AUDIT.on(ShotCompleted)
-def _completed(f: _Shots, e: ShotCompleted, ev: RecordedEvent) -> None:
+def _completed(f: ShotFold, e: ShotCompleted, ev: RecordedEvent) -> None:
     f.edit(ev, lambda s: replace(s, completed=True))
 
 
@@ -209,22 +226,44 @@ def _with_registrations(s: ShotAudit) -> ShotAudit:
     return replace(s, memory_updates=tuple(updates))
 
 
-def audit_events(events: Iterable[RecordedEvent], *, story_id: str, branch: str) -> Audit:
-    """The audit of a branch's events (its lineage included)."""
+def fold_shots(events: Iterable[RecordedEvent], start: ShotFold | None = None, *,
+               shots: Collection[int] | None = None, types: Collection[str] | None = None) -> ShotFold:
+    """The shots' evidence after ``events``, continuing from ``start`` (which is not changed) if given.
+
+    ``shots``: fold only these shots' events (a page of them). Every handler edits the record of its
+    event's own shot, so each of those records equals the whole fold's; the untrained-scores flag is
+    still read from every retrieval. ``types``: apply only these events' handlers (each handler sets
+    its own fields, so the fields those handlers set equal the whole fold's); every shot an event
+    names still gets its record."""
     events = list(events)
-    state = fold_run_state(events)
-    f = _Shots(types_by_id={e.id: e.type for e in events})
+    f = start.copy() if start is not None else ShotFold()
+    f.types_by_id.update((e.id, e.type) for e in events)
     for ev in events:
+        if shots is not None and ev.shot not in shots:
+            if ev.type == MemoryRetrieved.type and ev.shot is not None and isinstance(ev.event, MemoryRetrieved):
+                f.meaningless |= not ev.event.scores_meaningful
+            continue
         if ev.shot is not None and ev.shot not in f.shots:
             f.shots[ev.shot] = ShotAudit(ev.shot)  # any event of a shot gives it a record
-        AUDIT.apply(f, ev)
+        if types is None or ev.type in types:
+            AUDIT.apply(f, ev)
+    return f
+
+
+def audit_events(events: Iterable[RecordedEvent], *, story_id: str, branch: str,
+                 shots: Collection[int] | None = None) -> Audit:
+    """The audit of a branch's events (its lineage included); ``shots``: only these shots' records (the
+    rest of the audit, notes and memory included, is still the whole branch's)."""
+    events = list(events)
+    state = fold_run_state(events)
+    f = fold_shots(events, shots=shots)
     memory = fold(e for e in events if e.type in MEMORY_EVENT_TYPES)
     return Audit(
         story=story_id, branch=branch, title=state.title,
         notes=((UNTRAINED_NOTE,) if f.meaningless else ()) + tuple(state.spec.get("plan_notes", [])),  # derived plan
         planned_shots=state.num_shots, completed=state.story_completed,
-        shots=tuple(_with_registrations(f.shots[k]) for k in sorted(f.shots)), memory=tuple(memory),
+        shots=f.records(), memory=tuple(memory),
     )
 
 
-__all__ = ["AUDIT", "Audit", "ShotAudit", "audit_events"]
+__all__ = ["AUDIT", "Audit", "ShotAudit", "ShotFold", "audit_events", "fold_shots"]

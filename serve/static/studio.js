@@ -6,13 +6,66 @@
 
   var fetched = {}; // region id -> the HTML it was last given, so an unchanged region is left alone
 
+  // Updating a region changes only what changed: nodes are matched by id (or a clip's data-clip)
+  // and otherwise by position, equal ones are kept as they are, and a <video>/<audio> that still
+  // plays the same source is never touched, so a clip playing while the log moves keeps playing.
+  function key(node) {
+    return node.nodeType === 1 ? (node.id || node.getAttribute("data-clip") || null) : null;
+  }
+
+  function isMedia(node) {
+    return node.nodeName === "VIDEO" || node.nodeName === "AUDIO";
+  }
+
+  function syncAttributes(old, fresh) {
+    Array.prototype.slice.call(old.attributes).forEach(function (a) {
+      if (!fresh.hasAttribute(a.name)) old.removeAttribute(a.name);
+    });
+    Array.prototype.forEach.call(fresh.attributes, function (a) {
+      if (old.getAttribute(a.name) !== a.value) old.setAttribute(a.name, a.value);
+    });
+  }
+
+  // Make `old` look like `fresh` in place; false when it cannot (another kind of node, another clip).
+  function morph(old, fresh) {
+    if (old.nodeType !== fresh.nodeType || old.nodeName !== fresh.nodeName) return false;
+    if (old.nodeType !== 1) {
+      if (old.nodeValue !== fresh.nodeValue) old.nodeValue = fresh.nodeValue;
+      return true;
+    }
+    if (isMedia(old)) return old.getAttribute("src") === fresh.getAttribute("src");
+    if (old.isEqualNode(fresh)) return true;
+    syncAttributes(old, fresh);
+    morphChildren(old, fresh);
+    return true;
+  }
+
+  function morphChildren(old, fresh) {
+    var keyed = {};
+    Array.prototype.forEach.call(old.childNodes, function (c) { var k = key(c); if (k) keyed[k] = c; });
+    var cursor = old.firstChild;
+    Array.prototype.slice.call(fresh.childNodes).forEach(function (f) {
+      var k = key(f), match = k ? keyed[k] : null;
+      if (match) {
+        delete keyed[k];
+        if (match !== cursor) old.insertBefore(match, cursor);
+        else cursor = cursor.nextSibling;
+        if (!morph(match, f)) old.replaceChild(f, match);
+        return;
+      }
+      if (cursor && !key(cursor) && morph(cursor, f)) { cursor = cursor.nextSibling; return; }
+      old.insertBefore(f, cursor);
+    });
+    while (cursor) { var next = cursor.nextSibling; old.removeChild(cursor); cursor = next; }
+  }
+
   function swap(html) {
     var doc = new DOMParser().parseFromString(html, "text/html");
     doc.querySelectorAll("[data-live-region]").forEach(function (fresh) {
       var old = document.getElementById(fresh.id);
       if (!old || fetched[fresh.id] === fresh.innerHTML) return;
       fetched[fresh.id] = fresh.innerHTML;
-      old.innerHTML = fresh.innerHTML;
+      morphChildren(old, fresh);
     });
     if (doc.title) document.title = doc.title;
   }

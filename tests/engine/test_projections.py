@@ -99,3 +99,19 @@ def test_run_state_follows_every_event_the_writer_writes_or_matches(tmp_path: Pa
     resumed.append(SHOT_1)
     assert resumed.matched == len(PLAN) + len(SHOT_1) and resumed.written == 0
     assert again.state == ctx.state == fold_run_state(store.read("s"))
+
+
+def test_two_lineages_share_the_rows_up_to_their_fork() -> None:
+    from codirector.engine.views.diff import shared_upto
+    from codirector.store.lineage import Segment
+
+    main = [Segment("main", 0, None)]
+    alt = [Segment("main", 0, 40), Segment("alt", 40, None)]  # forked from main after position 40
+    alt2 = [Segment("main", 0, 40), Segment("alt", 40, 55), Segment("alt2", 55, None)]  # from alt after 55
+    other = [Segment("main", 0, 20), Segment("other", 20, None)]
+    assert shared_upto(main, alt, 90, 60) == 40 == shared_upto(alt, main, 60, 90)
+    assert shared_upto(alt, alt2, 60, 70) == 55
+    assert shared_upto(alt2, other, 70, 30) == 20  # siblings: up to the earlier fork
+    assert shared_upto(alt, alt, 60, 60) == 60  # a branch with itself: all of it
+    assert shared_upto(main, alt, 40, 40) == 40  # nothing after the fork on either side yet
+    assert shared_upto([Segment("a", 0, None)], [Segment("b", 0, None)], 5, 5) == 0  # nothing in common

@@ -1,5 +1,6 @@
 """The studio in headless Chromium: every page, the memory scrubber, replay/verify/export, a branch
-started from a shot's page and followed live until done, and a CLI run followed live on open pages.
+started from a shot's page and followed live until done, and a CLI run followed live on open pages
+(a clip playing meanwhile keeps playing: live updates keep unchanged media elements).
 
 A screenshot of each page is written under the test's ``tmp_path`` (``screens/*.png``).
 """
@@ -206,6 +207,10 @@ def test_a_run_started_from_the_cli_shows_up_live(served, driver, tmp_path) -> N
     open_page(driver, served.url + "/timeline?story=lighthouse&branch=cli-live", "timeline")
     assert summary(driver) == ("stopped", 1)
     driver.execute_script("window.__notReloaded = 1")
+    driver.execute_script("const v = document.querySelector('#shot-1 video'); v.__kept = 1; v.muted = true; "
+                          "v.loop = true; v.play();")  # shot 1's clip plays while the run moves the page
+    wait_for(driver, "!document.querySelector('#shot-1 video').paused && "
+                     "document.querySelector('#shot-1 video').currentTime > 0")
     env = {**os.environ, "CODIRECTOR_HOME": home}
     proc = subprocess.Popen([sys.executable, "-m", "codirector.cli", "run", "--story", "lighthouse", "--branch",
                              "cli-live"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -220,6 +225,9 @@ def test_a_run_started_from_the_cli_shows_up_live(served, driver, tmp_path) -> N
     screenshot(driver, tmp_path, "cli-run-live")
     assert driver.execute_script("return window.__notReloaded") == 1
     assert seen[0] == ("stopped", 1) and seen[-1] == ("complete", 8)
+    clip = driver.execute_script("const v = document.querySelector('#shot-1 video'); "
+                                 "return [v.__kept, v.paused, document.querySelectorAll('video').length];")
+    assert clip == [1, False, 8]  # live updates kept the playing clip's element (and added the new shots' clips)
     assert len(seen) >= 3, seen  # it advanced in steps while the CLI ran
     driver.switch_to.window(stories_tab)
     wait_for(driver, "document.querySelector('tr[data-branch=\"cli-live\"]').dataset.status === 'complete'")

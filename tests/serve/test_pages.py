@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from html import unescape
 
+import pytest
 from typer.testing import CliRunner
 
 from codirector.cli import app
@@ -280,3 +281,91 @@ def test_run_from_the_page_waits_for_a_lease_held_elsewhere(served) -> None:  # 
         time.sleep(0.3)
     status, _, body = get(served.url + "/timeline?story=lighthouse&branch=run-button")
     assert status == 200 and b'data-status="complete"' in body and b'data-action="run"' not in body
+
+
+def whole_branch_diff(studio, story: str, a: str, b: str) -> dict:  # type: ignore[no-untyped-def,type-arg]
+    """What a diff must say, from each whole branch audited on its own (no shared prefix folded once)."""
+    from codirector.engine.views.diff import ShotOutcome
+
+    ea, eb = studio.log(story, a), studio.log(story, b)
+    parted = 0
+    for x, y in zip(ea, eb, strict=False):
+        if x.id != y.id:
+            break
+        parted = x.position
+    audit_a, audit_b = studio.audit(story, a), studio.audit(story, b)
+    shots = sorted({s.shot for s in audit_a.shots} | {s.shot for s in audit_b.shots})
+    outcomes = [(n, ShotOutcome.of(audit_a.shot(n)), ShotOutcome.of(audit_b.shot(n))) for n in shots]
+    names_a, names_b = [e.name for e in audit_a.memory], [e.name for e in audit_b.memory]
+    return {"parted": parted, "shots": [(n, x == y, x, y) for n, x, y in outcomes],
+            "only_in_a": [n for n in names_a if n not in names_b],
+            "only_in_b": [n for n in names_b if n not in names_a]}
+
+
+def test_a_diff_reads_the_shared_prefix_once_and_says_what_whole_branches_say(served) -> None:  # type: ignore[no-untyped-def]
+    from codirector.engine.views.diff import Fork
+
+    studio = served.studio
+    pulls = [b.name for b in studio.store.story("dewline").branches if b.name != "main"]
+    pairs = [("lighthouse", "main", "storm"), ("lighthouse", "storm", "main"), ("lighthouse", "storm", "storm"),
+             ("dewline", "main", pulls[0]), ("dewline", pulls[0], pulls[-1])]
+    for story, a, b in pairs:
+        fork = Fork.read(studio.store, story, a, b)
+        log_a, log_b = studio.log(story, a), studio.log(story, b)
+        assert [*fork.shared, *fork.tail_a] == log_a and [*fork.shared, *fork.tail_b] == log_b  # each row once
+        d = studio.diff(story, a, b)
+        want = whole_branch_diff(studio, story, a, b)
+        assert d.parted_at_position == want["parted"], (story, a, b)
+        assert [(s.shot, s.same, s.in_a, s.in_b) for s in d.shots] == want["shots"], (story, a, b)
+        assert (list(d.only_in_a), list(d.only_in_b)) == (want["only_in_a"], want["only_in_b"])
+    storm = Fork.read(studio.store, "lighthouse", "main", "storm")
+    assert storm.shared[-1].position == studio.store.branch("lighthouse", "storm").fork_position
+    assert studio.diff("lighthouse", "storm", "storm").first_differing_shot is None
+
+
+def test_an_audit_prices_the_events_it_folds(served) -> None:  # type: ignore[no-untyped-def]
+    studio = served.studio
+    for story, branch in (("lighthouse", "main"), ("lighthouse", "storm"), ("dewline", "main")):
+        audit = studio.audit(story, branch)
+        assert audit.cost is not None and audit.cost.to_json() == studio.cost(story, branch).to_json()
+
+
+def test_the_stories_page_prices_a_branch_once_per_head(served, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from codirector.serve.pages import SpendByHead
+
+    studio, spend = served.studio, SpendByHead()
+    heads = [(s.id, b) for s in studio.store.stories() for b in s.branches]
+    for story, head in heads:
+        cost = studio.cost(story, head.name)
+        assert spend.get(studio, story, head) == (cost.total_usd, bool(cost.unpriced))
+
+    def no_read(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("a head already priced was read again")
+
+    monkeypatch.setattr(studio, "log", no_read)
+    for story, head in heads:  # the same heads: nothing read
+        spend.get(studio, story, head)
+    small = SpendByHead(size=1)
+    monkeypatch.undo()
+    story, head = heads[0]
+    small.get(studio, story, head)
+    small.get(studio, *heads[1])
+    monkeypatch.setattr(studio, "log", no_read)
+    with pytest.raises(AssertionError, match="read again"):
+        small.get(studio, story, head)  # dropped: the oldest entry went when the second came
+
+
+def test_a_timeline_page_folds_only_its_shots_and_shows_what_the_audit_says(served, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from codirector.serve import pages
+
+    monkeypatch.setattr(pages, "SHOTS_PER_PAGE", 3)
+    for branch in ("main", "storm"):
+        whole = served.studio.audit("lighthouse", branch)
+        for n in (1, 2, 3):
+            t = pages.timeline_page(served.studio, "lighthouse", branch, n)
+            assert t.pages == 3 and t.shot_count == len(whole.shots) == 8
+            assert t.shots == whole.shots[(n - 1) * 3: n * 3], (branch, n)
+            assert t.audit.notes == whole.notes and t.planned == max(whole.planned_shots, 8)
+            assert t.audit.cost is not None and whole.cost is not None
+            assert t.audit.cost.to_json() == whole.cost.to_json()
+            assert t.current_shot == max(s.shot for s in whole.shots if s.keyframe_prompt is not None)
