@@ -11,14 +11,23 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from codirector.generators.preview import AnimaticVideoGenerator, PreviewVLM, StoryboardImageGenerator
 from codirector.generators.registry import BackendInfo
 
 
-def _sleep(kind: str, default: float) -> None:
-    time.sleep(float(os.environ.get(f"CODIRECTOR_SLEEP_{kind}", default)))
+def _busy(backend: Any, latency: tuple[str, float] | None, call: Callable[..., Any], *args: Any) -> Any:
+    """``call(*args)`` after sleeping ``CODIRECTOR_SLEEP_{KIND}`` seconds (``latency``: KIND and its default; None:
+    no sleep); the whole time is added to ``backend.busy_seconds``."""
+    t = time.perf_counter()
+    if latency is not None:
+        kind, default = latency
+        time.sleep(float(os.environ.get(f"CODIRECTOR_SLEEP_{kind}", default)))
+    result = call(*args)
+    backend.busy_seconds += time.perf_counter() - t
+    return result
 
 
 class SleepyVLM(PreviewVLM):
@@ -26,11 +35,7 @@ class SleepyVLM(PreviewVLM):
     busy_seconds = 0.0
 
     def complete(self, request: Any) -> Any:
-        t = time.perf_counter()
-        _sleep("VLM", 0.05)
-        answer = super().complete(request)
-        self.busy_seconds += time.perf_counter() - t
-        return answer
+        return _busy(self, ("VLM", 0.05), super().complete, request)
 
 
 class SleepyImages(StoryboardImageGenerator):
@@ -38,11 +43,7 @@ class SleepyImages(StoryboardImageGenerator):
     busy_seconds = 0.0
 
     def generate(self, request: Any) -> Any:
-        t = time.perf_counter()
-        _sleep("IMAGE", 0.3)
-        result = super().generate(request)
-        self.busy_seconds += time.perf_counter() - t
-        return result
+        return _busy(self, ("IMAGE", 0.3), super().generate, request)
 
 
 class SleepyVideo(AnimaticVideoGenerator):
@@ -50,11 +51,7 @@ class SleepyVideo(AnimaticVideoGenerator):
     busy_seconds = 0.0
 
     def generate(self, request: Any) -> Any:
-        t = time.perf_counter()
-        _sleep("VIDEO", 0.6)
-        result = super().generate(request)
-        self.busy_seconds += time.perf_counter() - t
-        return result
+        return _busy(self, ("VIDEO", 0.6), super().generate, request)
 
 
 class HashEmbedder:
@@ -72,21 +69,16 @@ class HashEmbedder:
         v = np.random.default_rng(seed).standard_normal(16).astype("float32")
         return v / np.linalg.norm(v)
 
-    def embed_texts(self, texts: list[str]) -> Any:
+    def _stack(self, items: list[bytes]) -> Any:
         import numpy as np
 
-        t = time.perf_counter()
-        out = np.stack([self._vec(x.encode()) for x in texts])
-        self.busy_seconds += time.perf_counter() - t
-        return out
+        return np.stack([self._vec(data) for data in items])
+
+    def embed_texts(self, texts: list[str]) -> Any:
+        return _busy(self, None, lambda: self._stack([x.encode() for x in texts]))
 
     def embed_images(self, images: list[Any]) -> Any:
-        import numpy as np
-
-        t = time.perf_counter()
-        out = np.stack([self._vec(im.tobytes()) for im in images])
-        self.busy_seconds += time.perf_counter() - t
-        return out
+        return _busy(self, None, lambda: self._stack([im.tobytes() for im in images]))
 
 
 def register_backends(register: Any) -> None:

@@ -102,6 +102,31 @@ def server_message(e: Any) -> str:
     return message
 
 
+# What each client failure says: (``openai`` exception class, message, hint), tried in order (a subclass before its
+# base). Fields: what, where, section, model, key_env, timeout, status, tries, detail (the connection error's cause)
+# and said (the server's own words); every value that can quote the server is scrubbed of the key.
+FAILURES = (
+    ("APITimeoutError", "{what} timed out after {timeout:g}s at {where} ({tries})",
+     "raise [{section}] timeout (now {timeout:g} seconds), or check that the server is not overloaded"),
+    ("APIConnectionError", "cannot connect to {where} for {what}{detail}",
+     "check that the server is running and that base_url is right (e.g. http://localhost:11434/v1 for Ollama, "
+     "http://localhost:8000/v1 for vLLM); set [{section}] base_url or OPENAI_BASE_URL"),
+    ("AuthenticationError", "{where} rejected the API key from {key_env} (HTTP 401) for {what}",
+     "set {key_env} to a valid key for this server (the key is read from the environment)"),
+    ("PermissionDeniedError", "{where} refused access to model {model!r} (HTTP 403): {said}",
+     "use a key from {key_env} that may use this model, or choose another [{section}] model"),
+    ("NotFoundError", "{where} has no model {model!r} or no such endpoint (HTTP 404): {said}",
+     "check [{section}] model (e.g. `ollama list`) and that base_url ends in /v1"),
+    ("RateLimitError", "{where} kept answering 429 (rate limited) for {what} after {tries}: {said}",
+     "wait and run `codirector resume` (recorded calls are not repeated), or raise [{section}] max_retries"),
+    ("BadRequestError", "{where} rejected {what} (HTTP 400): {said}",
+     "the server's words above say which field; check [{section}] model and its options"),
+    ("APIStatusError", "{where} answered HTTP {status} for {what} after {tries}: {said}",
+     "a server-side failure; try again with `codirector resume`, or raise [{section}] max_retries"),
+    ("APIResponseValidationError", "{where} sent an answer to {what} that is not in the OpenAI format",
+     "check that base_url points at an OpenAI-compatible API (…/v1)"),
+)
+
 
 # ---------------------------------------------------------------------------- the connection
 
@@ -166,65 +191,24 @@ class OpenAIConnection:
         return self._client
 
     def translate(self, e: Exception, what: str) -> BackendError:
-        """A client exception as a ``BackendError`` that names the failure and the fix."""
+        """A client exception as a ``BackendError`` that names the failure and the fix (``FAILURES``)."""
         import openai
 
         key = os.environ.get(self.api_key_env)
-        where, section = self.where, self.section
-        tries = f"{self.max_retries + 1} attempt{'s' if self.max_retries else ''}"
-        if isinstance(e, openai.APITimeoutError):
-            return BackendError(
-                f"{what} timed out after {self.timeout:g}s at {where} ({tries})",
-                hint=f"raise [{section}] timeout (now {self.timeout:g} seconds), or check that the server is not "
-                "overloaded",
-            )
-        if isinstance(e, openai.APIConnectionError):
-            cause = e.__cause__ or e.__context__
-            detail = f" ({type(cause).__name__}: {scrub(str(cause), key)})" if cause else ""
-            return BackendError(
-                f"cannot connect to {where} for {what}{detail}",
-                hint="check that the server is running and that base_url is right (e.g. http://localhost:11434/v1 "
-                f"for Ollama, http://localhost:8000/v1 for vLLM); set [{section}] base_url or OPENAI_BASE_URL",
-            )
-        if isinstance(e, openai.AuthenticationError):
-            return BackendError(
-                f"{where} rejected the API key from {self.api_key_env} (HTTP 401) for {what}",
-                hint=f"set {self.api_key_env} to a valid key for this server (the key is read from the environment)",
-            )
-        if isinstance(e, openai.PermissionDeniedError):
-            return BackendError(
-                f"{where} refused access to model {self.model!r} (HTTP 403): {scrub(server_message(e), key)}",
-                hint=f"use a key from {self.api_key_env} that may use this model, or choose another [{section}] model",
-            )
-        if isinstance(e, openai.NotFoundError):
-            return BackendError(
-                f"{where} has no model {self.model!r} or no such endpoint (HTTP 404): "
-                f"{scrub(server_message(e), key)}",
-                hint=f"check [{section}] model (e.g. `ollama list`) and that base_url ends in /v1",
-            )
-        if isinstance(e, openai.RateLimitError):
-            return BackendError(
-                f"{where} kept answering 429 (rate limited) for {what} after {tries}: "
-                f"{scrub(server_message(e), key)}",
-                hint=f"wait and run `codirector resume` (recorded calls are not repeated), or raise [{section}] "
-                "max_retries",
-            )
-        if isinstance(e, openai.BadRequestError):
-            return BackendError(
-                f"{where} rejected {what} (HTTP 400): {scrub(server_message(e), key)}",
-                hint=f"the server's words above say which field; check [{section}] model and its options",
-            )
-        if isinstance(e, openai.APIStatusError):
-            return BackendError(
-                f"{where} answered HTTP {e.status_code} for {what} after {tries}: {scrub(server_message(e), key)}",
-                hint=f"a server-side failure; try again with `codirector resume`, or raise [{section}] max_retries",
-            )
-        if isinstance(e, openai.APIResponseValidationError):
-            return BackendError(f"{where} sent an answer to {what} that is not in the OpenAI format",
-                                hint="check that base_url points at an OpenAI-compatible API (…/v1)")
         if isinstance(e, json.JSONDecodeError):
             return self.not_json(e.doc, what)
-        return BackendError(f"{what} at {where} failed: {type(e).__name__}: {scrub(str(e), key)}")
+        cause = e.__cause__ or e.__context__
+        fields = {
+            "what": what, "where": self.where, "section": self.section, "model": self.model,
+            "key_env": self.api_key_env, "timeout": self.timeout, "status": getattr(e, "status_code", None),
+            "tries": f"{self.max_retries + 1} attempt{'s' if self.max_retries else ''}",
+            "detail": f" ({type(cause).__name__}: {scrub(str(cause), key)})" if cause else "",
+            "said": scrub(server_message(e), key),
+        }
+        for name, message, hint in FAILURES:
+            if isinstance(e, getattr(openai, name)):
+                return BackendError(message.format(**fields), hint=hint.format(**fields))
+        return BackendError(f"{what} at {self.where} failed: {type(e).__name__}: {scrub(str(e), key)}")
 
     def not_json(self, body: Any, what: str) -> BackendError:
         shown = scrub(str(body)[:200], os.environ.get(self.api_key_env))

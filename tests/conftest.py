@@ -5,6 +5,7 @@ the counting backends (tests/codirector_test_plugins.py) as a plugin."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from support import PostgresServer, chromium, pg_bindir, register_tiny_clip
+from support import ForkServer, PostgresServer, build_lineage_story, chromium, pg_bindir, register_tiny_clip
 
 TESTS = Path(__file__).resolve().parent
 
@@ -147,3 +148,30 @@ def counting_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("CODIRECTOR_TEST_CALL_LOG", str(log))
     monkeypatch.setenv("CODIRECTOR_LEASE_TTL", "1")
     return log
+
+
+@pytest.fixture(scope="session")
+def fork_server() -> Iterator[ForkServer]:
+    """Real `codirector` processes for kill-and-resume and race tests, forked from one that has done the imports."""
+    server = ForkServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def lineage_template(tmp_path_factory: pytest.TempPathFactory, tiny_embedder) -> Path:  # type: ignore[no-untyped-def]
+    from codirector.engine.studio import Studio
+
+    home = tmp_path_factory.mktemp("lineage") / "home"
+    studio = Studio(home)
+    studio.init()
+    build_lineage_story(studio, tiny_embedder)
+    studio.close()
+    return home
+
+
+@pytest.fixture
+def lineage_home(lineage_template: Path, tmp_path: Path) -> Path:
+    """A home (``tmp_path/home``) holding the lighthouse story of ``support.build_lineage_story``: a copy of one
+    built per session, so each test may change its own."""
+    return Path(shutil.copytree(lineage_template, tmp_path / "home"))

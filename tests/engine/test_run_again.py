@@ -1,22 +1,16 @@
 """Running a story file again continues it; an edited file is refused with the difference; `forget` hides
 a story that never got a shot done, and nothing is deleted.
 
-The kill test runs real `codirector` processes (counting backends from tests/codirector_test_plugins.py, as
-in test_crash_resume.py) and SIGKILLs the first one after its second shot; the others use the Studio API
-with scripted backends at the backend interface and the CLI for what the user types.
+The kill test runs real `codirector` processes (forked by the session's ``fork_server``; counting backends from
+tests/codirector_test_plugins.py, as in test_crash_resume.py) and SIGKILLs the first one after its second shot;
+the others use the Studio API with scripted backends at the backend interface and the CLI for what the user types.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -25,73 +19,57 @@ from typer.testing import CliRunner
 from codirector.cli import app
 from codirector.engine.studio import Studio
 from codirector.errors import AlreadyExists
+from codirector.store.event_store import EventStore
+from codirector.store.leases import Leases
 
-from support import FAST_RUN, fast_config, scripted_backends, write_story
+from support import (
+    ForkServer,
+    cli_env,
+    count_events,
+    counting_config,
+    fast_config,
+    kill_after_shot,
+    normalised,
+    scripted_backends,
+    write_story,
+)
 
-TESTS = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
 
-def counting_config(path: Path) -> Path:
-    run = "\n".join(f"{k} = {json.dumps(v)}" for k, v in FAST_RUN.items())
-    path.write_text('profile = "preview"\n[vlm]\nbackend = "counting"\n[image]\nbackend = "counting"\n'
-                    f'[video]\nbackend = "counting"\n[embedder]\nbackend = "counting"\n[run]\n{run}\n')
-    return path
-
-
-def env(home: Path) -> dict[str, str]:
-    e = dict(os.environ)
-    e.update(CODIRECTOR_HOME=str(home), CODIRECTOR_PLUGINS="codirector_test_plugins", CODIRECTOR_LEASE_TTL="1",
-             PYTHONPATH=os.pathsep.join([str(TESTS), e.get("PYTHONPATH", "")]))
-    return e
-
-
-def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "codirector.cli", *args]
-
-
-def shots_completed(db: Path) -> int:
+def wait_for_expiry(db: Path, story: str, branch: str = "main", timeout: float = 30) -> None:
+    """Until the branch lease of a killed run has expired (CODIRECTOR_LEASE_TTL after its last heartbeat)."""
+    store = EventStore.open(f"sqlite:///{db}")
     try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
-            return int(conn.execute("SELECT count(*) FROM events WHERE type = 'ShotCompleted'").fetchone()[0])
-    except sqlite3.Error:
-        return 0
-
-
-def normalised(events: list[Any]) -> list[tuple[str, int | None, str]]:
-    """Types and payloads; ids, timestamps and call durations (measurements) left out."""
-    out = []
-    for e in events:
-        payload = dict(e.payload)
-        payload.pop("duration_ms", None)
-        out.append((e.type, e.shot, json.dumps(payload, sort_keys=True)))
-    return out
+        deadline = time.monotonic() + timeout
+        while (lease := Leases(store.engine).get(story, branch)) is not None and lease.live:
+            assert time.monotonic() < deadline, f"the lease on {story}/{branch} did not expire: {lease}"
+            time.sleep(0.05)
+    finally:
+        store.close()
 
 
 @pytest.mark.slow
-def test_run_twice_the_first_killed_after_shot_2_ends_with_the_log_of_an_uninterrupted_run(tmp_path: Path) -> None:
+def test_run_twice_the_first_killed_after_shot_2_ends_with_the_log_of_an_uninterrupted_run(
+    tmp_path: Path, fork_server: ForkServer
+) -> None:
     story = write_story(tmp_path / "pier.yaml", shots=5)
-    cfg = counting_config(tmp_path / "counting.toml")
-    command = cli("run", str(story), "--config", str(cfg), "--json")
+    command = ["run", str(story), "--config", str(counting_config(tmp_path / "counting.toml")), "--json"]
 
     reference_home = tmp_path / "reference"
-    done = subprocess.run(command, env=env(reference_home), capture_output=True, text=True, timeout=300)
+    done = fork_server.run(command, cli_env(reference_home), timeout=300)
     assert done.returncode == 0, done.stderr
     reference = normalised(Studio(reference_home).log("pier"))
     assert reference[-1][0] == "StoryCompleted"
 
     home = tmp_path / "home"
-    proc = subprocess.Popen(command, env=env(home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while shots_completed(home / "codirector.db") < 2 and proc.poll() is None:
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    completed = shots_completed(home / "codirector.db")
+    db = home / "codirector.db"
+    assert kill_after_shot(fork_server.start(command, cli_env(home)), db, 2), "the run finished before it was killed"
+    completed = count_events(db, "ShotCompleted")
     assert 2 <= completed < 5
-    time.sleep(1.5)  # the killed run's branch lease (CODIRECTOR_LEASE_TTL=1) expires
+    wait_for_expiry(db, "pier")  # the killed run's branch lease (CODIRECTOR_LEASE_TTL=1)
 
-    again = subprocess.run(command, env=env(home), capture_output=True, text=True, timeout=300)  # the same command
+    again = fork_server.run(command, cli_env(home), timeout=300)  # the same command
     assert again.returncode == 0, again.stderr
     result = json.loads(again.stdout)
     assert result["completed"] is True

@@ -135,3 +135,37 @@ def test_a_sealed_event_survives_pickling_before_its_payload_is_read() -> None:
     assert again == ev and again.payload == draft.event.payload()
     with pytest.raises(AttributeError):
         _ = again.no_such_field  # type: ignore[attr-defined]
+
+
+def corpus_digest() -> str:
+    """sha256 over every record and hash ``seal_all`` writes for a fixed corpus of every event type
+    (fixed ids, one hash chain, batches of 7), in order; refused drafts are skipped."""
+    from codirector.store.appending import seal_all
+
+    drafts = []
+    for cls in sorted(event_types().values(), key=lambda c: c.type):
+        for i, d in enumerate(drafts_of(cls)):
+            draft = Draft(event=d.event, shot=d.shot, causation_id=d.causation_id, id=f"{cls.type}-{i}-ü")
+            try:
+                reference(draft, 1, GENESIS)
+            except TypeError:
+                continue
+            drafts.append(draft)
+    total, prev = hashlib.sha256(), GENESIS
+    for start in range(0, len(drafts), 7):
+        batch = drafts[start : start + 7]
+        sealed, rows = seal_all("s", "b", batch, start, prev)
+        for ev, row in zip(sealed, rows, strict=True):
+            total.update(row[5].encode() + b"\n" + ev.hash.encode() + b"\n")
+        prev = rows[-1][6]
+    return total.hexdigest()
+
+
+def test_the_records_and_hashes_of_a_fixed_corpus_are_pinned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Byte-identical to what the code of 2026-11-30 wrote (computed then, before sealing was sped up):
+    any change to the canonical form or the chain would break every existing log's verification."""
+    monkeypatch.setattr("codirector.store.appending.utc_now", lambda: "2026-11-30T00:00:00.000000Z")
+    assert corpus_digest() == PINNED
+
+
+PINNED = "7ab9b192e7a9dde3ba28792ebc330676cd71ebdcf1af792678b6a97ed5f7b906"

@@ -131,7 +131,7 @@ def _stories(folder: Path, prefix: str, seed: int) -> Path:
 
 @pytest.mark.postgres
 def test_batch_on_postgres_and_s3(tmp_path: Path, counting_env: Path, pg_url: str, s3_bucket: str,
-                                  reference) -> None:  # type: ignore[no-untyped-def]
+                                  reference: dict[str, dict[str, list]]) -> None:  # type: ignore[type-arg]
     cfg = counting_config(tmp_path / "c.toml")
     studio = Studio(tmp_path / "home", db=pg_url, blobs=s3_bucket)
     studio.init()

@@ -7,13 +7,16 @@ from pathlib import Path
 import pytest
 from shared.machines import Machine, counting_config
 
+from support import ForkServer
+
 
 @pytest.fixture
-def machine(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """A factory of simulated machines (each with its own home, cache and call log)."""
+def machine(tmp_path: Path, fork_server: ForkServer):  # type: ignore[no-untyped-def]
+    """A factory of simulated machines (each with its own home, cache and call log); their commands are real
+    processes forked from the session's ``fork_server``."""
 
     def make(name: str, **kw) -> Machine:  # type: ignore[no-untyped-def]
-        m = Machine(home=tmp_path / name / "home", **kw)
+        m = Machine(home=tmp_path / name / "home", server=fork_server, **kw)
         m.calls = tmp_path / name / "calls.log"
         m.home.parent.mkdir(parents=True, exist_ok=True)
         return m

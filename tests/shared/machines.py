@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from support import FAST_RUN
+from support import ForkServer, counting_config, normalised
+
+__all__ = ["EXAMPLES", "Machine", "Starter", "counting_config", "normalised"]
 
 TESTS = Path(__file__).resolve().parents[1]
 EXAMPLES = TESTS.parent / "examples" / "stories"
@@ -33,6 +35,7 @@ class Machine:
     cache: Path | None = None
     calls: Path = field(default=Path())
     ttl: float = 60.0
+    server: ForkServer | None = None  # where set, commands are forked from it (no interpreter start-up each)
 
     def env(self, **extra: str) -> dict[str, str]:
         e = dict(os.environ)
@@ -51,8 +54,12 @@ class Machine:
     def args(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "codirector.cli", *args]
 
-    def run(self, *args: str, ok: bool = True, **extra: str) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(self.args(*args), env=self.env(**extra), capture_output=True, text=True, timeout=600)
+    def run(self, *args: str, ok: bool = True, **extra: str) -> Any:
+        """The command's exit code, stdout and stderr (``returncode``, ``stdout``, ``stderr``)."""
+        if self.server is not None:
+            done: Any = self.server.run(list(args), self.env(**extra), timeout=600)
+        else:
+            done = subprocess.run(self.args(*args), env=self.env(**extra), capture_output=True, text=True, timeout=600)
         if ok:
             assert done.returncode == 0, f"codirector {' '.join(args)}: exit {done.returncode}\n{done.stderr}"
         return done
@@ -60,7 +67,10 @@ class Machine:
     def json(self, *args: str) -> object:
         return json.loads(self.run(*args, "--json").stdout)
 
-    def start(self, *args: str, **extra: str) -> subprocess.Popen[str]:
+    def start(self, *args: str, **extra: str) -> Any:
+        """The running command, its stdout and stderr readable as it goes (``subprocess.Popen``'s interface)."""
+        if self.server is not None:
+            return self.server.start(list(args), self.env(**extra), pipes=True)
         return subprocess.Popen(self.args(*args), env=self.env(**extra), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
 
@@ -72,6 +82,11 @@ class Machine:
     def prepare(self, commands: list[list[str]], folder: Path, **extra: str) -> Starter:
         """One process per command, each importing codirector and then waiting for ``Starter.release``."""
         folder.mkdir(parents=True, exist_ok=True)
+        if self.server is not None:  # forked with the imports done: each waits for GO, as _AT_ONCE does
+            server = self.server
+            return Starter([server.start(command, self.env(**extra), pipes=True,
+                                         hold=(folder / f"ready-{i}", folder / "go"))
+                            for i, command in enumerate(commands)], folder)
         procs = [subprocess.Popen([sys.executable, "-c", _AT_ONCE, str(folder / f"ready-{i}"), str(folder / "go"),
                                    *command], env=self.env(**extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   text=True) for i, command in enumerate(commands)]
@@ -118,21 +133,3 @@ while not go.exists():
 sys.argv = ["codirector", *sys.argv[3:]]
 codirector.cli.main()
 """
-
-
-def counting_config(path: Path) -> Path:
-    """The preview profile with every backend counting its calls, at tiny frame sizes."""
-    run = "\n".join(f"{k} = {json.dumps(v)}" for k, v in FAST_RUN.items())
-    path.write_text('profile = "preview"\n[vlm]\nbackend = "counting"\n[image]\nbackend = "counting"\n'
-                    f'[video]\nbackend = "counting"\n[embedder]\nbackend = "counting"\n[run]\n{run}\n')
-    return path
-
-
-def normalised(events: list) -> list:  # type: ignore[type-arg]
-    """Types and payloads; ids, timestamps and call durations (measurements) left out."""
-    out = []
-    for e in events:
-        payload = dict(e.payload)
-        payload.pop("duration_ms", None)
-        out.append((e.type, e.shot, json.dumps(payload, sort_keys=True)))
-    return out

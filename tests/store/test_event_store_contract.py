@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from codirector.errors import BranchNotFound, RunStateError, StoryNotFound, VersionConflict
+from codirector.errors import BranchNotFound, RunStateError, StoreError, StoryNotFound, VersionConflict
 from codirector.events import GENESIS, EntityRegistered, ModelCalled, ShotStarted, StoryCreated, ViewAdded, ViewSource
 from codirector.store.event_store import EventStore
 from codirector.store.snapshots import SnapshotCache
@@ -250,6 +252,46 @@ def test_a_pooled_connection_the_server_dropped_is_replaced(pg_url: str, monkeyp
     with psycopg.connect(pg_url, autocommit=True) as admin:  # the server ends every other session
         admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                       "WHERE pid <> pg_backend_pid() AND datname = current_database()")
+    store.append("s", "main", [started(1).at(1)], expected_position=1)
+    assert store.head("s") == 2
+    store.close()
+
+
+def test_an_append_to_a_locked_database_names_the_lock_writes_nothing_and_recovers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The append's driver-level transaction (``db.raw_transaction``) keeps ``connection``'s error contract."""
+    monkeypatch.setenv("CODIRECTOR_BUSY_TIMEOUT", "0.05")
+    path = tmp_path / "store.db"
+    store = EventStore.open(f"sqlite:///{path}", create=True)
+    new_story(store, n=1)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    with pytest.raises(StoreError, match="locked") as info:
+        store.append("s", "main", [started(2).at(2)], expected_position=2)
+    assert "wait for the other codirector process" in str(info.value.hint)
+    other.execute("ROLLBACK")
+    other.close()
+    assert store.head("s") == 2 and len(store.read("s")) == 2  # nothing of the failed batch
+    store.append("s", "main", [started(2).at(2)], expected_position=2)  # the pooled connection is clean
+    assert [e.position for e in store.read("s")] == [1, 2, 3]
+    store.close()
+
+
+@pytest.mark.postgres
+def test_a_connection_dropped_inside_an_append_is_not_pooled_again(pg_url: str) -> None:
+    import psycopg
+
+    store = EventStore.open(pg_url, create=True)
+    new_story(store)
+    with psycopg.connect(pg_url, autocommit=True) as admin:  # the server ends the session mid-transaction
+        admin.execute("CREATE FUNCTION die() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                      "PERFORM pg_terminate_backend(pg_backend_pid()); RETURN NEW; END $$")
+        admin.execute("CREATE TRIGGER die BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION die()")
+        with pytest.raises(StoreError, match="closed the connection"):
+            store.append("s", "main", [started(1).at(1)], expected_position=1)
+        admin.execute("DROP TRIGGER die ON events")
+    assert store.head("s") == 1  # nothing written, and the dead connection was not handed out again
     store.append("s", "main", [started(1).at(1)], expected_position=1)
     assert store.head("s") == 2
     store.close()

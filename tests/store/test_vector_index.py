@@ -81,6 +81,15 @@ def exact_scan(x: np.ndarray, ids: np.ndarray, q: np.ndarray, allowed: set[int],
     return ranked[:k]
 
 
+def as_arrays(allowed: set[int], rng: np.random.Generator) -> list[np.ndarray]:
+    """``allowed`` as the numpy arrays a caller may pass: sorted int64 (the engine's form), shuffled
+    with repeats and an id the index never held, and another integer dtype."""
+    ordered = np.sort(np.fromiter(allowed, dtype=np.int64, count=len(allowed)))
+    messy = np.concatenate([ordered, ordered[:3], [12345]])
+    rng.shuffle(messy)
+    return [ordered, messy, ordered.astype(np.uint64)]
+
+
 @pytest.mark.parametrize("fraction", [0.005, 0.01, 0.1, 0.3, 0.5, 0.9, 1.0])
 def test_filtered_search_equals_the_exact_scan_with_ties_broken_by_id(tmp_path: Path, fraction: float) -> None:
     rng = np.random.default_rng(1)
@@ -99,7 +108,56 @@ def test_filtered_search_equals_the_exact_scan_with_ties_broken_by_id(tmp_path: 
             assert index.search(q, k, allowed) == want
             # any collection works: a list with repeats and ids the index never held
             assert index.search(q, k, [*allowed, *list(allowed)[:3], 12345]) == want
+            for array in as_arrays(allowed, rng):  # and numpy arrays, sorted or not (both paths)
+                assert index.search(q, k, array) == want
     index.save()
     reloaded = VectorIndex(tmp_path / "i.faiss")
     assert reloaded.search(q, 8, allowed) == exact_scan(x, ids, q, allowed, 8)
     assert reloaded.ids() == {int(i) for i in ids}
+
+
+@pytest.mark.parametrize("fraction", [0.01, 0.1])
+def test_scattered_visible_sets_equal_the_exact_scan(tmp_path: Path, fraction: float) -> None:
+    """The benchmark's adversarial case: the visible rows scattered uniformly over the whole index,
+    a new set for every query and the same set queried again (gathered into a block), ties included."""
+    rng = np.random.default_rng(2)
+    n, dim = 20_000, 32
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    x[n // 2 :] = x[: n // 2]  # every vector twice, far apart in the index: ties across the scatter
+    ids = rng.choice(2**62, size=n, replace=False).astype(np.int64)
+    index = VectorIndex(tmp_path / "i.faiss", dim=dim)
+    index.add(ids, x)
+    for trial in range(4):
+        rows = np.flatnonzero(rng.random(n) < fraction)
+        allowed = set(ids[rows].tolist())
+        q = x[rng.choice(rows)][None, :] if trial % 2 else rng.standard_normal((1, dim)).astype(np.float32)
+        want = exact_scan(x, ids, q, allowed, 8)
+        for _ in range(3):  # new set, then the same set again (gathered), then from the gathered block
+            assert index.search(q, 8, allowed) == want
+        for array in as_arrays(allowed, rng):  # as the engine hands them over (sorted), and others
+            for _ in range(3):
+                assert index.search(q, 8, array) == want
+        assert index.search(q, 8, frozenset(allowed)) == want
+        assert index.search(q, 8, dict.fromkeys(allowed)) == want
+
+
+def test_an_array_of_visible_ids_is_checked_copied_and_refused_when_not_ids(tmp_path: Path) -> None:
+    """The array form: the search keeps its own copy (a caller may reuse theirs), and refuses
+    anything but a 1-d integer array."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1000, 16)).astype(np.float32)
+    ids = np.arange(1000, dtype=np.int64) * 7
+    index = VectorIndex(tmp_path / "i.faiss", dim=16)
+    index.add(ids, x)
+    q = rng.standard_normal((1, 16)).astype(np.float32)
+    visible = ids[:100].copy()
+    want = exact_scan(x, ids, q, set(visible.tolist()), 8)
+    assert index.search(q, 8, visible) == want
+    assert index.search(q, 8, visible) == want  # gathered into a block
+    visible[:] = ids[500:600]  # the caller reuses its array: the block must not answer for it
+    assert index.search(q, 8, visible) == exact_scan(x, ids, q, set(visible.tolist()), 8)
+    assert index.search(q, 8, np.empty(0, dtype=np.int64)) == []
+    with pytest.raises(TypeError):
+        index.search(q, 8, ids.astype(np.float64))
+    with pytest.raises(TypeError):
+        index.search(q, 8, ids.reshape(10, 100))
