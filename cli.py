@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import traceback
 import warnings
@@ -30,7 +31,17 @@ from codirector.commands import batch, director, queries, runs, serve, views
 from codirector.errors import CodirectorError
 
 INTERRUPTED = 130  # the shell's code for a process stopped by SIGINT
+TERMINATED = 143  # ... and by SIGTERM
 FILE_ERROR = 1
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, like Ctrl-C: ``with`` blocks end (the branch lease is
+    released, an open transaction rolls back) and the command exits 143 instead of being cut off."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
 
 
 class _Group(TyperGroup):
@@ -43,10 +54,11 @@ class _Group(TyperGroup):
             _print_detail(ctx, e)
             _print_error(e.message, e.hint)
             raise typer.Exit(e.exit_code) from None
-        except KeyboardInterrupt:
-            typer.echo("interrupted; the log holds everything up to the last complete step — "
+        except KeyboardInterrupt as e:
+            stopped = "terminated" if isinstance(e, Terminated) else "interrupted"
+            typer.echo(f"{stopped}; the log holds everything up to the last complete step — "
                        "`codirector resume STORY` continues", err=True)
-            raise typer.Exit(INTERRUPTED) from None
+            raise typer.Exit(TERMINATED if isinstance(e, Terminated) else INTERRUPTED) from None
         except OSError as e:  # the system refused a file or folder the user named (or the home)
             _print_detail(ctx, e)
             where = f"{e.filename}" if e.filename else "a file or folder could not be read or written"
@@ -183,7 +195,9 @@ for _name, _command in [
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. SIGTERM (``kill``, a container or job scheduler stopping us) ends the
+    command the way Ctrl-C does, so its lease is released at once instead of expiring after the TTL."""
+    signal.signal(signal.SIGTERM, _raise_terminated)
     app()
 
 
