@@ -1,8 +1,9 @@
 """The connection to an OpenAI-compatible server, shared by the chat VLM and the Images backend.
 
 It holds the base URL and the name of the key's environment variable, builds the real ``openai``
-client, and turns every client failure into a ``BackendError``. The two backends live in
-``openai_vlm`` (chat completions) and ``openai_images`` (images.generate / images.edit).
+client, and turns every client failure into a ``BackendError`` (``translating``: the one place that
+does). The two backends live in ``openai_vlm`` (chat completions) and ``openai_images``
+(images.generate / images.edit).
 
 Invariants:
 - The API key never leaves the environment except in the Authorization header of a request. It is
@@ -24,6 +25,8 @@ import importlib.util
 import json
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -209,6 +212,17 @@ class OpenAIConnection:
             if isinstance(e, getattr(openai, name)):
                 return BackendError(message.format(**fields), hint=hint.format(**fields))
         return BackendError(f"{what} at {self.where} failed: {type(e).__name__}: {scrub(str(e), key)}")
+
+    @contextmanager
+    def translating(self, what: str) -> Iterator[None]:
+        """Runs the block; a client failure in it leaves as ``translate``'s ``BackendError`` (chained to the
+        client's error, except where that quotes the server: ``chained_cause``). Other errors pass unchanged."""
+        try:
+            yield
+        except Exception as e:
+            if not is_client_error(e):
+                raise
+            raise self.translate(e, what) from chained_cause(e)
 
     def not_json(self, body: Any, what: str) -> BackendError:
         shown = scrub(str(body)[:200], os.environ.get(self.api_key_env))

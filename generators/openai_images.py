@@ -23,9 +23,7 @@ from codirector.generators.imaging import check_frame_size, cover, png
 from codirector.generators.openai_client import (
     OpenAIConnection,
     availability,
-    chained_cause,
     image_mime,
-    is_client_error,
     usage_numbers,
 )
 from codirector.generators.prices import image_input_tokens_bound, image_output_tokens_bound, text_tokens_bound
@@ -123,7 +121,7 @@ class OpenAIImageGenerator(OpenAIConnection):
         if self.quality is not None:
             kwargs["quality"] = self.quality
         what = f"the {request.purpose} image request"
-        try:
+        with self.translating(what):
             if request.references:
                 files = self.files(request.references)
                 if self.input_fidelity is not None:
@@ -131,10 +129,6 @@ class OpenAIImageGenerator(OpenAIConnection):
                 response = self.client().images.edit(image=files, **kwargs)
             else:
                 response = self.client().images.generate(**kwargs)
-        except Exception as e:
-            if not is_client_error(e):
-                raise
-            raise self.translate(e, what) from chained_cause(e)
         if isinstance(response, str | bytes):
             raise self.not_json(response, what)
         data = getattr(response, "data", None) or []

@@ -24,7 +24,6 @@ from codirector.generators.base import VLMAnswer, VLMRequest
 from codirector.generators.openai_client import (
     OpenAIConnection,
     availability,
-    chained_cause,
     data_url,
     is_client_error,
     scrub,
@@ -71,6 +70,17 @@ def says_json_schema_unsupported(message: str) -> bool:
     if "response_format" not in text and "json_schema" not in text:
         return False
     return any(phrase in text for phrase in _UNSUPPORTED)
+
+
+def refuses_json_schema(e: Exception, request: VLMRequest, mode: str) -> bool:
+    """Whether ``e`` is the server's 400 saying it cannot do ``response_format`` json_schema for ``request``
+    (then json_object mode is used instead)."""
+    if not is_client_error(e):
+        return False
+    import openai
+
+    return (mode == "json_schema" and bool(request.json_schema) and isinstance(e, openai.BadRequestError)
+            and says_json_schema_unsupported(server_message(e)))
 
 
 class OpenAIVLM(OpenAIConnection):
@@ -126,26 +136,17 @@ class OpenAIVLM(OpenAIConnection):
     def complete(self, request: VLMRequest) -> VLMAnswer:
         what = f"the {request.agent} request"
         mode = self.structured
-        try:
-            response = self._create(request, mode)
-        except Exception as e:
-            if not is_client_error(e):
-                raise
-            import openai
-
-            fallback = (mode == "json_schema" and bool(request.json_schema) and isinstance(e, openai.BadRequestError)
-                        and says_json_schema_unsupported(server_message(e)))
-            if not fallback:
-                raise self.translate(e, what) from chained_cause(e)
-            log.warning("%s does not support response_format json_schema (%s); using json_object mode from now on",
-                        self.where, scrub(server_message(e), os.environ.get(self.api_key_env))[:200])
-            self.structured = mode = "json_object"
+        with self.translating(what):
             try:
                 response = self._create(request, mode)
-            except Exception as e2:
-                if not is_client_error(e2):
+            except Exception as e:
+                if not refuses_json_schema(e, request, mode):
                     raise
-                raise self.translate(e2, what) from chained_cause(e2)
+                said = scrub(server_message(e), os.environ.get(self.api_key_env))[:200]
+                log.warning("%s does not support response_format json_schema (%s); using json_object mode from now on",
+                            self.where, said)
+                self.structured = mode = "json_object"
+                response = self._create(request, mode)
         return self._answer(response, what)
 
     def usage_bound(self, request: VLMRequest) -> dict[str, Any]:

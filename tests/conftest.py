@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from support import ForkServer, PostgresServer, build_lineage_story, chromium, pg_bindir, register_tiny_clip
+from processes import ForkServer
+from support import PostgresServer, build_lineage_story, chromium, pg_bindir, register_tiny_clip
 
 TESTS = Path(__file__).resolve().parent
 

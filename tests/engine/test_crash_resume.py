@@ -2,7 +2,7 @@
 `verify` passes, and no backend call whose answer was recorded is ever made again.
 
 Each run is a real `codirector` process (forked by the session's ``fork_server``, which has done the imports
-once: tests/support.py); backends are the preview ones wrapped to log every call they answer
+once: tests/processes.py); backends are the preview ones wrapped to log every call they answer
 (tests/codirector_test_plugins.py), so calls are counted at the backend.
 """
 
@@ -19,16 +19,8 @@ import pytest
 
 from codirector.engine.studio import Studio
 
-from support import (
-    ForkServer,
-    backend_keys,
-    cli_env,
-    count_events,
-    counting_config,
-    kill_when,
-    normalised,
-    write_story,
-)
+from processes import ForkServer, cli_env, count_events, kill_when
+from support import backend_keys, counting_config, normalised, write_story
 
 TRIALS = int(os.environ.get("CODIRECTOR_CRASH_TRIALS", "20"))
 TTL = 0.5  # seconds a killed run's branch lease outlives it: what each `resume --wait` waits at most (+ a poll)

@@ -22,17 +22,8 @@ from codirector.errors import AlreadyExists
 from codirector.store.event_store import EventStore
 from codirector.store.leases import Leases
 
-from support import (
-    ForkServer,
-    cli_env,
-    count_events,
-    counting_config,
-    fast_config,
-    kill_after_shot,
-    normalised,
-    scripted_backends,
-    write_story,
-)
+from processes import ForkServer, cli_env, count_events, kill_after_shot
+from support import counting_config, fast_config, normalised, scripted_backends, write_story
 
 runner = CliRunner()
 

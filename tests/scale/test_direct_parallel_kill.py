@@ -14,7 +14,7 @@ from scale.helpers import EXAMPLES, counting_config, normalised
 
 from codirector.engine.studio import Studio
 
-from support import ForkServer, cli_env, count_events, kill_when
+from processes import ForkServer, cli_env, count_events, kill_when
 
 TRIALS = int(os.environ.get("CODIRECTOR_DIRECT_KILL_TRIALS", "3"))
 BRIEF = EXAMPLES / "briefs" / "dewline_serum.yaml"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from shared.machines import Machine, counting_config
 
-from support import ForkServer
+from processes import ForkServer
 
 
 @pytest.fixture

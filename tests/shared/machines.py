@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from support import ForkServer, counting_config, normalised
+from processes import ForkServer
+from support import counting_config, normalised
 
 __all__ = ["EXAMPLES", "Machine", "Starter", "counting_config", "normalised"]
 

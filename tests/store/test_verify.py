@@ -11,18 +11,13 @@ from typer.testing import CliRunner
 from codirector.cli import app
 from codirector.engine.studio import Studio
 
-from support import build_lineage_story
-
 runner = CliRunner()
 
 
 @pytest.fixture
-def home(tmp_path: Path, tiny_embedder) -> Path:  # type: ignore[no-untyped-def]
-    studio = Studio(tmp_path / "home")
-    studio.init()
-    build_lineage_story(studio, tiny_embedder)
-    studio.close()
-    return tmp_path / "home"
+def home(lineage_home: Path) -> Path:
+    """The lighthouse story (``support.build_lineage_story``), a copy of its own for each test to damage."""
+    return lineage_home
 
 
 def raw(home: Path) -> sqlite3.Connection:
