@@ -52,13 +52,16 @@ class Price:
 
 PRICE_KEYS = tuple(f.name for f in fields(Price) if f.name != "source")
 
-# OpenAI list prices, standard tier, USD, as published in 2025-08 (source: openai.com/api/pricing).
+# OpenAI list prices, standard tier, USD per 1M tokens, from each model's page on developers.openai.com
+# (checked 2026-11-30; gpt-image-1 was retired by OpenAI on 2026-10-23 and stays here to price old logs).
 # Override any of them in a config's [prices."MODEL"] table when the page changes.
+_CHECKED = "built-in, developers.openai.com model page, checked 2026-11-30"
 BUILTIN: dict[str, Price] = {
-    "gpt-4.1": Price(input_per_million=2.00, cached_input_per_million=0.50, output_per_million=8.00,
-                     source="built-in, openai.com/api/pricing 2025-08"),
+    "gpt-4.1": Price(input_per_million=2.00, cached_input_per_million=0.50, output_per_million=8.00, source=_CHECKED),
     "gpt-image-1": Price(input_per_million=10.00, text_input_per_million=5.00, output_per_million=40.00,
-                         source="built-in, openai.com/api/pricing 2025-08"),
+                         source=_CHECKED),
+    "gpt-image-2.6-sunburst": Price(input_per_million=8.00, text_input_per_million=5.00, output_per_million=30.00,
+                                    source=_CHECKED),
 }
 # Local backends that cost nothing to run: a zero price, stated (not "unpriced").
 FREE_BACKENDS = ("preview", "storyboard", "animatic", "open_clip")
@@ -69,7 +72,8 @@ MAX_OUTPUT_TOKENS: dict[str, int] = {"gpt-4.1": 32_768}
 DEFAULT_MAX_OUTPUT_TOKENS = 32_768
 MESSAGE_OVERHEAD_TOKENS = 16  # role markers and reply priming of a two-message chat
 
-# GPT image output tokens by (quality, size) (openai.com/api/pricing, image generation, 2025-08).
+# gpt-image-1 output tokens by (quality, size): its page's per-image prices over its output rate (checked
+# 2026-11-30); used as the bound for any GPT image model until its own counts are added here.
 IMAGE_OUTPUT_TOKENS: dict[str, dict[str, int]] = {
     "low": {"1024x1024": 272, "1024x1536": 408, "1536x1024": 400},
     "medium": {"1024x1024": 1056, "1024x1536": 1584, "1536x1024": 1568},
