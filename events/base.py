@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
@@ -189,53 +190,77 @@ def seal(
 ) -> tuple[RecordedEvent, str]:
     """Fill a draft's envelope and hash it; returns the event and its record (the exact text hashed).
 
-    The record is ``canonical_json`` of the envelope with ``payload = event.payload()``. It is
-    written in one orjson pass over the model itself (``_record_bytes``); the payload dict is
-    decoded from the record only when someone asks for it (``RecordedEvent.payload``).
+    One event of ``seal_batch``: see there.
     """
-    event = draft.event
-    fields: dict[str, Any] = {
-        "id": draft.id,
-        "story_id": story_id,
-        "branch": branch,
-        "position": position,
-        "type": event.type,
-        "schema_version": event.schema_version,
-        "payload": _as_json(event),
-        "shot": draft.shot,
-        "recorded_at": recorded_at,
-        "prev_hash": prev_hash,
-        "causation_id": draft.causation_id,
-    }
-    record = _record_bytes(fields, event)
-    del fields["payload"]
-    fields["hash"] = hashlib.sha256(prev_hash.encode() + record).hexdigest()
-    fields["_record"] = record
-    return RecordedEvent.trusted(fields), record.decode()
+    sealed, rows = seal_batch(drafts=(draft,), story_id=story_id, branch=branch, after=position - 1,
+                              prev_hash=prev_hash, recorded_at=recorded_at)
+    return sealed[0], rows[0][5]
 
 
+SealedRow = tuple[str, str, int, str, int | None, str, str]  # story_id, branch, position, type, shot, record, hash
+
+
+def seal_batch(
+    drafts: Iterable[Draft], *, story_id: str, branch: str, after: int, prev_hash: str, recorded_at: str
+) -> tuple[list[RecordedEvent], list[SealedRow]]:
+    """Seal ``drafts`` as positions ``after + 1``.. chained from ``prev_hash``: the events and their rows.
+
+    Each record is ``canonical_json`` of the envelope with ``payload = event.payload()``, written in
+    one orjson pass over the model itself (``_FAST_OPTIONS``, below; this loop is the append's
+    whole CPU cost); ``hash = sha256(prev_hash + record)``. The returned events are
+    built without validation (``RecordedEvent.trusted``'s contract), their payload decoded from the
+    record only when someone asks for it (``RecordedEvent.payload``). A row is
+    ``(story_id, branch, position, type, shot, record, hash)``.
+    """
+    dumps, sha256, new, set_attr = orjson.dumps, hashlib.sha256, object.__new__, object.__setattr__
+    as_json, kinds, recorded = _as_json, _KINDS, RecordedEvent
+    sealed: list[RecordedEvent] = []
+    rows: list[SealedRow] = []
+    prev, position = prev_hash, after
+    for draft in drafts:
+        position += 1
+        event = draft.event
+        kind = type(event)
+        meta = kinds.get(kind) or _kind_meta(kind)
+        values = event.__dict__
+        fields: dict[str, Any] = {
+            "id": draft.id,
+            "story_id": story_id,
+            "branch": branch,
+            "position": position,
+            "type": meta[0],
+            "schema_version": meta[1],
+            "payload": values if len(values) == meta[2] else as_json(event),
+            "shot": draft.shot,
+            "recorded_at": recorded_at,
+            "prev_hash": prev,
+            "causation_id": draft.causation_id,
+        }
+        try:
+            record = dumps(fields, default=as_json, option=_FAST_OPTIONS)
+        except TypeError:  # a value orjson refuses: the reference path, which raises if it refuses it too
+            record = dumps(fields | {"payload": event.payload()}, option=orjson.OPT_SORT_KEYS)
+        del fields["payload"]
+        prev = fields["hash"] = sha256(prev.encode() + record).hexdigest()
+        fields["_record"] = record
+        ev = new(recorded)
+        set_attr(ev, "__dict__", fields)  # RecordedEvent.trusted without the copy
+        sealed.append(ev)
+        rows.append((story_id, branch, position, meta[0], draft.shot, record.decode(), prev))
+    return sealed, rows
+
+
+# The fast path of ``seal_batch``: orjson walks the model's own field values. It handles natively
+# only what it writes exactly as pydantic's JSON mode then orjson would (str, int, float, bool, None,
+# list, tuple, dict with str keys, UUID, Enum); every other value (datetime, str/int subclasses,
+# dataclasses, unknown types) goes to ``_as_json`` and so through pydantic's own JSON-mode
+# conversion. A model class with anything that makes its JSON form differ from its field values
+# (serializers, aliases, excluded or computed fields, JSON-only settings) is dumped by pydantic. A
+# value orjson refuses (a set, bytes, a non-str key) falls back to the reference path whole.
 _FAST_OPTIONS = (
     orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS
     | orjson.OPT_PASSTHROUGH_DATACLASS
 )
-
-
-def _record_bytes(fields: dict[str, Any], event: Event) -> bytes:
-    """``canonical_json`` of ``fields`` with ``payload = event.payload()``; ``fields["payload"]`` holds
-    ``_as_json(event)``.
-
-    Fast path: orjson walks the model's own field values. It handles natively only what it writes
-    exactly as pydantic's JSON mode then orjson would (str, int, float, bool, None, list, tuple,
-    dict with str keys, UUID, Enum); every other value (datetime, str/int subclasses, dataclasses,
-    unknown types) goes to ``_as_json`` and so through pydantic's own JSON-mode conversion. A model
-    class with anything that makes its JSON form differ from its field values (serializers,
-    aliases, excluded or computed fields, JSON-only settings) is dumped by pydantic, as before. A
-    value orjson refuses (a set, bytes, a non-str key) falls back to the reference path whole.
-    """
-    try:
-        return orjson.dumps(fields, default=_as_json, option=_FAST_OPTIONS)
-    except TypeError:
-        return orjson.dumps(fields | {"payload": event.payload()}, option=orjson.OPT_SORT_KEYS)
 
 
 def _as_json(value: Any) -> Any:
@@ -251,6 +276,13 @@ def _as_json(value: Any) -> Any:
 
 
 _PLAIN: dict[type[BaseModel], int] = {}
+_KINDS: dict[type[Event], tuple[str, int, int]] = {}  # event class -> type, schema_version, _plain_size
+
+
+def _kind_meta(kind: type[Event]) -> tuple[str, int, int]:
+    """What ``seal_batch`` needs of an event class, looked up once per class."""
+    meta = _KINDS[kind] = (kind.type, kind.schema_version, _plain_size(kind))
+    return meta
 
 
 def _plain_size(cls: type[BaseModel]) -> int:

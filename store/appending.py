@@ -2,7 +2,7 @@
 
 Invariants (the event store's, kept here where the work is done):
 - Sealing is pure and happens before any lock is taken: ``seal_all`` chains each event to the one
-  before it (``hash = sha256(prev_hash + record)``, ``events.base.seal``), starting from the head
+  before it (``hash = sha256(prev_hash + record)``, ``events.base.seal_batch``), starting from the head
   the writer expects.
 - ``claim_and_insert`` moves the head from (expected position, expected hash) to the batch's last
   (position, hash) and inserts the rows, on the caller's transaction. The claim is one UPDATE that
@@ -19,10 +19,9 @@ from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from codirector.events.base import Draft, RecordedEvent, seal, utc_now
+from codirector.events.base import Draft, RecordedEvent, SealedRow, seal_batch, utc_now
 
 EVENT_COLUMNS = ("story_id", "branch", "position", "type", "shot", "record", "hash")
 
@@ -46,26 +45,17 @@ class BatchSQL:
 
 def seal_all(
     story_id: str, branch: str, drafts: Sequence[Draft], after: int, prev: str
-) -> tuple[list[RecordedEvent], list[tuple[Any, ...]]]:
+) -> tuple[list[RecordedEvent], list[SealedRow]]:
     """Seal ``drafts`` as positions after+1.. chained from ``prev``: the events and their rows."""
-    recorded_at = utc_now()
-    sealed: list[RecordedEvent] = []
-    rows: list[tuple[Any, ...]] = []
-    for position, draft in enumerate(drafts, after + 1):
-        ev, record = seal(
-            draft, story_id=story_id, branch=branch, position=position, prev_hash=prev, recorded_at=recorded_at
-        )
-        prev = ev.hash
-        sealed.append(ev)
-        rows.append((story_id, branch, position, ev.type, ev.shot, record, prev))
-    return sealed, rows
+    return seal_batch(drafts, story_id=story_id, branch=branch, after=after, prev_hash=prev, recorded_at=utc_now())
 
 
 def claim_and_insert(
-    conn: Connection, sql: BatchSQL, story_id: str, branch: str, expected: int, prev: str,
-    rows: list[tuple[Any, ...]],
+    dbapi: Any, driver: Any, sql: BatchSQL, story_id: str, branch: str, expected: int, prev: str,
+    rows: Sequence[tuple[Any, ...]],
 ) -> bool:
-    """Claim the head and insert ``rows`` on ``conn``'s transaction; False if the head was not claimed.
+    """Claim the head and insert ``rows`` on the transaction of ``dbapi`` (a driver connection,
+    ``driver`` its DBAPI module); False if the head was not claimed.
 
     On False the caller must roll the transaction back (nothing it wrote may stay). Plain DBAPI
     calls on the transaction's own connection: one UPDATE, one ``executemany``. On PostgreSQL
@@ -73,7 +63,6 @@ def claim_and_insert(
     are discarded with the rollback, and rows that collide with another writer's fail on the
     unique key, which is reported as not claimed. Driver errors are raised as SQLAlchemy's.
     """
-    dbapi: Any = conn.connection.dbapi_connection
     params = (expected + len(rows), rows[-1][6], story_id, branch, expected, prev)
     try:
         with closing(dbapi.cursor()) as claim, closing(dbapi.cursor()) as insert:
@@ -87,7 +76,7 @@ def claim_and_insert(
                 return False
             insert.executemany(sql.insert, rows)
             return True
-    except conn.dialect.loaded_dbapi.IntegrityError:
+    except driver.IntegrityError:
         return False
-    except conn.dialect.loaded_dbapi.Error as e:
-        raise DBAPIError.instance(sql.insert, None, e, conn.dialect.loaded_dbapi.Error) from e
+    except driver.Error as e:
+        raise DBAPIError.instance(sql.insert, None, e, driver.Error) from e

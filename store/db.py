@@ -4,7 +4,8 @@ SQLite connections get WAL, foreign keys and a busy timeout on every connect. Mi
 Alembic scripts shipped in ``store/migrations``; ``upgrade(engine)`` brings any database to head
 and is what ``codirector init`` runs. Opening a database that is behind head raises ``StoreError``
 naming the fix instead of failing later on a missing column. ``connection`` turns a driver's
-``OperationalError`` (locked, not initialised, unreachable) into a ``StoreError`` that names the fix.
+``OperationalError`` (locked, not initialised, unreachable) into a ``StoreError`` that names the fix;
+``raw_transaction`` does the same for the append's hot path, on the pooled driver connection itself.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 from sqlalchemy import event as sa_event
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DisconnectionError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlmodel import create_engine
 
 from codirector.errors import StoreError
@@ -176,6 +177,48 @@ def connection(engine: Engine, *, write: bool = False) -> Iterator[Connection]:
             yield conn
     except OperationalError as e:
         raise _store_error(e, engine) from e
+
+
+@contextmanager
+def raw_transaction(engine: Engine) -> Iterator[Any]:
+    """The pooled driver (DBAPI) connection in a transaction: committed on exit, rolled back on any error.
+
+    The append's hot path, without SQLAlchemy's ``Connection``/``Transaction`` objects around it
+    (the same pool, the same checkout events, the same transaction semantics: the driver opens the
+    transaction on the first statement, as under ``engine.begin()``). Driver errors come out as
+    SQLAlchemy's (``DBAPIError``), an ``OperationalError`` as ``StoreError`` naming the fix, as from
+    ``connection``. A connection whose rollback fails, or that the dialect sees as disconnected, is
+    invalidated rather than returned to the pool.
+    """
+    dialect = engine.dialect
+    try:
+        proxied = engine.raw_connection()
+    except OperationalError as e:
+        raise _store_error(e, engine) from e
+    dbapi: Any = proxied.dbapi_connection
+    try:
+        try:
+            yield dbapi
+            dbapi.commit()
+        except BaseException as e:
+            orig = e.orig if isinstance(e, DBAPIError) else e
+            dead = isinstance(orig, dialect.loaded_dbapi.Error) and dialect.is_disconnect(orig, dbapi, None)
+            try:
+                dbapi.rollback()
+            except Exception:
+                dead = True
+            if dead:
+                proxied.invalidate()
+            wrapped = e
+            if isinstance(e, dialect.loaded_dbapi.Error):  # from the commit: wrap it as SQLAlchemy would
+                wrapped = DBAPIError.instance(None, None, e, dialect.loaded_dbapi.Error, dialect=dialect)
+            if isinstance(wrapped, OperationalError):
+                raise _store_error(wrapped, engine) from wrapped
+            if wrapped is not e:
+                raise wrapped from e
+            raise
+    finally:
+        proxied.close()
 
 
 def _store_error(e: OperationalError, engine: Engine) -> StoreError:

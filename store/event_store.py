@@ -34,7 +34,7 @@ from codirector.errors import (
 )
 from codirector.events.base import GENESIS, Draft, RecordedEvent, from_record, utc_now
 from codirector.store.appending import BatchSQL, claim_and_insert, seal_all
-from codirector.store.db import connection, make_engine, require_current, upgrade
+from codirector.store.db import connection, make_engine, raw_transaction, require_current, upgrade
 from codirector.store.lineage import BranchInfo, Segment, StoryInfo, branch_info, walk, within
 from codirector.store.tables import BranchRow, EventRow, StoryRow
 
@@ -79,6 +79,7 @@ class EventStore:
         self._forks: dict[tuple[str, str], tuple[str | None, int]] = {}
         self._heads: dict[tuple[str, str], tuple[int, str]] = {}  # (story, branch) -> head this store wrote
         self._sql = BatchSQL.for_paramstyle(engine.dialect.paramstyle)
+        self._driver = engine.dialect.loaded_dbapi
 
     @classmethod
     def open(cls, url: str, *, create: bool = False) -> EventStore:
@@ -205,7 +206,8 @@ class EventStore:
         """Append ``drafts`` after ``expected_position`` or raise ``VersionConflict`` writing nothing.
 
         The events are sealed (canonical JSON, hash chain) before the transaction opens, from the
-        head this store last wrote or read; the transaction only claims the head and inserts.
+        head this store last wrote or read; the transaction only claims the head and inserts, on
+        the pooled driver connection itself (``db.raw_transaction``).
         """
         if not drafts:
             return []
@@ -215,8 +217,10 @@ class EventStore:
         prev = known[1] if known is not None and remembered else self._head_hash(story_id, branch, expected_position)
         sealed, rows = seal_all(story_id, branch, drafts, expected_position, prev)
         try:
-            with self._begin() as conn:
-                self._write(conn, story_id, branch, expected_position, prev, rows)
+            with raw_transaction(self.engine) as dbapi:
+                if not claim_and_insert(dbapi, self._driver, self._sql, story_id, branch, expected_position, prev,
+                                        rows):
+                    raise _NotClaimed()
         except _NotClaimed:  # rolled back: nothing was written
             self._heads.pop(key, None)
             if self.head(story_id, branch) != expected_position:
@@ -237,15 +241,10 @@ class EventStore:
         if not drafts:
             return []
         sealed, rows = seal_all(story_id, branch, drafts, expected, prev)
-        self._write(conn, story_id, branch, expected, prev, rows)
+        if not claim_and_insert(conn.connection.dbapi_connection, self._driver, self._sql, story_id, branch,
+                                expected, prev, rows):
+            raise _NotClaimed()  # the caller's transaction rolls back
         return sealed
-
-    def _write(
-        self, conn: Connection, story_id: str, branch: str, expected: int, prev: str, rows: list[tuple[Any, ...]]
-    ) -> None:
-        """Claim and insert (``store.appending``); ``_NotClaimed`` (the transaction must roll back) if not."""
-        if not claim_and_insert(conn, self._sql, story_id, branch, expected, prev, rows):
-            raise _NotClaimed()
 
     def _head_hash(self, story_id: str, branch: str, expected: int) -> str:
         """The branch's head hash, or ``VersionConflict`` if its head is not at ``expected``."""

@@ -41,6 +41,7 @@ from codirector.store.vector_search import (
     score_block,
     score_rows,
     top_k,
+    top_k_rows,
 )
 
 VECTOR_EVENT_TYPES = ("EntityRegistered", "ViewAdded")
@@ -225,20 +226,36 @@ class VectorIndex:
             raise KeyError(vector_id)
         return self._mat[int(rows[0])].copy()
 
-    def search(self, query: np.ndarray, k: int, allowed: Collection[int]) -> list[tuple[int, float]]:
+    def search(
+        self, query: np.ndarray, k: int, allowed: Collection[int] | np.ndarray
+    ) -> list[tuple[int, float]]:
         """The ``k`` best (id, cosine) among ``allowed`` ids, best first (ties: smaller id first). Exact.
 
+        ``allowed`` is any collection of ids, or a 1-d numpy integer array of them: sorted
+        ascending without duplicates, it is used without conversion (the cheapest form for a
+        caller that keeps one; checked in one vectorised pass, and sorted here if it is not).
         Ids the index does not hold are ignored. The cost grows with the number of allowed ids, not
         with the size of the index, until most of the index is allowed (see ``store.vector_search``).
         """
-        if not allowed or k <= 0 or self._n == 0:
+        count = allowed.size if isinstance(allowed, np.ndarray) else len(allowed)
+        if count == 0 or k <= 0 or self._n == 0:
             return []
         q = normalised(query)
-        if len(allowed) <= SUBSET_MAX_FRACTION * self._n:
+        if count <= SUBSET_MAX_FRACTION * self._n:
             return self._subset(q, k, allowed_array(allowed))
-        if not isinstance(allowed, (set, frozenset, dict, KeysView)):
+        if isinstance(allowed, np.ndarray):
+            allowed = allowed_array(allowed)
+        elif not isinstance(allowed, (set, frozenset, dict, KeysView)):
             allowed = set(allowed)  # the pre-scan asks `in` of each candidate
         return prescan(self._faiss, self._coarse_index(), self._mat, self._row_ids, q, k, allowed)
+
+    def prepared(self, allowed: Collection[int]) -> Collection[int] | np.ndarray:
+        """``allowed`` in the form ``search`` uses without converting it, for a caller that will
+        search the same ids more than once: a sorted int64 array when few enough are visible for
+        the subset path, else a set-like collection (the pre-scan asks ``in``); same answers either way."""
+        if len(allowed) <= SUBSET_MAX_FRACTION * self._n:
+            return allowed_array(allowed)
+        return allowed if isinstance(allowed, (set, frozenset, dict, KeysView)) else set(allowed)
 
     def _subset(self, q: np.ndarray, k: int, wanted: np.ndarray) -> list[tuple[int, float]]:
         """Score only the visible rows; the second search in a row of one set gathers them first."""
@@ -250,7 +267,7 @@ class VectorIndex:
         if last is not None and last[1] == self._n and np.array_equal(last[0], wanted):
             block = self._block = Block(wanted, self._n, self._row_ids[rows], self._mat[rows])
             return top_k(block.ids, score_block(self._faiss, block.vectors, q), k)
-        return top_k(self._row_ids[rows], score_rows(self._faiss, self._mat, rows, q), k)
+        return top_k_rows(self._row_ids, rows, score_rows(self._faiss, self._mat, rows, q), k)
 
     def _id_map(self) -> tuple[np.ndarray, np.ndarray]:
         """Every id in ascending order, and the row of each."""

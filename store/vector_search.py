@@ -15,7 +15,7 @@ path, and equal inputs give equal outputs. Which path runs depends only on how m
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, KeysView
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,11 +25,23 @@ SUBSET_MAX_FRACTION = 0.25  # above this share of rows visible, the half-precisi
 FP16_SLACK = 1e-3  # > the largest gap between a half-precision and an exact cosine of unit vectors
 
 
-def allowed_array(allowed: Collection[int]) -> np.ndarray:
-    """The allowed ids as a sorted int64 array without duplicates."""
+def allowed_array(allowed: Collection[int] | np.ndarray) -> np.ndarray:
+    """The allowed ids as a sorted int64 array without duplicates.
+
+    A numpy integer array that is already strictly increasing (the form a caller that keeps its
+    visible ids sorted can hand over) is only copied, after one vectorised check; any other array
+    is sorted and deduplicated (``np.unique``), any other collection read once and sorted.
+    """
+    if isinstance(allowed, np.ndarray):
+        if allowed.ndim != 1 or allowed.dtype.kind not in "iu":
+            raise TypeError(f"allowed ids must be a 1-d integer array, not {allowed.dtype} of shape {allowed.shape}")
+        a = allowed.astype(np.int64)  # a copy: the search may keep it (``Block``), the caller may change theirs
+        if a.size > 1 and not bool(np.all(a[1:] > a[:-1])):
+            a = np.unique(a)
+        return a
     a = np.fromiter(allowed, dtype=np.int64, count=len(allowed))
     a.sort()
-    if a.size > 1:
+    if a.size > 1 and not isinstance(allowed, (set, frozenset, dict, KeysView)):  # these hold each id once
         a = a[np.concatenate(([True], a[1:] != a[:-1]))]
     return a
 
@@ -87,22 +99,37 @@ def top_k(ids: np.ndarray, scores: np.ndarray, k: int) -> list[tuple[int, float]
     return [(int(ids[i]), float(scores[i])) for i in order]
 
 
+def top_k_rows(row_ids: np.ndarray, rows: np.ndarray, scores: np.ndarray, k: int) -> list[tuple[int, float]]:
+    """``top_k`` of ``rows`` (scored ``scores``), looking up the ids of the few rows still in the running only."""
+    if scores.size > k:
+        kth = np.partition(scores, scores.size - k)[scores.size - k]
+        keep = np.flatnonzero(scores >= kth)  # every row tied with the k-th stays in the running
+        rows, scores = rows[keep], scores[keep]
+    return top_k(row_ids[rows], scores, k)
+
+
 def prescan(faiss: Any, coarse: Any, mat: np.ndarray, row_ids: np.ndarray, q: np.ndarray, k: int,
-            allowed: Collection[int]) -> list[tuple[int, float]]:
+            allowed: Collection[int] | np.ndarray) -> list[tuple[int, float]]:
     """Most rows visible: a half-precision pre-scan, then exact scores for its best candidates.
 
     The pre-scan's scores are within ``FP16_SLACK`` of the exact ones (unit vectors, fp16 rounding
     of 2**-11 per component, plus float32 summation). Once the k-th best exact score among the
     allowed candidates beats the best score anything outside the candidates could have (the last
     candidate's pre-scan score plus the slack), the answer is exact; until then the candidate set
-    grows. ``allowed`` must support fast ``in``.
+    grows. ``allowed`` must support fast ``in``, or be a sorted int64 array without duplicates.
     """
     total = int(coarse.ntotal)
     fetch = min(total, max(16 * k, 4 * k * total // max(1, len(allowed))))
     while True:
         approx, found = coarse.search(q, fetch)
         found = found[0][found[0] >= 0]
-        cand = found[[i for i, vid in enumerate(row_ids[found].tolist()) if vid in allowed]]
+        if isinstance(allowed, np.ndarray):  # sorted ids (``allowed_array``): membership by binary search
+            found_ids = row_ids[found]
+            at = np.searchsorted(allowed, found_ids)
+            at[at == allowed.size] = 0
+            cand = found[allowed[at] == found_ids]
+        else:
+            cand = found[[i for i, vid in enumerate(row_ids[found].tolist()) if vid in allowed]]
         hits = top_k(row_ids[cand], score_rows(faiss, mat, cand, q), k)
         outside_best = float(approx[0][found.size - 1]) + FP16_SLACK
         if fetch >= total or (len(hits) >= k and hits[k - 1][1] > outside_best):

@@ -49,9 +49,10 @@ def shortlist(index: VectorIndex, bank: MemoryBank, query: np.ndarray, k: int = 
     # entities appear. That is exact: an entity not seen has every vector below all fetched ones.
     total = len(owners)
     fetch = min(total, 4 * k)
+    visible = index.prepared(owners.keys())  # converted once per shortlist, not once per fetch
     while True:
         best: dict[str, Hit] = {}
-        for vid, score in index.search(query, fetch, owners.keys()):
+        for vid, score in index.search(query, fetch, visible):
             name, view = owners[vid]
             if name not in best:  # results come best first
                 best[name] = Hit(name, round(float(score), 6), "text" if view is None else "image", view)
