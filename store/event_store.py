@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import IntegrityError
 
 from codirector.errors import (
+    BranchBusy,
     BranchNotFound,
     IntegrityViolation,
     RunStateError,
@@ -35,6 +36,7 @@ from codirector.errors import (
 from codirector.events.base import GENESIS, Draft, RecordedEvent, from_record, utc_now
 from codirector.store.appending import BatchSQL, claim_and_insert, seal_all
 from codirector.store.db import connection, make_engine, raw_transaction, require_current, upgrade
+from codirector.store.leases import Leases
 from codirector.store.lineage import BranchInfo, Segment, StoryInfo, branch_info, walk, within
 from codirector.store.tables import BranchRow, EventRow, StoryRow
 
@@ -78,7 +80,7 @@ class EventStore:
         self.engine = engine
         self._forks: dict[tuple[str, str], tuple[str | None, int]] = {}
         self._heads: dict[tuple[str, str], tuple[int, str]] = {}  # (story, branch) -> head this store wrote
-        self._sql = BatchSQL.for_paramstyle(engine.dialect.paramstyle)
+        self._sql = BatchSQL.for_dialect(engine.dialect.name, engine.dialect.paramstyle)
         self._driver = engine.dialect.loaded_dbapi
 
     @classmethod
@@ -201,9 +203,13 @@ class EventStore:
     # ------------------------------------------------------------------ writing
 
     def append(
-        self, story_id: str, branch: str, drafts: Sequence[Draft], *, expected_position: int
+        self, story_id: str, branch: str, drafts: Sequence[Draft], *, expected_position: int,
+        lease_owner: str | None = None,
     ) -> list[RecordedEvent]:
         """Append ``drafts`` after ``expected_position`` or raise ``VersionConflict`` writing nothing.
+
+        ``lease_owner``: write only while the branch lease names this owner, else ``BranchBusy``
+        (the lease was taken over) and nothing is written.
 
         The events are sealed (canonical JSON, hash chain) before the transaction opens, from the
         head this store last wrote or read; the transaction only claims the head and inserts, on
@@ -219,20 +225,34 @@ class EventStore:
         try:
             with raw_transaction(self.engine) as dbapi:
                 if not claim_and_insert(dbapi, self._driver, self._sql, story_id, branch, expected_position, prev,
-                                        rows):
+                                        rows, lease_owner):
                     raise _NotClaimed()
         except _NotClaimed:  # rolled back: nothing was written
             self._heads.pop(key, None)
+            if lease_owner is not None:
+                self._require_lease(story_id, branch, lease_owner)
             if self.head(story_id, branch) != expected_position:
                 self._head_hash(story_id, branch, expected_position)  # raises VersionConflict
             if remembered:  # the remembered head hash was out of date: read it and try again
-                return self.append(story_id, branch, drafts, expected_position=expected_position)
+                return self.append(story_id, branch, drafts, expected_position=expected_position,
+                                   lease_owner=lease_owner)
             raise IntegrityViolation(
                 f"the head hash of {story_id!r}/{branch!r} changed at position {expected_position}",
                 hint="the branches table was altered outside codirector; run `codirector verify`",
             ) from None
         self._heads[key] = (expected_position + len(rows), sealed[-1].hash)
         return sealed
+
+    def _require_lease(self, story_id: str, branch: str, owner: str) -> None:
+        """``BranchBusy`` unless the branch lease row still names ``owner``."""
+        held = Leases(self.engine).get(story_id, branch)
+        if held is None or held.owner != owner:
+            by = held.holder() if held is not None else "another runner (which has since released it)"
+            raise BranchBusy(
+                f"this run lost the lease on {story_id}/{branch} to {by}, so nothing more was written: "
+                "another runner took the branch while this one was paused or cut off",
+                hint=f"the new holder continues it; `codirector resume {story_id} --branch {branch} --wait` "
+                     "continues after it")
 
     def _append(
         self, conn: Connection, story_id: str, branch: str, drafts: Sequence[Draft], expected: int, prev: str

@@ -16,6 +16,10 @@ Invariants:
   expired and nobody else took it; if someone else did, the lease is lost (``BranchLease.lost``).
   Releasing deletes only our own row. A holder that dies (SIGKILL, a lost machine) stops renewing,
   and its lease expires after the TTL (``CODIRECTOR_LEASE_TTL`` seconds, default 60).
+- A runner checks its lease before each write (``BranchLease.check``): a lease the heartbeat lost
+  stops the run with ``BranchBusy``; one not renewed for longer than half the TTL (the process
+  was paused, the heartbeat starved) is renewed there and then, or found taken and the run stopped,
+  so a runner that lost its lease writes nothing more after it notices.
 - Leases only save duplicate work: the log's expected-position appends remain the last line of
   defence, so even a runner that lost its lease can never corrupt a branch.
 """
@@ -206,7 +210,9 @@ class BranchLease:
         self.wait = wait
         self.owner = owner or new_owner()
         self.lost: LeaseInfo | None = None
+        self.taken_over = False  # the heartbeat (or a check) found another owner on the row
         self.renewals = 0
+        self._renewed = time.monotonic()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -223,6 +229,7 @@ class BranchLease:
             if deadline is None or time.monotonic() >= deadline:
                 raise holder.busy()
             time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        self._renewed = time.monotonic()
         self._stop.clear()
         self._thread = threading.Thread(target=self._beat, name=f"lease {self.story_id}/{self.branch}", daemon=True)
         self._thread.start()
@@ -239,16 +246,38 @@ class BranchLease:
             _log.warning("could not release the lease on %s/%s (%s); it expires in at most %.0f s",
                          self.story_id, self.branch, e.message, self.ttl)
 
+    def check(self) -> None:
+        """Before a write: ``BranchBusy`` if this lease was taken over. A lease not renewed for over
+        half its TTL (a paused process, a starved heartbeat) is renewed here first, so a runner
+        that slept through its expiry learns it lost the branch before it writes, not after."""
+        if not self.taken_over and time.monotonic() - self._renewed > self.ttl / 2:
+            self._renew()
+        if self.taken_over:
+            where = f"{self.story_id}/{self.branch}"
+            by = self.lost.holder() if self.lost is not None else "another runner"
+            raise BranchBusy(
+                f"this run lost the lease on {where} to {by}: it was not renewed within its {self.ttl:.0f} s TTL "
+                "(the process was paused or the database unreachable), so the run stopped before writing more",
+                hint=f"the new holder continues {where}; `codirector stories` shows it, and "
+                     f"`codirector resume {self.story_id} --branch {self.branch} --wait` continues after it")
+
+    def _renew(self) -> bool:
+        """Take the lease again; False (and ``taken_over``) if another owner holds it."""
+        if self.leases.acquire(self.story_id, self.branch, self.owner, self.ttl):
+            self.renewals += 1
+            self._renewed = time.monotonic()
+            return True
+        self.lost = self.leases.get(self.story_id, self.branch)
+        self.taken_over = True
+        _log.warning("lost the lease on %s/%s to %s; the run stops before its next write",
+                     self.story_id, self.branch, self.lost.holder() if self.lost else "another runner")
+        return False
+
     def _beat(self) -> None:
         while not self._stop.wait(self.ttl / 3):
             try:
-                if self.leases.acquire(self.story_id, self.branch, self.owner, self.ttl):
-                    self.renewals += 1
-                    continue
-                self.lost = self.leases.get(self.story_id, self.branch)
-                _log.warning("lost the lease on %s/%s to %s; the log's position checks stop any conflicting write",
-                             self.story_id, self.branch, self.lost.holder() if self.lost else "nobody")
-                return
+                if not self._renew():
+                    return
             except Exception as e:  # a transient database error: try again at the next beat
                 _log.warning("lease heartbeat for %s/%s failed: %s", self.story_id, self.branch, e)
 

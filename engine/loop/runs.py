@@ -36,6 +36,7 @@ from codirector.generators.base import Backends
 from codirector.generators.preflight import require_ready
 from codirector.generators.profiles import RunConfig, build_backends, resolve
 from codirector.store.event_store import MAIN
+from codirector.store.leases import BranchLease
 
 
 @dataclass
@@ -193,15 +194,15 @@ def execute(
     """Run (or continue) a branch from its start, holding the lease of the branch it writes;
     ``recording`` + ``target_branch`` is a replay. ``wait``: see ``Workspace.lease``. ``budget``: the
     spending cap and prices (a replay makes no call and takes none)."""
-    with ws.lease(story_id, target_branch or branch, wait=wait):
+    with ws.lease(story_id, target_branch or branch, wait=wait) as lease:
         return _execute(ws, story_id, branch, backends=backends, progress=progress, recording=recording,
-                        target_branch=target_branch, stats=stats, budget=budget)
+                        target_branch=target_branch, stats=stats, budget=budget, lease=lease)
 
 
 def _execute(
     ws: Workspace, story_id: str, branch: str, *, backends: Backends | None, progress: Progress | None,
     recording: list[RecordedEvent] | None, target_branch: str | None, stats: CallStats | None,
-    budget: Budget | None = None,
+    budget: Budget | None = None, lease: BranchLease | None = None,
 ) -> RunResult:
     store = ws.store
     info = store.branch(story_id, branch)
@@ -228,9 +229,10 @@ def _execute(
     write_to = target_branch or branch
     if recording is None:
         writer = RunWriter(store, story_id, branch, head=info.head_position,
-                           existing=[e for e in events if e.position > start])
+                           existing=[e for e in events if e.position > start], lease=lease)
     else:
-        writer = RunWriter(store, story_id, write_to, head=store.branch(story_id, write_to).head_position)
+        writer = RunWriter(store, story_id, write_to, head=store.branch(story_id, write_to).head_position,
+                           lease=lease)
     known = recorded_answers(prefix)
     # In a replay the backends (if any were given) are never called: the recording answers or it diverges.
     recorder = CallRecorder(writer, ws.blobs, backends, known=known, recording=recording,

@@ -7,7 +7,10 @@ fork). The writer is given the events the branch already holds after that start:
 - if it produces something else, the code or settings changed since the log was written, and the
   run stops with ``RunStateError`` instead of silently forking history;
 - run marks (``BudgetReached``: why a run stopped, not what it did) are never re-produced, so
-  catching up steps over them.
+  catching up steps over them;
+- holding the branch lease (``lease``), it checks the lease before each write (renewing a stale one)
+  and fences the write itself on the lease's owner, so a run that lost its lease stops with
+  ``BranchBusy`` and writes nothing more, however long it was paused.
 Every event written or matched is passed to the listeners (the loop's memory fold, progress).
 """
 
@@ -18,6 +21,7 @@ from collections.abc import Callable, Sequence
 from codirector.errors import RunStateError, VersionConflict
 from codirector.events import RUN_MARKS, Draft, RecordedEvent
 from codirector.store.event_store import EventStore
+from codirector.store.leases import BranchLease
 
 Listener = Callable[[RecordedEvent], None]
 
@@ -37,9 +41,10 @@ class RunWriter:
 
     def __init__(
         self, store: EventStore, story_id: str, branch: str, *, head: int,
-        existing: Sequence[RecordedEvent] = (),
+        existing: Sequence[RecordedEvent] = (), lease: BranchLease | None = None,
     ) -> None:
         self.store = store
+        self.lease = lease
         self.story_id = story_id
         self.branch = branch
         self.position = head - len(existing)
@@ -80,8 +85,11 @@ class RunWriter:
             self.matched += 1
             i += 1
         if i < len(drafts):
+            if self.lease is not None:
+                self.lease.check()
             try:
-                written = self.store.append(self.story_id, self.branch, drafts[i:], expected_position=self.position)
+                written = self.store.append(self.story_id, self.branch, drafts[i:], expected_position=self.position,
+                                            lease_owner=self.lease.owner if self.lease is not None else None)
             except VersionConflict as e:
                 raise RunStateError(
                     f"another process wrote to {self.story_id!r}/{self.branch!r} while this run was writing "

@@ -1,9 +1,14 @@
-"""SIGTERM (``kill``, a scheduler stopping a job) ends a run the way Ctrl-C does: exit 143, the branch
-lease released at once (not left to expire), and ``resume`` continues to the uninterrupted log."""
+"""Runners stopped from outside, as real processes:
+- SIGTERM (``kill``, a scheduler stopping a job) ends a run the way Ctrl-C does: exit 143, the branch
+  lease released at once (not left to expire), and ``resume`` continues to the uninterrupted log.
+- A run paused (SIGSTOP) past its lease's TTL, whose branch another runner then took, stops with
+  ``BranchBusy`` when it wakes, before writing anything more (PostgreSQL: the paused process may hold
+  no lock the new holder needs)."""
 
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -12,7 +17,7 @@ from shared.machines import normalised
 
 from codirector.engine.studio import Studio
 from codirector.errors import StoryNotFound
-from codirector.store.leases import Leases
+from codirector.store.leases import BranchLease, Leases
 
 from support import write_story
 
@@ -51,4 +56,63 @@ def test_a_terminated_run_releases_its_lease_and_resumes_at_once(  # type: ignor
     assert resumed["completed"] is True  # type: ignore[index]
     with Studio(m.home) as s:
         assert normalised(s.log("pier")) == reference, f"terminated at {partial} events"
+        assert s.verify().ok
+
+
+def _take_while_paused(proc, leases: Leases, ttl: float) -> BranchLease:  # type: ignore[no-untyped-def]
+    """Pause ``proc`` until its lease expires and take the branch; if the pause caught it inside a lease
+    transaction (it holds the row lock), let it go on a moment and try again."""
+    while True:
+        proc.send_signal(signal.SIGSTOP)
+        time.sleep(ttl + 0.5)
+        thief = BranchLease(leases, "pier", "main", ttl=600)
+        took = threading.Thread(target=thief.acquire, daemon=True)
+        took.start()
+        took.join(5)
+        if not took.is_alive():
+            return thief
+        proc.send_signal(signal.SIGCONT)
+        took.join()
+        thief.release()  # it got the row once the paused process went on: give it back, try again
+        time.sleep(0.2)
+
+
+@pytest.mark.postgres
+def test_a_paused_run_that_lost_its_lease_stops_before_writing(  # type: ignore[no-untyped-def]
+    machine, counting: Path, pg_url: str, tmp_path: Path
+) -> None:
+    story = write_story(tmp_path / "pier.yaml", shots=4)
+    ref = machine("ref")
+    ref.run("run", str(story), "--config", str(counting))
+    with Studio(ref.home) as s:
+        reference = normalised(s.log("pier"))
+
+    ttl = 2.0
+    m = machine("m", db=pg_url, ttl=ttl)
+    m.run("init")
+    proc = m.start("run", str(story), "--config", str(counting))
+    with Studio(m.home, db=pg_url) as s:
+        while proc.poll() is None:
+            try:
+                if s.log("pier", types=["ShotCompleted"]):
+                    break
+            except StoryNotFound:
+                pass
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run finished before it could be paused"
+        thief = _take_while_paused(proc, Leases(s.store.engine), ttl)
+        taken_at = len(s.log("pier"))
+        proc.send_signal(signal.SIGCONT)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 11, err
+        assert "this run lost the lease on pier/main" in err and "Traceback" not in err
+        assert [e.type for e in s.log("pier")][taken_at:] == []  # it wrote nothing once the branch was someone else's
+        (held,) = Leases(s.store.engine).all()
+        assert held.owner == thief.owner  # and left the new holder's lease alone
+        thief.release()
+
+    resumed = m.json("resume", "pier")
+    assert resumed["completed"] is True  # type: ignore[index]
+    with Studio(m.home, db=pg_url) as s:
+        assert normalised(s.log("pier")) == reference, f"taken over at {taken_at} events"
         assert s.verify().ok

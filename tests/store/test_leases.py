@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from codirector.engine.workspace import Workspace
 from codirector.errors import BranchBusy, ConfigError
+from codirector.events import Draft
 from codirector.store.blobs import open_blobs
 from codirector.store.event_store import EventStore
 from codirector.store.leases import LEASES, BranchLease, Leases, lease_ttl
@@ -134,3 +135,28 @@ def test_ttl_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("CODIRECTOR_LEASE_TTL", "soon")
     with pytest.raises(ConfigError, match="positive number of seconds"):
         lease_ttl()
+
+
+def test_an_append_fenced_on_a_lease_that_was_taken_over_writes_nothing(store: EventStore) -> None:
+    from codirector.events import ShotStarted, StoryCreated
+
+    def shot(n: int) -> Draft:
+        return ShotStarted(keyframe_prompt=f"shot {n}", motion_prompt="walks").at(n)
+
+    store.create_story("s", title="T", events=[StoryCreated(title="T", seed=1).at()])
+    leases = Leases(store.engine)
+    assert leases.acquire("s", "main", "paused", 0.3)
+    assert store.append("s", "main", [shot(1)], expected_position=1,
+                        lease_owner="paused")[0].position == 2  # fenced and still ours: written
+    time.sleep(0.4)  # the holder was paused past its TTL...
+    assert leases.acquire("s", "main", "next", 30)  # ...and another runner took the branch
+    with pytest.raises(BranchBusy) as lost:
+        store.append("s", "main", [shot(2)], expected_position=2, lease_owner="paused")
+    assert "this run lost the lease on s/main" in lost.value.message and "--wait" in str(lost.value.hint)
+    assert store.head("s", "main") == 2 and len(store.read("s", "main")) == 2  # nothing written
+    assert store.append("s", "main", [shot(2)], expected_position=2,
+                        lease_owner="next")[0].position == 3  # the new holder writes from the same head
+    leases.release("s", "main", "next")
+    with pytest.raises(BranchBusy):  # a released lease fences out everyone who does not hold one
+        store.append("s", "main", [shot(3)], expected_position=3, lease_owner="paused")
+    assert store.append("s", "main", [shot(3)], expected_position=3)[0].position == 4
