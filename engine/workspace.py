@@ -76,6 +76,10 @@ class Workspace:
             finally:
                 del self._held[key]
 
+    def held(self, story_id: str, branch: str) -> BranchLease | None:
+        """The lease this Workspace holds on the branch (inside a ``lease`` block), else None."""
+        return self._held.get((story_id, branch))
+
     @property
     def vectors_dir(self) -> Path:
         return self.cache_dir / "vectors"

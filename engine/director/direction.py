@@ -130,7 +130,8 @@ def resume_direction(
                             hint=f"continue it with `codirector resume {story_id}`")
     director = settings.get("director", {})
     iterations = int(director.get("iterations", 4))
-    writer = RunWriter(store, story_id, MAIN, head=store.branch(story_id, MAIN).head_position)
+    writer = RunWriter(store, story_id, MAIN, head=store.branch(story_id, MAIN).head_position,
+                       lease=ws.held(story_id, MAIN))
     calls = CallStats()
     notes: list[str] = []
     ranked = next((e for e in events if e.type == "BranchRanked"), None)

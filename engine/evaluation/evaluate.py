@@ -263,7 +263,8 @@ def evaluate(
         cfg = resolve(profile, config) if (profile or config) else RunConfig.from_settings(state.settings)
         backends = build_backends(cfg)
     settings = RunSettings.from_table(state.settings.get("run", {}))
-    writer = RunWriter(store, story_id, branch, head=store.branch(story_id, branch).head_position)
+    writer = RunWriter(store, story_id, branch, head=store.branch(story_id, branch).head_position,
+                       lease=ws.held(story_id, branch))
     known = recorded_answers(events)
     recorder = CallRecorder(writer, ws.blobs, backends, known=known, budget=budget)
     ctx = AgentContext(recorder, writer, settings.agent_attempts)
