@@ -1,6 +1,13 @@
 """Cases for ``bench_store.py``: the story it appends, the writers it races, the vector layouts it searches.
 
 Kept apart so that the benchmark itself reads as what it measures and how it compares.
+
+The search cases hand the index exactly what the engine hands it (``engine.loop.vectors.shortlist``):
+a memory state's ``VisibleVectors`` (``MemoryBank.visible``: the visible embedding ids, sorted,
+kept by the fold as events arrive, so building it is not a query's cost), whose rows in the index
+are looked up on the state's first search and kept for later ones (``VisibleVectors.rows``), then
+``VectorIndex.search`` over those rows. ``memory_state`` builds such a state from ids; there is
+no benchmark-only path.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from codirector.engine.views.visible import VisibleVectors
 from codirector.events import (
     EmbeddingRef,
     EntityRegistered,
@@ -221,6 +229,25 @@ class StoryTree:
         own = min(len(self.own[b]), size)
         fork = int(rng.integers(size - own, min(size, self.main_rows) + 1))
         return np.concatenate([np.arange(fork, dtype=np.int64), self.own[b][: size - fork]])
+
+
+def memory_state(ids: np.ndarray) -> VisibleVectors:
+    """The visible vectors of a memory that sees ``ids``, as the fold leaves them (one state, its
+    rows not yet looked up in any index: what a branch read at a new position holds)."""
+    visible = VisibleVectors()
+    for vid in ids.tolist():
+        visible.add(vid, "entity", None)
+    visible.ids()  # merged, as a bank's first use leaves it; the row lookup is left to the timed search
+    return visible
+
+
+def next_shot(state: VisibleVectors, new_ids: np.ndarray) -> VisibleVectors:
+    """``state`` a shot later: a copy (as ``apply`` makes) to which the fold added one shot's vectors.
+    Merging them, and looking up only them against ``state``'s rows, is left to the timed search."""
+    later = state.copy()
+    for vid in new_ids.tolist():
+        later.add(vid, "entity", None)
+    return later
 
 
 def random_rows(rng: np.random.Generator, n: int, fraction: float) -> np.ndarray:

@@ -22,10 +22,17 @@ from codirector.engine.results import (
     StoryListing,
     StorySummary,
 )
-from codirector.engine.views.memory import stale_snapshots
+from codirector.engine.views.memory import (
+    MEMORY_EVENT_TYPES,
+    MEMORY_SNAPSHOT_KIND,
+    MEMORY_SNAPSHOT_SCHEMA,
+    MemoryBank,
+    mutate,
+)
 from codirector.engine.workspace import Workspace
 from codirector.errors import IntegrityViolation
 from codirector.generators.profiles import resolve
+from codirector.store.event_store import EventStore
 from codirector.store.snapshots import SnapshotCache
 from codirector.store.verify import Problem, VerifyReport, verify
 
@@ -109,3 +116,28 @@ def verify_workspace(ws: Workspace, story_id: str | None = None) -> VerifyReport
             report.problems.append(Problem(sid, branch, position, "snapshot",
                                            "cached memory snapshot differs from the log; run `codirector reindex`"))
     return report
+
+
+def stale_snapshots(store: EventStore, story_id: str) -> list[tuple[str, int]]:
+    """Memory snapshots that differ from the plain fold at their position: (branch, position)."""
+    bad: list[tuple[str, int]] = []
+    by_branch: dict[str, list[tuple[int, int, str]]] = {}
+    for branch, position, schema, state in SnapshotCache(store).all(story_id, MEMORY_SNAPSHOT_KIND):
+        by_branch.setdefault(branch, []).append((position, schema, state))
+    for branch, snaps in by_branch.items():
+        events = store.read(story_id, branch, upto=max(p for p, _, _ in snaps), types=MEMORY_EVENT_TYPES)
+        bank, i = MemoryBank(), 0
+        for position, schema, state in snaps:
+            while i < len(events) and events[i].position <= position:
+                mutate(bank, events[i])
+                i += 1
+            bank.position = position
+            if schema != MEMORY_SNAPSHOT_SCHEMA:
+                continue  # an old format is never read, so it cannot mislead
+            try:
+                same = MemoryBank.from_json(state).to_json() == bank.to_json()
+            except (ValueError, TypeError, IndexError, KeyError):
+                same = False
+            if not same:
+                bad.append((branch, position))
+    return bad

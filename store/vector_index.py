@@ -12,7 +12,8 @@ Invariants:
   id, and reads only the visible vectors until most of the index is visible
   (``store.vector_search`` holds the kernels).
 - On disk the index is FAISS ``IndexIDMap2(IndexFlatIP)``; in memory it is one float32 matrix
-  with an id -> row map, loaded from that file and written back to it.
+  with an id -> row map, loaded from that file and written back to it. Rows only ever append:
+  a row never moves, so rows found once (``locate``) stay right for the life of the instance.
 - Saving merges with the file on disk under an exclusive lock and replaces it atomically, so two
   processes adding to one story's index never drop each other's vectors.
 """
@@ -35,6 +36,7 @@ from codirector.store.blobs import BlobStore
 from codirector.store.vector_search import (
     SUBSET_MAX_FRACTION,
     Block,
+    VisibleRows,
     allowed_array,
     prescan,
     rows_of,
@@ -122,7 +124,8 @@ class VectorIndex:
         self._ids: set[int] = set()
         self._by_id: tuple[np.ndarray, np.ndarray] | None = None  # sorted ids, their rows
         self._coarse: Any = None  # half-precision copy for the pre-scan, row-aligned, built on need
-        self._last: tuple[np.ndarray, int] | None = None  # the previous subset search's ids and size
+        self._token = object()  # names this instance in the ``VisibleRows`` it hands out
+        self._last: tuple[np.ndarray, int] | None = None  # the previous subset search's rows and size
         self._block: Block | None = None  # a visible set searched more than once, gathered
         if self.path.exists():
             ids, vectors = self._read(self.path)
@@ -227,27 +230,60 @@ class VectorIndex:
         return self._mat[int(rows[0])].copy()
 
     def search(
-        self, query: np.ndarray, k: int, allowed: Collection[int] | np.ndarray
+        self, query: np.ndarray, k: int, allowed: Collection[int] | np.ndarray | VisibleRows
     ) -> list[tuple[int, float]]:
         """The ``k`` best (id, cosine) among ``allowed`` ids, best first (ties: smaller id first). Exact.
 
         ``allowed`` is any collection of ids, or a 1-d numpy integer array of them: sorted
         ascending without duplicates, it is used without conversion (the cheapest form for a
         caller that keeps one; checked in one vectorised pass, and sorted here if it is not).
-        Ids the index does not hold are ignored. The cost grows with the number of allowed ids, not
-        with the size of the index, until most of the index is allowed (see ``store.vector_search``).
+        Or it is the rows ``locate`` found for them (``VisibleRows``): then no id is looked up at
+        all. Ids the index does not hold are ignored. The cost grows with the number of allowed
+        ids, not with the size of the index, until most of the index is allowed (see
+        ``store.vector_search``). Every form gives the same answer for the same ids.
         """
-        count = allowed.size if isinstance(allowed, np.ndarray) else len(allowed)
+        if isinstance(allowed, VisibleRows):
+            if allowed.index is not self._token:
+                raise ValueError("these visible rows were located in another vector index")
+            count = allowed.rows.size
+        else:
+            count = allowed.size if isinstance(allowed, np.ndarray) else len(allowed)
         if count == 0 or k <= 0 or self._n == 0:
             return []
         q = normalised(query)
         if count <= SUBSET_MAX_FRACTION * self._n:
-            return self._subset(q, k, allowed_array(allowed))
+            if isinstance(allowed, VisibleRows):
+                return self._subset(q, k, allowed.rows)
+            return self._subset(q, k, rows_of(allowed_array(allowed), *self._id_map()))
         if isinstance(allowed, np.ndarray):
             allowed = allowed_array(allowed)
-        elif not isinstance(allowed, (set, frozenset, dict, KeysView)):
+        elif not isinstance(allowed, (set, frozenset, dict, KeysView, VisibleRows)):
             allowed = set(allowed)  # the pre-scan asks `in` of each candidate
         return prescan(self._faiss, self._coarse_index(), self._mat, self._row_ids, q, k, allowed)
+
+    def locate(self, ids: Collection[int] | np.ndarray, base: VisibleRows | None = None) -> VisibleRows:
+        """The rows holding ``ids`` (those this index holds), joined to ``base`` when given.
+
+        ``base`` must come from this index (rows never move, so it is still right); a caller that
+        keeps a growing visible set locates only the ids it added since (see
+        ``engine.views.visible``). The result is what ``search`` takes without any id lookup.
+        """
+        wanted = allowed_array(ids)
+        rows = rows_of(wanted, *self._id_map())
+        complete = rows.size == wanted.size
+        if base is not None:
+            if base.index is not self._token:
+                raise ValueError("these visible rows were located in another vector index")
+            at = np.searchsorted(base.rows, rows)
+            inside = at < base.rows.size
+            known = np.zeros(rows.size, dtype=bool)
+            known[inside] = base.rows[at[inside]] == rows[inside]
+            rows, at = rows[~known], at[~known]
+            rows = np.insert(base.rows, at, rows) if rows.size else base.rows
+            complete = complete and base.complete
+        if rows.flags.writeable:
+            rows.flags.writeable = False
+        return VisibleRows(rows, self._token, self._n, complete)
 
     def prepared(self, allowed: Collection[int]) -> Collection[int] | np.ndarray:
         """``allowed`` in the form ``search`` uses without converting it, for a caller that will
@@ -257,15 +293,14 @@ class VectorIndex:
             return allowed_array(allowed)
         return allowed if isinstance(allowed, (set, frozenset, dict, KeysView)) else set(allowed)
 
-    def _subset(self, q: np.ndarray, k: int, wanted: np.ndarray) -> list[tuple[int, float]]:
-        """Score only the visible rows; the second search in a row of one set gathers them first."""
+    def _subset(self, q: np.ndarray, k: int, rows: np.ndarray) -> list[tuple[int, float]]:
+        """Score only the visible rows (ascending); the second search in a row of one set gathers them first."""
         block = self._block
-        if block is not None and block.serves(wanted, self._n):
+        if block is not None and block.serves(rows, self._n):
             return top_k(block.ids, score_block(self._faiss, block.vectors, q), k)
-        rows = rows_of(wanted, *self._id_map())
-        last, self._last = self._last, (wanted, self._n)
-        if last is not None and last[1] == self._n and np.array_equal(last[0], wanted):
-            block = self._block = Block(wanted, self._n, self._row_ids[rows], self._mat[rows])
+        last, self._last = self._last, (rows, self._n)
+        if last is not None and last[1] == self._n and (last[0] is rows or np.array_equal(last[0], rows)):
+            block = self._block = Block(rows, self._n, self._row_ids[rows], self._mat[rows])
             return top_k(block.ids, score_block(self._faiss, block.vectors, q), k)
         return top_k_rows(self._row_ids, rows, score_rows(self._faiss, self._mat, rows, q), k)
 

@@ -5,7 +5,9 @@ Invariants:
   is ``embedding_id(story, entity, blob)``, the same on every branch.
 - ``shortlist`` searches only the vector ids present in the given memory (``MemoryBank`` at a
   branch and position), so what a branch cannot see can never be retrieved. It ranks entities
-  by their best vector (description text or any view image) against the query.
+  by their best vector (description text or any view image) against the query. It hands the
+  index the rows the memory's visible ids sit in (``MemoryBank.visible``, kept by the fold and
+  looked up once per memory state), so a query converts nothing and looks no id up.
 """
 
 from __future__ import annotations
@@ -42,17 +44,18 @@ class Hit:
 
 def shortlist(index: VectorIndex, bank: MemoryBank, query: np.ndarray, k: int = 8) -> list[Hit]:
     """The ``k`` entities of ``bank`` whose vectors best match ``query``, best first."""
-    owners = bank.vector_owners()
+    visible = bank.visible()
+    owners = visible.owners()
     if not owners or k <= 0:
         return []
     # An entity owns several vectors (its description, each view): fetch vectors until k distinct
     # entities appear. That is exact: an entity not seen has every vector below all fetched ones.
     total = len(owners)
     fetch = min(total, 4 * k)
-    visible = index.prepared(owners.keys())  # converted once per shortlist, not once per fetch
+    rows = visible.rows(index)  # looked up once per memory state and index, not once per query
     while True:
         best: dict[str, Hit] = {}
-        for vid, score in index.search(query, fetch, visible):
+        for vid, score in index.search(query, fetch, rows):
             name, view = owners[vid]
             if name not in best:  # results come best first
                 best[name] = Hit(name, round(float(score), 6), "text" if view is None else "image", view)

@@ -12,6 +12,8 @@ Invariants:
 - Names are unique. A repeated registration or a view for an unknown entity (which the engine
   never writes) is kept out of memory and listed in ``anomalies`` instead of failing the read.
 - Snapshots are a cache of ``to_json()``; ``MemoryReader`` is tested to give exactly the plain fold.
+- ``visible()`` (the embedding ids a bank can see, in the index's search form) is kept by the fold
+  as events arrive (``views.visible``); it is derived, never compared or stored.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from codirector.engine.views.projection import Projection
+from codirector.engine.views.visible import VisibleVectors
 from codirector.errors import EntityNotFound, RunStateError, did_you_mean
 from codirector.events import MEMORY_EVENT_TYPES, EntityRegistered, RecordedEvent, ViewAdded
 from codirector.store.event_store import EventStore, Segment
@@ -84,6 +87,7 @@ class MemoryBank:
     position: int = 0
     entities: dict[str, Entity] = field(default_factory=dict)
     anomalies: list[str] = field(default_factory=list)
+    vectors: VisibleVectors | None = field(default=None, compare=False, repr=False)  # None: built on need
 
     # -- queries ------------------------------------------------------------------------
 
@@ -135,19 +139,19 @@ class MemoryBank:
                 todo.extend(self.derived(n))
         return out
 
+    def visible(self) -> VisibleVectors:
+        """The embedding ids this memory can see, sorted, with their owners (kept by the fold)."""
+        if self.vectors is None:
+            self.vectors = VisibleVectors.of(self.entities.values())
+        return self.vectors
+
     def vector_owners(self) -> dict[int, tuple[str, View | None]]:
         """Every embedding id visible in this memory -> (entity, view or None for its description)."""
-        owners: dict[int, tuple[str, View | None]] = {}
-        for e in self.entities.values():
-            if e.text_embedding_id is not None:
-                owners[e.text_embedding_id] = (e.name, None)
-            for v in e.views:
-                if v.embedding_id is not None:
-                    owners[v.embedding_id] = (e.name, v)
-        return owners
+        return dict(self.visible().owners())
 
     def copy(self) -> MemoryBank:
-        return MemoryBank(self.position, dict(self.entities), list(self.anomalies))
+        vectors = None if self.vectors is None else self.vectors.copy()
+        return MemoryBank(self.position, dict(self.entities), list(self.anomalies), vectors)
 
     # -- serialisation (snapshots, --json) -----------------------------------------------
 
@@ -237,6 +241,8 @@ def _entity_registered(bank: MemoryBank, e: EntityRegistered, ev: RecordedEvent)
         shot=ev.shot,
         text_embedding_id=ref.id if ref else None,
     )
+    if ref and bank.vectors is not None:
+        bank.vectors.add(ref.id, e.name, None)
 
 
 @MEMORY.on(ViewAdded)
@@ -257,6 +263,8 @@ def _view_added(bank: MemoryBank, e: ViewAdded, ev: RecordedEvent) -> None:
         embedding_id=ref.id if ref else None,
     )
     bank.entities[entity.name] = entity._replace(views=entity.views + (view,))
+    if ref and bank.vectors is not None:
+        bank.vectors.add(ref.id, entity.name, view)
 
 
 def mutate(bank: MemoryBank, ev: RecordedEvent) -> None:
@@ -274,7 +282,7 @@ def apply(bank: MemoryBank, ev: RecordedEvent) -> MemoryBank:
 
 def fold(events: Iterable[RecordedEvent], initial: MemoryBank | None = None) -> MemoryBank:
     """The memory after ``events`` (starting from ``initial``, which is not changed)."""
-    bank = initial.copy() if initial is not None else MemoryBank()
+    bank = initial.copy() if initial is not None else MemoryBank(vectors=VisibleVectors())
     for ev in events:
         mutate(bank, ev)
     return bank
@@ -348,6 +356,7 @@ class MemoryReader:
             if state is None:  # dropped meanwhile: fold from the start
                 return 0, None
             bank = MemoryBank.from_json(state)
+            bank.visible()  # once per kept snapshot: every bank folded from it copies these
         with _DECODED_LOCK:
             kept[key] = bank  # the most recently used last
             while len(kept) > DECODED_KEPT:
@@ -367,31 +376,6 @@ DECODED_KEPT = 8
 # per store: (story, owning branch, position) -> the decoded snapshot stored there
 _DECODED: weakref.WeakKeyDictionary[EventStore, dict[tuple[str, str, int], MemoryBank]] = weakref.WeakKeyDictionary()
 _DECODED_LOCK = threading.Lock()
-
-
-def stale_snapshots(store: EventStore, story_id: str) -> list[tuple[str, int]]:
-    """Memory snapshots that differ from the plain fold at their position: (branch, position)."""
-    bad: list[tuple[str, int]] = []
-    by_branch: dict[str, list[tuple[int, int, str]]] = {}
-    for branch, position, schema, state in SnapshotCache(store).all(story_id, MEMORY_SNAPSHOT_KIND):
-        by_branch.setdefault(branch, []).append((position, schema, state))
-    for branch, snaps in by_branch.items():
-        events = store.read(story_id, branch, upto=max(p for p, _, _ in snaps), types=MEMORY_EVENT_TYPES)
-        bank, i = MemoryBank(), 0
-        for position, schema, state in snaps:
-            while i < len(events) and events[i].position <= position:
-                mutate(bank, events[i])
-                i += 1
-            bank.position = position
-            if schema != MEMORY_SNAPSHOT_SCHEMA:
-                continue  # an old format is never read, so it cannot mislead
-            try:
-                same = MemoryBank.from_json(state).to_json() == bank.to_json()
-            except (ValueError, TypeError, IndexError, KeyError):
-                same = False
-            if not same:
-                bad.append((branch, position))
-    return bad
 
 
 def position_at_shot(events: Iterable[RecordedEvent], shot: int) -> int:

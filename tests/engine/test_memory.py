@@ -8,12 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from codirector.engine.loop.vectors import best_view, shortlist, store_embedding
+from codirector.engine.loop.vectors import Hit, best_view, shortlist, store_embedding
 from codirector.engine.studio import Studio
-from codirector.engine.views.memory import MemoryBank, MemoryReader, apply, fold
+from codirector.engine.views.memory import MemoryBank, MemoryReader, View, apply, fold, mutate
+from codirector.engine.views.visible import VisibleVectors
 from codirector.errors import EntityNotFound, RunStateError
 from codirector.events import EntityRegistered, KeyframeSelected, StoryCreated, ViewAdded, ViewSource
 from codirector.store.event_store import EventStore
+from codirector.store.vector_index import VectorIndex
 
 from support import build_lineage_story
 
@@ -165,3 +167,122 @@ def test_best_view_picks_the_matching_view(studio: Studio, tiny_embedder) -> Non
     chosen, score = best_view(index, bank, "Mia", q)
     assert chosen == view and score == pytest.approx(1.0, abs=1e-5)
     assert np.isfinite(score)
+
+
+def _plain_shortlist(index: VectorIndex, bank: MemoryBank, q: np.ndarray, k: int) -> list[Hit]:
+    """``shortlist`` as it was before memory kept its visible ids: owners rebuilt, a plain set searched."""
+    owners: dict[int, tuple[str, View | None]] = {}
+    for e in bank:
+        if e.text_embedding_id is not None:
+            owners[e.text_embedding_id] = (e.name, None)
+        for v in e.views:
+            if v.embedding_id is not None:
+                owners[v.embedding_id] = (e.name, v)
+    total, fetch = len(owners), min(len(owners), 4 * k)
+    while owners:
+        best: dict[str, Hit] = {}
+        for vid, score in index.search(q, fetch, set(owners)):
+            name, view = owners[vid]
+            if name not in best:
+                best[name] = Hit(name, round(float(score), 6), "text" if view is None else "image", view)
+        if len(best) >= k or fetch >= total:
+            return sorted(best.values(), key=lambda h: (-h.score, h.entity))[:k]
+        fetch = min(total, fetch * 4)
+    return []
+
+
+def _embedded_story(studio: Studio, path: Path, n: int, seed: int) -> VectorIndex:
+    """A story whose entities and views all carry embeddings (some views repeat a vector: equal ids,
+    equal scores), with every vector in the story's index; a branch forks halfway."""
+    rng = random.Random(seed)
+    nrng = np.random.default_rng(seed)
+    store = studio.store
+    store.create_story("emb", events=[StoryCreated(title="emb", seed=seed).at()])
+    index = VectorIndex(path, dim=16)
+    names: list[str] = []
+    drafts = []
+    for i in range(n):
+        r = rng.random()
+        vec = nrng.standard_normal(16).astype(np.float32)
+        if r < 0.3 or not names:
+            name = f"e{i}"
+            ref = store_embedding(studio.blobs, "emb", name, vec, "tiny")
+            drafts.append(EntityRegistered(name=name, kind="character", description=f"d{i}",
+                                           origin="memory_controller", text_embedding=ref).at(i // 20 + 1))
+            names.append(name)
+        else:
+            name = rng.choice(names)
+            if r < 0.4:  # an image seen again: the same vector, so the same id (and exact ties)
+                vec = np.ones(16, dtype=np.float32)
+            ref = store_embedding(studio.blobs, "emb", name, vec, "tiny")
+            drafts.append(ViewAdded(entity=name, blob=f"{i:064x}", embedding=ref,
+                                    source=ViewSource(kind="video_frame", shot=i // 20 + 1, frame_index=i % 40)).at())
+        index.add([ref.id], vec[None, :])
+    store.append("emb", "main", drafts, expected_position=1)
+    store.create_branch("emb", "alt", at_position=n // 2)
+    return index
+
+
+def test_visible_ids_kept_by_the_fold_equal_a_plain_set(studio: Studio, tiny_embedder, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The ids memory keeps for the index (sorted, looked up as rows once per state) give exactly the
+    retrieval a plain set of the entities' ids gives, however the bank was made: folded event by
+    event (``apply`` copies and ``mutate`` in place), read through snapshots (kept decoded or not)."""
+    events = build_lineage_story(studio, tiny_embedder)
+    lineage_index = studio.index("lighthouse")
+    index = _embedded_story(studio, tmp_path / "emb.faiss", 300, seed=5)
+    queries = [np.random.default_rng(i).standard_normal(16).astype(np.float32) for i in range(3)]
+    queries.append(np.ones(16, dtype=np.float32))  # ties with every repeated view
+
+    def same(idx: VectorIndex, bank: MemoryBank, qs: list[np.ndarray]) -> None:
+        plain = VisibleVectors.of(bank)
+        assert bank.visible().ids().tolist() == sorted(plain.owners()) == plain.ids().tolist()
+        assert dict(bank.visible().owners()) == dict(plain.owners()) == bank.vector_owners()
+        for q in qs:
+            for k in (1, 3, 8):
+                assert shortlist(idx, bank, q, k) == _plain_shortlist(idx, bank, q, k)
+            owners = bank.vector_owners()
+            assert idx.search(q, len(owners), bank.visible().rows(idx)) == idx.search(q, len(owners), set(owners))
+
+    text_q = [tiny_embedder.embed_texts(["a young woman in a red scarf"])[0]]
+    chained, in_place = MemoryBank(vectors=VisibleVectors()), fold([])
+    for ev in events:
+        chained = apply(chained, ev)
+        mutate(in_place, ev)
+        same(lineage_index, chained, text_q)
+        same(lineage_index, in_place, text_q)
+
+    story = studio.store.read("emb", "main")
+    bank = fold([])
+    for i, ev in enumerate(story):
+        mutate(bank, ev)
+        if i % 37 == 0:
+            same(index, bank, queries[:2])
+    same(index, bank, queries)
+    kept = MemoryReader(studio.store, snapshot_after=20)
+    fresh = MemoryReader(studio.store, snapshot_after=20, keep_decoded=False)
+    rng = random.Random(7)
+    for branch, head in (("main", len(story) + 1), ("alt", 151)):
+        for p in sorted(rng.randint(1, head) for _ in range(8)):
+            for reader in (kept, fresh):
+                same(index, reader.at("emb", branch, p), queries)
+
+
+def test_visible_rows_follow_the_index_they_were_found_in(studio: Studio, tmp_path: Path) -> None:
+    """Rows found while an id was missing from the index are looked up again once the index grows;
+    rows of one index are refused by another."""
+    ref = store_embedding(studio.blobs, "s", "Mia", np.ones(8, dtype=np.float32), "tiny")
+    studio.store.create_story("s", events=[StoryCreated(title="s", seed=0).at()])
+    studio.store.append("s", "main", [EntityRegistered(name="Mia", kind="character", description="d", origin="user",
+                                                       text_embedding=ref).at()], expected_position=1)
+    bank = fold(studio.store.read("s", "main"))
+    index = VectorIndex(tmp_path / "a.faiss", dim=8)
+    index.add([1], np.ones((1, 8), dtype=np.float32))
+    q = np.ones(8, dtype=np.float32)
+    assert shortlist(index, bank, q) == []  # Mia's vector is not in the index yet
+    index.add([ref.id], np.ones((1, 8), dtype=np.float32))
+    assert [h.entity for h in shortlist(index, bank, q)] == ["Mia"]
+    other = VectorIndex(tmp_path / "b.faiss", dim=8)
+    other.add([ref.id], np.ones((1, 8), dtype=np.float32))
+    assert [h.entity for h in shortlist(other, bank, q)] == ["Mia"]  # found again in that index
+    with pytest.raises(ValueError):
+        other.search(q, 1, bank.visible().rows(index))

@@ -112,6 +112,14 @@ def test_filtered_search_equals_the_exact_scan_with_ties_broken_by_id(tmp_path: 
                 assert index.search(q, k, array) == want
             assert index.search(q, k, index.prepared(allowed)) == want  # the engine's form (shortlist)
             assert index.search(q, k, index.prepared(list(allowed))) == want
+            # the rows themselves (the engine's form, ``MemoryBank.visible``): located at once, or
+            # a base located earlier joined with the rest (overlapping ids counted once)
+            assert index.search(q, k, index.locate(allowed)) == want
+            half = sorted(allowed)[: len(allowed) // 2]
+            base = index.locate(half)
+            assert index.search(q, k, index.locate([*allowed, 12345], base)) == want
+            assert index.search(q, k, index.locate(np.asarray(half[:2], dtype=np.int64), base)) == \
+                exact_scan(x, ids, q, set(half), k)
     index.save()
     reloaded = VectorIndex(tmp_path / "i.faiss")
     assert reloaded.search(q, 8, allowed) == exact_scan(x, ids, q, allowed, 8)
@@ -140,6 +148,9 @@ def test_scattered_visible_sets_equal_the_exact_scan(tmp_path: Path, fraction: f
             for _ in range(3):
                 assert index.search(q, 8, array) == want
         assert index.search(q, 8, frozenset(allowed)) == want
+        located = index.locate(allowed)
+        for _ in range(3):
+            assert index.search(q, 8, located) == want
         assert index.search(q, 8, dict.fromkeys(allowed)) == want
 
 
@@ -163,3 +174,22 @@ def test_an_array_of_visible_ids_is_checked_copied_and_refused_when_not_ids(tmp_
         index.search(q, 8, ids.astype(np.float64))
     with pytest.raises(TypeError):
         index.search(q, 8, ids.reshape(10, 100))
+
+
+def test_located_rows_are_checked_against_their_index(tmp_path: Path) -> None:
+    """Rows are only valid in the index that found them; a missing id makes them incomplete."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((100, 8)).astype(np.float32)
+    a, b = VectorIndex(tmp_path / "a.faiss", dim=8), VectorIndex(tmp_path / "b.faiss", dim=8)
+    a.add(range(100), x)
+    b.add(range(100), x)
+    rows = a.locate([3, 5, 7])
+    assert rows.complete and rows.size == 100 and not rows.rows.flags.writeable
+    assert not a.locate([3, 1000]).complete
+    q = rng.standard_normal((1, 8)).astype(np.float32)
+    assert a.search(q, 2, rows) == b.search(q, 2, {3, 5, 7})
+    with pytest.raises(ValueError):
+        b.search(q, 2, rows)
+    with pytest.raises(ValueError):
+        b.locate([1], rows)
+
