@@ -2,6 +2,8 @@
 
 ``counting`` backends wrap the preview ones (and a hash embedder) and append one line per live
 call to the file named by CODIRECTOR_TEST_CALL_LOG: that is the count "at the backend".
+CODIRECTOR_TEST_FIRST_CALL_DELAY (seconds) makes a process's first call take that long, so a race
+test's winner still holds its branch when a rival started late by a loaded machine gets going.
 """
 
 from __future__ import annotations
@@ -9,14 +11,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from typing import Any
 
 from codirector.generators.base import request_fields
 from codirector.generators.preview import AnimaticVideoGenerator, PreviewVLM, StoryboardImageGenerator
 from codirector.generators.registry import BackendInfo
 
+_delayed = False
+
 
 def _log(kind: str, request: Any) -> None:
+    global _delayed
+    if not _delayed:
+        _delayed = True
+        time.sleep(float(os.environ.get("CODIRECTOR_TEST_FIRST_CALL_DELAY") or 0))
     path = os.environ.get("CODIRECTOR_TEST_CALL_LOG")
     if not path:
         return

@@ -37,7 +37,10 @@ def _race(m: Machine, commands: list[list[str]], calls: Path, folder: Path
           ) -> tuple[list[int], list[float], list[float], list[str], list[str]]:
     """Release the commands at the same moment. Their exit codes, seconds from the release to the first
     line on stderr (the error, for a loser) and to the exit, stdout and stderr."""
-    procs, released = m.start_together(commands, folder, CODIRECTOR_TEST_CALL_LOG=str(calls))
+    # The winner's first model call takes 1 s, so a rival started late by a loaded machine still meets
+    # its lease instead of finding the branch already complete (both would then exit 0).
+    procs, released = m.start_together(commands, folder, CODIRECTOR_TEST_CALL_LOG=str(calls),
+                                       CODIRECTOR_TEST_FIRST_CALL_DELAY="1")
     results: list[tuple[float, float, str, str]] = [(0.0, 0.0, "", "")] * len(procs)
 
     def collect(i: int) -> None:
