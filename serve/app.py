@@ -14,8 +14,9 @@
 
 Invariants:
 - The app holds no state of its own: every page is a query of the log through ``Studio``, and
-  every action is the Studio call the matching CLI command makes. (Thumbnails are cached by
-  digest: content-addressed, so never stale.)
+  every action is the Studio call the matching CLI command makes. (Two caches, both keyed by what
+  never changes, so never stale: thumbnails by blob digest, and a branch's spend by its head
+  position and hash, ``serve.pages.SpendByHead``.)
 - Story ids and branch names travel in query strings and form fields, never in the path, and
   the only path parameter is a blob digest checked against ``[0-9a-f]{64}``: no request names a
   file. Static files come from a fixed list shipped in the package.
