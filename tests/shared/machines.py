@@ -17,10 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from codirector.engine.studio import Studio
+from codirector.errors import StoryNotFound
+
 from processes import ForkServer
 from support import counting_config, normalised
 
-__all__ = ["EXAMPLES", "Machine", "Starter", "counting_config", "normalised"]
+__all__ = ["EXAMPLES", "Machine", "Starter", "counting_config", "normalised", "solo_log", "wait_for_a_shot"]
 
 TESTS = Path(__file__).resolve().parents[1]
 EXAMPLES = TESTS.parent / "examples" / "stories"
@@ -134,3 +137,21 @@ while not go.exists():
 sys.argv = ["codirector", *sys.argv[3:]]
 codirector.cli.main()
 """
+
+
+def solo_log(m: Machine, story: Path, config: Path, story_id: str = "pier") -> list[tuple[str, int | None, str]]:
+    """Run ``story`` on ``m`` uninterrupted: its normalised log, what a stopped and resumed run must equal."""
+    m.run("run", str(story), "--config", str(config))
+    with Studio(m.home, db=m.db) as s:
+        return normalised(s.log(story_id))
+
+
+def wait_for_a_shot(proc: Any, studio: Studio, story_id: str = "pier") -> None:
+    """Return once ``story_id`` has a completed shot in ``studio``'s log, or ``proc`` has exited."""
+    while proc.poll() is None:
+        try:
+            if studio.log(story_id, types=["ShotCompleted"]):
+                return
+        except StoryNotFound:  # not created yet
+            pass
+        time.sleep(0.02)

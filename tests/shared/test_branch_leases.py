@@ -17,10 +17,9 @@ import time
 from pathlib import Path
 
 import pytest
-from shared.machines import Machine, normalised
+from shared.machines import Machine, normalised, solo_log, wait_for_a_shot
 
 from codirector.engine.studio import Studio
-from codirector.errors import StoryNotFound
 from codirector.store.leases import BranchLease, Leases
 
 from support import write_story
@@ -107,10 +106,7 @@ def test_a_killed_holder_keeps_the_branch_until_its_lease_expires(  # type: igno
     machine, counting: Path, db_url: str, tmp_path: Path
 ) -> None:
     story = write_story(tmp_path / "pier.yaml", shots=4)
-    ref = machine("ref")
-    ref.run("run", str(story), "--config", str(counting))
-    with Studio(ref.home) as s:
-        reference = normalised(s.log("pier"))
+    reference = solo_log(machine("ref"), story, counting)
 
     ttl = 4.0
     m = machine("m", db=db_url, ttl=ttl)
@@ -118,13 +114,7 @@ def test_a_killed_holder_keeps_the_branch_until_its_lease_expires(  # type: igno
     waiting = m.prepare([["resume", "pier"]], tmp_path / "busy")  # imported before the kill, released after it
     proc = m.start("run", str(story), "--config", str(counting), "--json")
     with Studio(m.home, db=db_url) as s:
-        while proc.poll() is None:
-            try:
-                if s.log("pier", types=["ShotCompleted"]):
-                    break
-            except StoryNotFound:
-                pass
-            time.sleep(0.02)
+        wait_for_a_shot(proc, s)
         proc.kill()
         proc.wait()
         killed = waiting.release()

@@ -13,10 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
-from shared.machines import normalised
+from shared.machines import normalised, solo_log, wait_for_a_shot
 
 from codirector.engine.studio import Studio
-from codirector.errors import StoryNotFound
 from codirector.store.leases import BranchLease, Leases
 
 from support import write_story
@@ -28,22 +27,13 @@ def test_a_terminated_run_releases_its_lease_and_resumes_at_once(  # type: ignor
     machine, counting: Path, tmp_path: Path
 ) -> None:
     story = write_story(tmp_path / "pier.yaml", shots=4)
-    ref = machine("ref")
-    ref.run("run", str(story), "--config", str(counting))
-    with Studio(ref.home) as s:
-        reference = normalised(s.log("pier"))
+    reference = solo_log(machine("ref"), story, counting)
 
     m = machine("m", ttl=600.0)  # a lease that would outlive the test if it were left to expire
     m.run("init")
     proc = m.start("run", str(story), "--config", str(counting))
     with Studio(m.home) as s:
-        while proc.poll() is None:
-            try:
-                if s.log("pier", types=["ShotCompleted"]):
-                    break
-            except StoryNotFound:
-                pass
-            time.sleep(0.02)
+        wait_for_a_shot(proc, s)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 143, err
@@ -82,23 +72,14 @@ def test_a_paused_run_that_lost_its_lease_stops_before_writing(  # type: ignore[
     machine, counting: Path, pg_url: str, tmp_path: Path
 ) -> None:
     story = write_story(tmp_path / "pier.yaml", shots=4)
-    ref = machine("ref")
-    ref.run("run", str(story), "--config", str(counting))
-    with Studio(ref.home) as s:
-        reference = normalised(s.log("pier"))
+    reference = solo_log(machine("ref"), story, counting)
 
     ttl = 2.0
     m = machine("m", db=pg_url, ttl=ttl)
     m.run("init")
     proc = m.start("run", str(story), "--config", str(counting))
     with Studio(m.home, db=pg_url) as s:
-        while proc.poll() is None:
-            try:
-                if s.log("pier", types=["ShotCompleted"]):
-                    break
-            except StoryNotFound:
-                pass
-            time.sleep(0.02)
+        wait_for_a_shot(proc, s)
         assert proc.poll() is None, "the run finished before it could be paused"
         thief = _take_while_paused(proc, Leases(s.store.engine), ttl)
         taken_at = len(s.log("pier"))
