@@ -62,13 +62,18 @@ class Job:
         return self.state in ("queued", "running")
 
 
+def with_fix(message: str, hint: str | None) -> str:
+    """A job's error as the page shows it: the message, then its fix in brackets when there is one."""
+    return message + (f" (fix: {hint})" if hint else "")
+
+
 def describe(e: BaseException) -> str:
     """One line for a job's error: the message and its fix for ours, the cause's first line for Ray's."""
     cause = getattr(e, "cause", None)  # a RayTaskError carries the exception raised in the worker
     if isinstance(cause, BaseException):
         e = cause
     if isinstance(e, CodirectorError):
-        return e.message + (f" (fix: {e.hint})" if e.hint else "")
+        return with_fix(e.message, e.hint)
     first = (str(e).strip().splitlines() or [""])[0]
     return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
@@ -137,7 +142,7 @@ class Runner:
             job.state, job.error = "failed", describe(e)
         except Exception as e:  # the worker must outlive any failure; the log keeps what was done
             if self._stopping:  # the pool was closed under it: expected, not a bug to report
-                job.state, job.error = "failed", f"the studio stopped before the run finished (fix: {_again(job)})"
+                job.state, job.error = "failed", with_fix("the studio stopped before the run finished", _again(job))
             else:
                 _log.exception("run of %s/%s failed", job.story, job.branch)
                 job.state, job.error = "failed", describe(e)
@@ -160,7 +165,7 @@ class Runner:
             job.state = "done"
             return
         why = row.error or f"the run {row.status}"
-        job.state, job.error = "failed", why + (f" (fix: {row.hint})" if row.hint else "")
+        job.state, job.error = "failed", with_fix(why, row.hint)
 
     def shutdown(self, *, wait: bool = False) -> None:
         """Stop taking jobs and close the pool (its workers stop); in threads, running jobs continue unless
