@@ -47,7 +47,7 @@ from codirector.engine.views.audit import Audit, audit_events
 from codirector.engine.views.cost import BY, CostReport, Spend, branch_cost
 from codirector.engine.views.diff import BranchDiff, diff_branches
 from codirector.engine.views.export import ExportResult, export_branch
-from codirector.engine.views.history import EntityHistory, entity_history
+from codirector.engine.views.history import EntityHistory, entity_history, history_event_types
 from codirector.engine.views.memory import MemoryBank, MemoryReader, position_at_shot
 from codirector.engine.views.report import write_html
 from codirector.engine.workspace import Workspace
@@ -162,7 +162,8 @@ class Studio:
 
     def history(self, story_id: str, entity: str, branch: str = MAIN) -> EntityHistory:
         """An entity's lineage and every event that touched it."""
-        return entity_history(self.store.read(story_id, branch), entity, story_id=story_id, branch=branch)
+        events = self.store.read(story_id, branch, types=history_event_types())
+        return entity_history(events, entity, story_id=story_id, branch=branch)
 
     # -- runs -----------------------------------------------------------------------------
 

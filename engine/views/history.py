@@ -156,8 +156,16 @@ def mentions(events: Iterable[RecordedEvent], name: str) -> list[Mention]:
     return MENTIONS.fold(_Mentions(name), events).found
 
 
+def history_event_types() -> tuple[str, ...]:
+    """The event types ``entity_history`` reads (memory's and ``MENTIONS``'s): what to ask the store for."""
+    return tuple(sorted(set(MEMORY_EVENT_TYPES) | set(MENTIONS.types)))
+
+
 def entity_history(events: Iterable[RecordedEvent], name: str, *, story_id: str, branch: str) -> EntityHistory:
-    """The lineage of ``name`` and every event that mentions it (``EntityNotFound`` with suggestions)."""
+    """The lineage of ``name`` and every event that mentions it (``EntityNotFound`` with suggestions).
+
+    ``events``: the branch's events, or only those of ``history_event_types()`` (the same answer).
+    """
     events = list(events)
     bank: MemoryBank = fold(e for e in events if e.type in MEMORY_EVENT_TYPES)
     entity = bank.get(name)
@@ -173,4 +181,4 @@ def entity_history(events: Iterable[RecordedEvent], name: str, *, story_id: str,
     )
 
 
-__all__ = ["MENTIONS", "EntityHistory", "Mention", "describe", "entity_history", "mentions"]
+__all__ = ["MENTIONS", "EntityHistory", "Mention", "describe", "entity_history", "history_event_types", "mentions"]

@@ -54,6 +54,22 @@ def test_history_of_a_base_entity_lists_derivations_and_reuse(home: Path) -> Non
     assert data["lineage"]["descendants"] == ["Mia_red_scarf_back"]
 
 
+def test_history_reads_only_its_event_types_and_answers_the_same(home: Path) -> None:
+    """``Studio.history`` asks the store for ``history_event_types()`` only; for every entity, on every branch,
+    the answer equals the history folded from the whole branch (so no mention or lineage link is lost)."""
+    from codirector.engine.views.history import entity_history, history_event_types
+
+    with Studio(home) as studio:
+        for b in studio.store.story("lighthouse").branches:
+            everything = studio.store.read("lighthouse", b.name)
+            assert len(studio.store.read("lighthouse", b.name, types=history_event_types())) < len(everything)
+            names = studio.memory("lighthouse", b.name).entities
+            assert names
+            for name in names:
+                whole = entity_history(everything, name, story_id="lighthouse", branch=b.name)
+                assert studio.history("lighthouse", name, b.name).to_json() == whole.to_json(), (b.name, name)
+
+
 def test_unknown_names_get_suggestions(home: Path) -> None:
     code, out = cli(home, "history", "lighthouse", "Mia_red_scraf")
     assert code == 3 and "no entity 'Mia_red_scraf'" in out and "Mia_red_scarf" in out
