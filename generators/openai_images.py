@@ -6,7 +6,9 @@ Invariants:
   never letterboxed.
 - Every reference image is sent (``images.edit``, up to 16, each with its real MIME type) and the
   prompt says which entity each one shows; more than 16 is refused before any request.
-- The key and the failures are handled by ``openai_client`` (never in a message, a log or a result).
+- The key and the failures are handled by ``openai_client`` (never in a message, a log or a result);
+  a model OpenAI has shut down is named with its replacement, in the pre-flight (``check_images``) and
+  in the error of a request the server refused for it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+import os
 import re
 from typing import Any
 
@@ -24,9 +27,12 @@ from codirector.generators.openai_client import (
     OpenAIConnection,
     availability,
     image_mime,
+    scrub,
+    server_message,
     usage_numbers,
 )
 from codirector.generators.prices import image_input_tokens_bound, image_output_tokens_bound, text_tokens_bound
+from codirector.generators.profiles import OPENAI_IMAGE_MODEL, OPENAI_SHUTDOWNS, model_notice
 from codirector.generators.registry import Readiness
 
 IMAGE_SIZES = ((1024, 1024), (1536, 1024), (1024, 1536))
@@ -66,6 +72,10 @@ class OpenAIImageGenerator(OpenAIConnection):
     The request's seed is part of the recorded request key but is NOT honoured: the Images API
     takes no seed, so regenerating the same request can give another image (the recording, not
     the API, makes replay exact).
+
+    The default model is the ``openai`` profile's (``profiles.OPENAI_IMAGE_MODEL``). A request refused
+    because its model is one OpenAI shut down (``profiles.OPENAI_SHUTDOWNS``) fails with a message that
+    gives the shutdown date and the ``[image] model`` to set instead.
     """
 
     backend = "openai"
@@ -73,7 +83,7 @@ class OpenAIImageGenerator(OpenAIConnection):
 
     def __init__(
         self,
-        model: str = "gpt-image-1",
+        model: str = OPENAI_IMAGE_MODEL,
         base_url: str | None = None,
         api_key_env: str = "OPENAI_API_KEY",
         timeout: float = 300.0,
@@ -141,7 +151,8 @@ class OpenAIImageGenerator(OpenAIConnection):
             raise BackendError(
                 f"{self.where} answered {what} with " + ("an image URL" if url else "no image data")
                 + " instead of b64_json",
-                hint="use a GPT image model (they always return base64), e.g. [image] model = \"gpt-image-1\"",
+                hint="use a GPT image model (they always return base64), e.g. "
+                f"[image] model = \"{OPENAI_IMAGE_MODEL}\"",
             )
         try:
             raw = base64.b64decode(b64, validate=True)
@@ -149,6 +160,20 @@ class OpenAIImageGenerator(OpenAIConnection):
             raise BackendError(f"{self.where} answered {what} with b64_json that is not valid base64") from e
         return ImageResult(png=fit_png(raw, request.width, request.height), width=request.width,
                            height=request.height, model=self.model, usage=self._usage(response, size, len(data)))
+
+    def translate(self, e: Exception, what: str) -> BackendError:
+        """``OpenAIConnection.translate``; a refusal of a model OpenAI shut down says so, with the model to set."""
+        error = super().translate(e, what)
+        shutdown = OPENAI_SHUTDOWNS.get(self.model)
+        if shutdown is None or not refuses_model(e, self.model):
+            return error
+        said = scrub(server_message(e), os.environ.get(self.api_key_env))
+        return BackendError(
+            f"{self.where} refused [image] model {self.model!r} for {what} (HTTP {getattr(e, 'status_code', '?')}): "
+            f"OpenAI shut that model down on {shutdown.day.isoformat()} ({said})",
+            hint=f"set [image] model = \"{shutdown.replacement}\" in your --config file (the replacement OpenAI "
+            "recommends, developers.openai.com/api/docs/deprecations)",
+        )
 
     def _usage(self, response: Any, size: str, images: int) -> dict[str, Any]:
         """The Images API's ``usage`` (tokens and their details, when given), the image count and size."""
@@ -159,21 +184,48 @@ class OpenAIImageGenerator(OpenAIConnection):
             usage["quality"] = self.quality
         return usage
 
-    def usage_bound(self, request: ImageRequest) -> dict[str, Any]:
+    def usage_bound(self, request: ImageRequest) -> dict[str, Any] | None:
         """The most ``request`` can bill: its prompt's bytes as text tokens, each reference at its largest input
-        cost, and the largest output for the size and quality asked."""
+        cost, and the largest output for the size and quality asked. ``None`` for a model whose output tokens per
+        image are not documented (``prices.IMAGE_OUTPUT_TOKENS``): the budget then bounds its calls by the dearest
+        one seen so far (``engine.recording.budget``)."""
         from PIL import Image
 
         size = self.size or nearest_size(request.width, request.height)
+        output = image_output_tokens_bound(size, self.quality, self.model)
+        if output is None:
+            return None
         text = text_tokens_bound(self.prompt(request))
         pictures = 0
         for ref in request.references:
             with Image.open(io.BytesIO(ref.data)) as opened:
                 pictures += image_input_tokens_bound(opened.width, opened.height, self.input_fidelity)
-        return {"input_tokens": text + pictures, "output_tokens": image_output_tokens_bound(size, self.quality),
+        return {"input_tokens": text + pictures, "output_tokens": output,
                 "input_tokens_details": {"text_tokens": text, "image_tokens": pictures}, "images": 1, "size": size}
 
 
+def refuses_model(e: Exception, model: str) -> bool:
+    """Whether a client error is the server refusing ``model`` itself (unknown, retired), not the request."""
+    import openai
+
+    if isinstance(e, openai.NotFoundError):
+        return True
+    if not isinstance(e, openai.BadRequestError | openai.PermissionDeniedError):
+        return False
+    said = server_message(e).lower()
+    return getattr(e, "code", None) == "model_not_found" or getattr(e, "param", None) == "model" or (
+        model.lower() in said and any(w in said for w in ("deprecat", "shut down", "retired", "does not exist")))
+
+
 def check_images(**options: Any) -> Readiness:
-    """Cheap: the package is importable, base_url is well formed, a key is set where needed. No network."""
-    return availability(options, "image")
+    """Cheap: the package is importable, base_url is well formed, a key is set where needed, and the model is
+    not one OpenAI has shut down (when sent to OpenAI). No network."""
+    found = availability(options, "image")
+    notice = model_notice("image", options)
+    if notice is None:
+        return found
+    if not notice.gone:
+        return Readiness(found.ready, f"{found.detail}; {notice.message}", fix=found.fix)
+    if found.ready:
+        return Readiness(False, notice.message, fix=notice.fix)
+    return Readiness(False, f"{notice.message}; and {found.detail}", fix=f"{notice.fix}; and {found.fix}")

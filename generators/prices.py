@@ -53,7 +53,10 @@ class Price:
 PRICE_KEYS = tuple(f.name for f in fields(Price) if f.name != "source")
 
 # OpenAI list prices, standard tier, USD per 1M tokens, from each model's page on developers.openai.com
-# (checked 2026-11-30; gpt-image-1 was retired by OpenAI on 2026-10-23 and stays here to price old logs).
+# (checked 2026-11-30). gpt-image-1 was shut down by OpenAI on 2026-10-23 and stays here to price old logs.
+# gpt-image-2.6-sunburst (the openai profile's image model since 2026-11-30): text input $5.00, image input $8.00,
+# image output $30.00 (developers.openai.com/api/docs/models/gpt-image-2.6-sunburst; its cached input rates,
+# $1.25 text and $2.00 image, are not used: cached image tokens are billed here at the full rate, never less).
 # Override any of them in a config's [prices."MODEL"] table when the page changes.
 _CHECKED = "built-in, developers.openai.com model page, checked 2026-11-30"
 BUILTIN: dict[str, Price] = {
@@ -72,12 +75,19 @@ MAX_OUTPUT_TOKENS: dict[str, int] = {"gpt-4.1": 32_768}
 DEFAULT_MAX_OUTPUT_TOKENS = 32_768
 MESSAGE_OVERHEAD_TOKENS = 16  # role markers and reply priming of a two-message chat
 
-# gpt-image-1 output tokens by (quality, size): its page's per-image prices over its output rate (checked
-# 2026-11-30); used as the bound for any GPT image model until its own counts are added here.
-IMAGE_OUTPUT_TOKENS: dict[str, dict[str, int]] = {
-    "low": {"1024x1024": 272, "1024x1536": 408, "1536x1024": 400},
-    "medium": {"1024x1024": 1056, "1024x1536": 1584, "1536x1024": 1568},
-    "high": {"1024x1024": 4160, "1024x1536": 6240, "1536x1024": 6208},
+# Output tokens of one image by model, then (quality, size), where OpenAI documents them: gpt-image-1's page's
+# per-image prices over its output rate (checked 2026-11-30). A model not listed has no stated bound
+# (``image_output_tokens_bound`` is None), and gpt-image-1's counts are NOT reused for it: gpt-image-2.6-sunburst's
+# page gives no per-image counts, it offers qualities above "high" (xhigh, max), and the gpt-image-2 family bills
+# more output tokens per image than gpt-image-1 (a high 1024x1024 gpt-image-2 image is $0.211 in OpenAI's cost
+# examples, as quoted by third-party price pages: about 7024 tokens at $30 per 1M, against gpt-image-1's 4160), so
+# gpt-image-1's counts would not be an upper bound.
+IMAGE_OUTPUT_TOKENS: dict[str, dict[str, dict[str, int]]] = {
+    "gpt-image-1": {
+        "low": {"1024x1024": 272, "1024x1536": 408, "1536x1024": 400},
+        "medium": {"1024x1024": 1056, "1024x1536": 1584, "1536x1024": 1568},
+        "high": {"1024x1024": 4160, "1024x1536": 6240, "1536x1024": 6208},
+    },
 }
 HIGH_FIDELITY_EXTRA_TOKENS = 6240  # the most input_fidelity="high" adds per input image
 
@@ -106,9 +116,13 @@ def vision_tokens_bound(width: int, height: int, detail: str) -> int:
     return 85 + 170 * math.ceil(w / 512) * math.ceil(h / 512)
 
 
-def image_output_tokens_bound(size: str, quality: str | None) -> int:
-    """The most output tokens one GPT image of ``size`` can cost (``auto`` or unknown: the largest)."""
-    table = IMAGE_OUTPUT_TOKENS.get(quality or "high", IMAGE_OUTPUT_TOKENS["high"])
+def image_output_tokens_bound(size: str, quality: str | None, model: str = "gpt-image-1") -> int | None:
+    """The most output tokens one image of ``model`` at ``size`` can cost (``auto`` or an unknown size or quality:
+    the largest); ``None`` when OpenAI documents no per-image counts for ``model`` (``IMAGE_OUTPUT_TOKENS``)."""
+    counts = IMAGE_OUTPUT_TOKENS.get(model)
+    if counts is None:
+        return None
+    table = counts.get(quality or "high", counts["high"])
     return table.get(size, max(table.values()))
 
 

@@ -7,9 +7,14 @@ table are passed to that backend as options. ``[run]`` holds the loop's own sett
 ``[prices."MODEL"]`` overrides a model's price (``generators.prices``); prices are not settings:
 they are read when a cost is asked for, never recorded in the log.
 
-Invariant: a resolved config never holds a secret. API keys come from the environment
-(``OPENAI_API_KEY``, or the variable named by ``api_key_env``); a config that contains one is
-refused, because configs are recorded in the log.
+Invariants:
+- A resolved config never holds a secret. API keys come from the environment (``OPENAI_API_KEY``,
+  or the variable named by ``api_key_env``); a config that contains one is refused, because configs
+  are recorded in the log.
+- No profile's default is a model OpenAI has shut down. ``OPENAI_SHUTDOWNS`` holds the shutdown
+  dates OpenAI announced for the models we know of; a config naming one of them for OpenAI's own API
+  is refused before anything runs once the date has passed (with the replacement to set), and noted
+  before then (``model_notices``).
 """
 
 from __future__ import annotations
@@ -18,15 +23,21 @@ import copy
 import re
 import tomllib
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 from codirector.errors import ConfigError, did_you_mean
+from codirector.generators.openai_client import is_openai_host, resolve_base_url
 from codirector.generators.prices import PriceTable
 
 _PREVIEW_EMBEDDER = {"backend": "open_clip", "model": "ViT-B-32", "pretrained": "laion2b_s34b_b79k",
                      "offline": True, "allow_random": True}
 _REAL_EMBEDDER = {"backend": "open_clip", "model": "ViT-B-32", "pretrained": "laion2b_s34b_b79k"}
+# The openai profile's keyframe model, and the OpenAI image backend's default: OpenAI's recommended replacement for
+# its retired GPT image models (developers.openai.com/api/docs/deprecations, checked 2026-11-30). Sunburst is the
+# 2.6 model for "more detail or precise edits" (its prompting guide); our keyframes are edits of reference views.
+OPENAI_IMAGE_MODEL = "gpt-image-2.6-sunburst"
 
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "preview": {
@@ -37,7 +48,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     },
     "openai": {
         "vlm": {"backend": "openai", "model": "gpt-4.1"},
-        "image": {"backend": "openai", "model": "gpt-image-1"},
+        "image": {"backend": "openai", "model": OPENAI_IMAGE_MODEL},
         "video": {"backend": "diffusers", "model": "Wan-AI/Wan2.2-I2V-A14B-Diffusers"},
         "embedder": _REAL_EMBEDDER,
     },
@@ -50,6 +61,86 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 
+
+@dataclass(frozen=True)
+class Shutdown:
+    """OpenAI's retirement of one model: the day its API stops answering, and the replacement OpenAI names."""
+
+    day: date
+    replacement: str
+
+    def gone(self, today: date) -> bool:
+        return today >= self.day
+
+
+# Shutdown dates of OpenAI models a profile used or a config may still name, with OpenAI's recommended
+# replacement, from developers.openai.com/api/docs/deprecations (checked 2026-11-30; the images API
+# reference, developers.openai.com/api/reference/resources/images/methods/generate, marks gpt-image-1 and
+# dall-e-2/3 as shut down). For gpt-4.1 the replacement is the one OpenAI's page names (gpt-6-luna); it is
+# not a drop-in: check its structured outputs and price before you switch.
+OPENAI_SHUTDOWNS: dict[str, Shutdown] = {
+    "dall-e-2": Shutdown(date(2026, 5, 12), OPENAI_IMAGE_MODEL),
+    "dall-e-3": Shutdown(date(2026, 5, 12), OPENAI_IMAGE_MODEL),
+    "gpt-image-1": Shutdown(date(2026, 10, 23), OPENAI_IMAGE_MODEL),
+    "gpt-image-1-mini": Shutdown(date(2026, 12, 1), OPENAI_IMAGE_MODEL),
+    "gpt-image-1.5": Shutdown(date(2026, 12, 1), OPENAI_IMAGE_MODEL),
+    "gpt-image-1.5-2025-12-16": Shutdown(date(2026, 12, 1), OPENAI_IMAGE_MODEL),
+    "chatgpt-image-latest": Shutdown(date(2026, 12, 1), OPENAI_IMAGE_MODEL),
+    "gpt-4.1": Shutdown(date(2027, 1, 14), "gpt-6-luna"),
+    "gpt-4.1-2025-04-14": Shutdown(date(2027, 1, 14), "gpt-6-luna"),
+    "gpt-4.1-mini": Shutdown(date(2027, 1, 14), "gpt-6-luna"),
+    "gpt-4.1-mini-2025-04-14": Shutdown(date(2027, 1, 14), "gpt-6-luna"),
+}
+
+
+def utc_today() -> date:
+    return datetime.now(UTC).date()
+
+
+@dataclass(frozen=True)
+class ModelNotice:
+    """A configured model that OpenAI has shut down (``gone``) or will shut down, and the setting that fixes it."""
+
+    kind: str
+    model: str
+    shutdown: Shutdown
+    today: date
+
+    @property
+    def gone(self) -> bool:
+        return self.shutdown.gone(self.today)
+
+    @property
+    def message(self) -> str:
+        when = self.shutdown.day.isoformat()
+        if self.gone:
+            return f"OpenAI shut down [{self.kind}] model {self.model!r} on {when}; every request to it fails"
+        days = (self.shutdown.day - self.today).days
+        return f"OpenAI shuts down [{self.kind}] model {self.model!r} on {when} (in {days} day{'s' * (days != 1)})"
+
+    @property
+    def fix(self) -> str:
+        return (f"set [{self.kind}] model = \"{self.shutdown.replacement}\" in your --config file (the replacement "
+                "OpenAI recommends, developers.openai.com/api/docs/deprecations)")
+
+
+def model_notice(kind: str, options: dict[str, Any], today: date | None = None) -> ModelNotice | None:
+    """Whether the ``[kind]`` table names a model OpenAI has retired or will retire, when it is sent to OpenAI.
+
+    Only OpenAI's own API is judged: another server (Ollama, vLLM, a proxy) may serve any name.
+    """
+    model = options.get("model")
+    if not isinstance(model, str) or model not in OPENAI_SHUTDOWNS or options.get("backend", "openai") != "openai":
+        return None
+    if not is_openai_host(resolve_base_url(options.get("base_url"))):
+        return None
+    return ModelNotice(kind, model, OPENAI_SHUTDOWNS[model], today or utc_today())
+
+
+def model_notices(config: RunConfig, today: date | None = None) -> list[ModelNotice]:
+    """The retired and retiring OpenAI models ``config`` names, [vlm] then [image]."""
+    found = (model_notice(kind, config.table(kind), today) for kind in ("vlm", "image"))
+    return [n for n in found if n is not None]
 
 
 @dataclass(frozen=True)
@@ -178,17 +269,23 @@ def resolve(profile: str | None = None, config_path: str | Path | None = None,
     return RunConfig(profile=name, run=run, source=source, prices=dict(data.get("prices", {})), **base)
 
 
-def build_backends(config: RunConfig) -> Any:
+def build_backends(config: RunConfig, *, today: date | None = None) -> Any:
     """Create the run's backends; a GPU-only video backend falls back to the animatic without CUDA.
 
     The pre-flight runs first: ``NotReady`` lists every backend that cannot run here, before any is built.
+    A model OpenAI has shut down is refused the same way (the [image] check reports it itself; the [vlm]
+    one is added here); one it will shut down is a note.
     """
     from codirector.generators import registry
     from codirector.generators.base import Backends
-    from codirector.generators.preflight import require_ready
+    from codirector.generators.preflight import Check, Preflight, require_ready
 
     require_ready(config)
-    notes: list[str] = []
+    notices = model_notices(config, today)
+    gone = [Check(n.kind, "openai", n.model, False, n.message, n.fix) for n in notices if n.gone]
+    if gone:
+        raise Preflight(config.profile, config.source, gone).error()
+    notes: list[str] = [f"{n.message}: {n.fix}" for n in notices if not n.gone]
     made: dict[str, Any] = {}
     for kind in ("vlm", "image", "video", "embedder"):
         options = config.table(kind)

@@ -28,6 +28,7 @@ from codirector.generators.base import Backends, ImageInput, ImageRequest, VLMRe
 from codirector.generators.openai_images import OpenAIImageGenerator, check_images, nearest_size
 from codirector.generators.openai_vlm import OpenAIVLM, check_vlm, says_json_schema_unsupported
 from codirector.generators.preview import AnimaticVideoGenerator
+from codirector.generators.profiles import OPENAI_IMAGE_MODEL
 
 from support import HashEmbedder, fast_config, png_bytes, write_story
 
@@ -275,7 +276,7 @@ def test_edit_sends_every_reference_as_an_image_part(openai_server: OpenAIServer
     prompt = seen.text("prompt")
     assert prompt.startswith("Ada and Ben on the pier")
     assert "image 1 shows Ada; image 2 shows Ben; image 3 shows bg_pier" in prompt
-    assert seen.text("model") == "gpt-image-1" and seen.text("size") == "1536x1024"
+    assert seen.text("model") == OPENAI_IMAGE_MODEL and seen.text("size") == "1536x1024"  # the default model
     assert seen.text("input_fidelity") == "high"
     assert Image.open(io.BytesIO(result.png)).size == (64, 36)
 
@@ -293,7 +294,7 @@ def test_image_url_instead_of_base64_is_a_clear_error(openai_server: OpenAIServe
     with pytest.raises(BackendError, match="b64_json") as info:
         OpenAIImageGenerator(base_url=openai_server.base_url, model="dall-e-3").generate(
             ImageRequest(prompt="x", purpose="reference", seed=1, width=32, height=32))
-    assert "gpt-image-1" in (info.value.hint or "")
+    assert f'[image] model = "{OPENAI_IMAGE_MODEL}"' in (info.value.hint or "")
 
 
 # ---------------------------------------------------------------------------- the key never leaks
