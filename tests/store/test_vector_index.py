@@ -154,8 +154,8 @@ def test_scattered_visible_sets_equal_the_exact_scan(tmp_path: Path, fraction: f
         assert index.search(q, 8, dict.fromkeys(allowed)) == want
 
 
-def test_an_array_of_visible_ids_is_checked_copied_and_refused_when_not_ids(tmp_path: Path) -> None:
-    """The array form: the search keeps its own copy (a caller may reuse theirs), and refuses
+def test_an_array_of_visible_ids_is_checked_not_kept_and_refused_when_not_ids(tmp_path: Path) -> None:
+    """The array form: the search keeps nothing of it (a caller may reuse theirs), and refuses
     anything but a 1-d integer array."""
     rng = np.random.default_rng(3)
     x = rng.standard_normal((1000, 16)).astype(np.float32)
@@ -193,3 +193,30 @@ def test_located_rows_are_checked_against_their_index(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         b.locate([1], rows)
 
+
+
+@pytest.mark.parametrize("kind", ["negative and extreme", "holding -1"])
+def test_any_int64_ids_search_exactly(tmp_path: Path, kind: str) -> None:
+    """Ids anywhere in int64, -1 included (the id -> row table cannot hold it: the map then searches
+    the sorted ids instead), found by every form of ``allowed`` as the exact scan finds them."""
+    rng = np.random.default_rng(7)
+    n, dim = 2000, 16
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    ids = np.unique(rng.integers(-(2**63), 2**63 - 1, size=n + 10, dtype=np.int64))[:n]
+    ids[:2] = [np.iinfo(np.int64).min, np.iinfo(np.int64).max]
+    rng.shuffle(ids)
+    if kind == "holding -1" and -1 not in ids:
+        ids[n - 1] = -1  # in the second batch
+    index = VectorIndex(tmp_path / "i.faiss", dim=dim)
+    index.add(ids[: n // 2], x[: n // 2])
+    q = rng.standard_normal((1, dim)).astype(np.float32)
+    index.search(q, 8, set(ids[:50].tolist()))  # the map is built before the second batch arrives
+    index.add(ids[n // 2 :], x[n // 2 :])
+    for fraction in (0.01, 0.1, 0.5):
+        allowed = {int(i) for i in ids if rng.random() < fraction} | {-1, int(ids[0])}
+        want = exact_scan(x, ids, q, allowed, 8)
+        assert index.search(q, 8, allowed) == want
+        assert index.search(q, 8, index.locate(allowed)) == want
+    for vid in (-1, int(ids[3])):
+        if vid in index:
+            np.testing.assert_allclose(index.reconstruct(vid), normalised(x[list(ids).index(vid)])[0], atol=1e-6)
