@@ -16,6 +16,9 @@ Invariants:
 - A job's own failure (a ``CodirectorError``: bad model output, a budget reached) is returned as a
   ``failed``/``stopped`` row, never raised, so one story cannot stop a batch; anything else (a lost
   database, a bug) propagates.
+- A worker given a ``budget`` uses it for every job (a pool's one cap: in-process, or a client of the
+  Ray pool's shared account); otherwise a job's ``budget_usd`` caps that job alone. A job stopped by
+  the budget is a ``stopped`` row; ``budget_stop`` rebuilds the ``BudgetExceeded`` it stopped with.
 - Nothing here imports Ray; ``engine.scale`` holds the pools that run jobs.
 """
 
@@ -36,6 +39,7 @@ from codirector.engine.loop.runs import is_scratch, prepare_story, record_story
 from codirector.engine.recording.budget import Budget, spending
 from codirector.engine.workspace import Workspace
 from codirector.errors import BudgetExceeded, CodirectorError, InvalidArgument
+from codirector.events import BudgetReached
 from codirector.generators.base import Backends
 from codirector.generators.preflight import require_ready
 from codirector.generators.profiles import RunConfig, build_backends
@@ -126,7 +130,7 @@ class Worker:
         self.raise_errors = raise_errors  # in-process callers that want the error itself (the director)
         self.name = name or worker_name()
         self.fixed = backends  # given (tests, an in-process director): used for every job
-        self.budget = budget  # in-process only: one account shared by every job of this worker
+        self.budget = budget  # one account shared by every job of this worker (and, on Ray, the pool)
         self._built: dict[str, Backends] = {}
 
     def backends_for(self, story_id: str) -> Backends:
@@ -160,18 +164,19 @@ class Worker:
         try:
             backends = self.backends_for(job.story_id)
             timer = _timed(backends)
+            budget = self._budget(job)
             if job.kind == "direct":
                 with self.ws.lease(job.story_id, MAIN, wait=math.inf):
-                    directed = resume_direction(self.ws, job.story_id, backends=backends, budget=self._budget(job))
+                    directed = resume_direction(self.ws, job.story_id, backends=backends, budget=budget)
                 row.calls_made, row.calls_recorded = directed.calls.live, directed.calls.reused + directed.calls.matched
                 row.status = "completed" if directed.completed else "stopped"
             elif job.kind == "run":
                 result = execute(self.ws, job.story_id, job.branch, backends=backends, wait=math.inf,
-                                 budget=self._budget(job))
+                                 budget=budget)
                 row.calls_made, row.calls_recorded = result.calls.live, result.calls.reused + result.calls.matched
                 row.written = result.written
                 if job.evaluate:
-                    evaluate(self.ws, job.story_id, job.branch, backends=backends)
+                    evaluate(self.ws, job.story_id, job.branch, backends=backends, budget=budget)
             else:
                 raise InvalidArgument(f"unknown job kind {job.kind!r}", hint="run or direct")
             row.engine_seconds = None if timer is None else max(0.0, time.perf_counter() - started - timer())
@@ -183,6 +188,19 @@ class Worker:
         row.events = self.ws.store.branch(job.story_id, job.branch).head_position
         row.seconds = time.perf_counter() - started
         return row
+
+
+def budget_stop(ws: Workspace, row: JobResult) -> BudgetExceeded | None:
+    """The error a job stopped by the budget (``status == "stopped"``) stopped with, rebuilt from its
+    ``BudgetReached`` as ``Budget.exceeded`` made it, so a driver raises what one process would have."""
+    if row.status != "stopped":
+        return None
+    marks = ws.store.read(row.story_id, row.branch, types=["BudgetReached"])
+    if not marks:
+        return None
+    last = marks[-1]
+    mark = BudgetReached.model_validate(last.payload)
+    return Budget.exceeded(mark, shot=last.shot, story_id=row.story_id, branch=row.branch)
 
 
 def _timed(backends: Backends) -> Callable[[], float] | None:
@@ -249,4 +267,5 @@ def is_brief_file(path: Path) -> bool:
     return isinstance(data, dict) and "product" in data and "target_audience" in data and "shots" not in data
 
 
-__all__ = ["Created", "Job", "JobResult", "Worker", "WorkspaceSpec", "create_story", "is_brief_file", "worker_name"]
+__all__ = ["Created", "Job", "JobResult", "Worker", "WorkspaceSpec", "budget_stop", "create_story", "is_brief_file",
+           "worker_name"]

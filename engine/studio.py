@@ -244,7 +244,8 @@ class Studio:
                budget: float | None = None, parallel: int = 1, workers: int | None = None,
                ray: str | None = None, gpus_per_worker: float = 0.0) -> DirectorResult:
         """Explore creative directions for an ad brief, one branch per pull (``codirector direct``);
-        ``parallel`` pulls per round, run on Ray workers with ``workers``/``ray`` (DESIGN §10)."""
+        ``parallel`` pulls per round, run on Ray workers with ``workers``/``ray`` (DESIGN §10). ``budget``
+        caps the whole brief, on workers too (one account for the pool: ``engine.scale.ray_pool``)."""
         from codirector.engine.director.direction import direct
         from codirector.engine.scale import ray_pool_or_none
 
@@ -275,7 +276,8 @@ class Studio:
               story_format: str | None = None, budget: float | None = None, workers: int | None = None,
               ray: str | None = None, gpus_per_worker: float = 0.0) -> BenchResult:
         """Every story under every method, evaluated: the paper's Table 1/2 layout (``codirector bench``);
-        with ``workers``/``ray`` the runs and judgements are jobs on Ray workers (the same table)."""
+        with ``workers``/``ray`` the runs and judgements are jobs on Ray workers (the same table); ``budget``
+        caps the whole bench either way."""
         from codirector.engine.evaluation.bench import bench
         from codirector.engine.scale import ray_pool_or_none
 

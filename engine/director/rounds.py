@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from codirector.engine.director import bandit
-from codirector.engine.jobs import Job
+from codirector.engine.jobs import Job, budget_stop
 from codirector.errors import RunStateError
 
 if TYPE_CHECKING:
@@ -45,8 +45,13 @@ def run_rounds(pilot: _Pilot, state: bandit.BanditState, iterations: int, parall
         todo = [state.pulls[it] for it in members if not state.pulls[it].rewarded]
         for pull in todo:
             pilot.prepare(state, pull, iterations, before=start)
-        for row in pool.run([Job(pilot.story_id, pull.branch) for pull in todo]):
+        rows = pool.run([Job(pilot.story_id, pull.branch) for pull in todo])
+        for row in rows:
             pilot.count(row.calls_made, row.calls_recorded)
+        for row in rows:
+            stopped = budget_stop(pilot.ws, row)
+            if stopped is not None:  # what the in-process pool raises itself
+                raise stopped
             if not row.ok:
                 raise RunStateError(f"{row.story_id}/{row.branch} {row.status} on {row.worker}: {row.error}",
                                     hint=row.hint or f"`codirector resume {pilot.story_id}` continues the director")

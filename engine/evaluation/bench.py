@@ -205,8 +205,9 @@ def bench(
 def _run_on_pool(ws: Workspace, files: list[Path], methods: list[str], pool: Pool, *, profile: str | None,
                  config: str | os.PathLike[str] | None, story_format: str | None) -> dict[str, int]:
     """Record each (story, method) that is missing, then run and judge all of them as jobs on ``pool``;
-    the events each job wrote, by story id. ``RunStateError`` naming every job that did not finish."""
-    from codirector.engine.jobs import Job, create_story
+    the events each job wrote, by story id. ``BudgetExceeded`` (as in one process) when a job was stopped by
+    the budget, else ``RunStateError`` naming every job that did not finish."""
+    from codirector.engine.jobs import Job, budget_stop, create_story
 
     require_ready(resolve(profile, config))  # pre-flight: nothing is written unless the backends can run
     jobs = []
@@ -217,6 +218,9 @@ def _run_on_pool(ws: Workspace, files: list[Path], methods: list[str], pool: Poo
                          story_format=story_format, check_ready=False)
             jobs.append(Job(sid, MAIN, evaluate=True))
     rows = pool.run(jobs)
+    stopped = next((e for e in (budget_stop(ws, r) for r in rows) if e is not None), None)
+    if stopped is not None:  # the budget ran out: what one process raises (the first such story's stop)
+        raise stopped
     failed = [f"{r.story_id}: {r.status} ({r.error})" for r in rows if not r.ok]
     if failed:
         raise RunStateError(f"{len(failed)} of {len(rows)} bench jobs did not finish: {'; '.join(failed)}",

@@ -185,7 +185,10 @@ class CallRecorder:
         if self.replay:
             return self._served(self._from_recording(kind, backend, model, [request, *also], keys, shot))
         self._within_budget(kind, backend, model, agent, key, shot, bound)
-        return self._live(kind, backend, model, agent, request, key, shot, invoke)
+        try:
+            return self._live(kind, backend, model, agent, request, key, shot, invoke)
+        finally:
+            self.budget.release()  # the call's hold, unless its answer settled it: a failed call bills nothing
 
     def _served(self, answer: RecordedEvent) -> RecordedEvent:
         """An answer the recording gave: no call, and what it would have cost is saved."""

@@ -14,6 +14,9 @@ Invariants:
   Ray one hands a batch to Ray's ``ActorPool`` and a single job (``submit``) to its least busy
   worker, and a dead worker is Ray's to restart (actor restarts) and its job Ray's to retry (task
   retries); the retried job resumes its branch (``engine.jobs``).
+- A capped ``budget`` is one cap for every job of the pool, on Ray as in one process: every call
+  holds its worst case in one account before it is made (``engine.scale.ray_pool``), so N workers
+  pass the limit by no more than one process can (``engine.recording.account`` states the bound).
 - A multi-node cluster is refused before any work starts unless every node can reach the storage
   (a PostgreSQL database and an object-store blob URL; ``WorkspaceSpec.multi_node_ready``).
 """
@@ -97,16 +100,15 @@ def open_pool(
     env: dict[str, str] | None = None,
 ) -> Pool:
     """The in-process pool (no ``workers`` and no ``address``), else a Ray pool; ``ConfigError`` when Ray
-    is missing or the cluster cannot reach the storage. ``env``: more environment for the Ray workers."""
+    is missing or the cluster cannot reach the storage. ``env``: more environment for the Ray workers.
+    ``budget``: one account for every job (and the caller's own calls): shared in this process, or, on
+    Ray, kept by one actor while the pool is open (``budget`` is linked to it until ``close``)."""
     if not wants_ray(workers, address):
         from codirector.engine.scale.local import LocalPool
 
         return LocalPool(ws if ws is not None else spec.open(), backends=backends, budget=budget)
     check_ray_options(workers, gpus_per_worker)
-    if budget is not None and budget.capped:
-        raise InvalidArgument("--budget is a cap shared by one process; with --workers/--ray it is not supported here",
-                              hint="run without --workers, or cap each story: `codirector batch ... --budget USD`")
-    return _ray_pool(spec, workers=workers, address=address, gpus_per_worker=gpus_per_worker, env=env)
+    return _ray_pool(spec, workers=workers, address=address, gpus_per_worker=gpus_per_worker, env=env, budget=budget)
 
 
 def open_ray_pool(spec: WorkspaceSpec, *, workers: int | None = None, address: str | None = None,
@@ -121,7 +123,7 @@ def open_ray_pool(spec: WorkspaceSpec, *, workers: int | None = None, address: s
 
 
 def _ray_pool(spec: WorkspaceSpec, *, workers: int | None, address: str | None, gpus_per_worker: float,
-              env: dict[str, str] | None) -> RayPool:
+              env: dict[str, str] | None, budget: Budget | None = None) -> RayPool:
     try:
         from codirector.engine.scale.ray_pool import RayPool
     except ImportError as e:
@@ -129,7 +131,7 @@ def _ray_pool(spec: WorkspaceSpec, *, workers: int | None, address: str | None, 
             raise ConfigError("--workers/--ray run jobs on Ray, which is not installed here",
                               hint=f"{RAY_EXTRA} (or drop --workers/--ray to run in this process)") from None
         raise
-    return RayPool(spec, workers=workers, address=address, gpus_per_worker=gpus_per_worker, env=env)
+    return RayPool(spec, workers=workers, address=address, gpus_per_worker=gpus_per_worker, env=env, budget=budget)
 
 
 __all__ = ["RAY_EXTRA", "Pool", "Submitter", "check_ray_options", "open_pool", "open_ray_pool", "ray_pool_or_none",

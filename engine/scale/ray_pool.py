@@ -12,6 +12,14 @@ Invariants:
   ``submit`` (one job, from any thread: ``ActorPool`` is not thread-safe) calls the worker with the
   fewest jobs in hand, chosen under a lock, and Ray queues the call there if that worker is busy.
   No scheduler, queue or retry loop of ours.
+- A capped budget (``--budget``) is one account for the whole pool: an ``AccountActor`` (no CPU of
+  its own), seeded with the driver's account when the pool opens and handed back to it when the pool
+  closes. Every worker's ``Budget`` and the driver's reserve a call's worst case there before the
+  call and settle its actual cost after; Ray runs the actor's methods one at a time, so N workers
+  pass the limit by no more than one process can (``engine.recording.account`` states the bound).
+  A worker that dies mid-call leaves holds: its restart (or the pool's close) settles them at their
+  worst case, since the call may have been billed; a call that failed in a living worker releases
+  its hold. If the account actor itself dies, the jobs still running fail (``RunStateError``).
 - Workers get the driver's ``CODIRECTOR_*`` settings (plugins, lease TTL), never its storage
   values (they travel as the job's Workspace spec) and never an API key; anything else a worker
   needs (credentials) comes from its node's environment, or ``env`` when the caller passes it.
@@ -22,6 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any, cast
@@ -30,7 +39,10 @@ import ray
 from ray.util import ActorPool
 
 from codirector.engine.jobs import Job, JobResult, Worker, WorkspaceSpec, worker_name
-from codirector.errors import ConfigError, RunStateError
+from codirector.engine.recording.account import Account, Hold
+from codirector.engine.recording.budget import Budget
+from codirector.errors import ConfigError, InvalidArgument, RunStateError
+from codirector.generators.prices import PriceTable
 
 _NOT_FORWARDED = {"CODIRECTOR_DB", "CODIRECTOR_BLOBS", "CODIRECTOR_HOME", "CODIRECTOR_CACHE"}
 
@@ -40,12 +52,98 @@ def forwarded_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith("CODIRECTOR_") and k not in _NOT_FORWARDED}
 
 
+@ray.remote(num_cpus=0, max_restarts=0)
+class AccountActor:
+    """A capped pool's one budget account (``engine.recording.account.Account``); one method at a time."""
+
+    def __init__(self, account: Account) -> None:
+        self.account = account
+
+    def spent(self) -> float:
+        return self.account.spent()
+
+    def counts(self, story_id: str, branch: str) -> bool:
+        return self.account.counts(story_id, branch)
+
+    def count(self, story_id: str, branch: str, costs: Sequence[tuple[str, float]]) -> None:
+        self.account.count(story_id, branch, costs)
+
+    def reserve(self, holder: str, model: str, bound: float | None) -> Hold:
+        return self.account.reserve(holder, model, bound)
+
+    def settle(self, ticket: int | None, model: str, cost: float | None) -> None:
+        self.account.settle(ticket, model, cost)
+
+    def release(self, ticket: int) -> None:
+        self.account.release(ticket)
+
+    def drop_holder(self, holder: str) -> float:
+        return self.account.drop_holder(holder)
+
+    def final(self, holders: Sequence[str]) -> Account:
+        """The account once ``holders`` (the workers, stopped) are dropped: what the driver keeps."""
+        for holder in holders:
+            self.account.drop_holder(holder)
+        return self.account
+
+
+class SharedLedger:
+    """A ``Ledger`` kept by an ``AccountActor``: what a ``Budget`` on a worker (or the driver) holds."""
+
+    def __init__(self, actor: Any, limit_usd: float | None) -> None:
+        self.actor = actor
+        self._limit = limit_usd
+
+    @property
+    def limit_usd(self) -> float | None:
+        return self._limit
+
+    def _get(self, ref: Any) -> Any:
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayActorError as e:
+            raise RunStateError("the budget's account (a Ray actor) is gone, so no call can be checked against "
+                                "--budget", hint="run the command again (a brief: `codirector resume BRIEF`); recorded "
+                                     "calls are not paid again") from e
+
+    def spent(self) -> float:
+        return float(self._get(self.actor.spent.remote()))
+
+    def counts(self, story_id: str, branch: str) -> bool:
+        return bool(self._get(self.actor.counts.remote(story_id, branch)))
+
+    def count(self, story_id: str, branch: str, costs: Sequence[tuple[str, float]]) -> None:
+        self._get(self.actor.count.remote(story_id, branch, list(costs)))
+
+    def reserve(self, holder: str, model: str, bound: float | None) -> Hold:
+        return cast(Hold, self._get(self.actor.reserve.remote(holder, model, bound)))
+
+    def settle(self, ticket: int | None, model: str, cost: float | None) -> None:
+        self._get(self.actor.settle.remote(ticket, model, cost))
+
+    def release(self, ticket: int) -> None:
+        self._get(self.actor.release.remote(ticket))
+
+
+def worker_holder(index: int) -> str:
+    """The name a worker's holds go by: the same across its restarts, so a restart can settle them."""
+    return f"ray-{index}"
+
+
 @ray.remote(max_restarts=-1, max_task_retries=-1)
 class JobActor:
-    """A worker process: one Workspace, backends built once, whole jobs one at a time."""
+    """A worker process: one Workspace, backends built once, whole jobs one at a time; with ``account_name``
+    (the pool's ``AccountActor``), one budget, a client of that account, shared by all its jobs."""
 
-    def __init__(self, spec: WorkspaceSpec, index: int) -> None:
-        self.worker = Worker(WorkspaceSpec(*spec).open(), name=worker_name(f"ray-{index}"))
+    def __init__(self, spec: WorkspaceSpec, index: int, account_name: str | None = None,
+                 limit_usd: float | None = None, prices: PriceTable | None = None) -> None:
+        budget = None
+        if account_name is not None:  # by name: a handle argument would pin an object a restart needs
+            account = ray.get_actor(account_name)
+            holder = worker_holder(index)
+            ray.get(account.drop_holder.remote(holder))  # a restart: what the dead process held may have been billed
+            budget = Budget(prices=prices, ledger=SharedLedger(account, limit_usd), holder=holder)
+        self.worker = Worker(WorkspaceSpec(*spec).open(), name=worker_name(f"ray-{index}"), budget=budget)
 
     def run(self, index: int, job: Job) -> tuple[int, JobResult]:
         return index, self.worker.run(job)
@@ -58,13 +156,18 @@ class JobActor:
 
 
 class RayPool:
-    """``workers`` JobActors on a local Ray (started here) or on the cluster at ``address``."""
+    """``workers`` JobActors on a local Ray (started here) or on the cluster at ``address``; with a capped
+    ``budget``, one account for all of them and the driver (``budget`` is the driver's, linked to it until
+    ``close``)."""
 
     name = "ray"
 
     def __init__(self, spec: WorkspaceSpec, *, workers: int | None = None, address: str | None = None,
-                 gpus_per_worker: float = 0.0, env: dict[str, str] | None = None) -> None:
+                 gpus_per_worker: float = 0.0, env: dict[str, str] | None = None, budget: Budget | None = None) -> None:
         self._owns = False
+        self._budget: Budget | None = None
+        self._account: Any = None
+        self._driver_holder = "local"
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                       "logging_level": logging.WARNING}
@@ -93,10 +196,36 @@ class RayPool:
         if env:
             options["runtime_env"] = {"env_vars": env}
         self.workers = workers
-        self.actors = [JobActor.options(**options).remote(tuple(spec), i)  # type: ignore[attr-defined]
-                       for i in range(workers)]
         self._lock = threading.Lock()
+        link: tuple[str | None, float | None, PriceTable | None] = (None, None, None)
+        if budget is not None and budget.capped:
+            link = self._share(budget)
+        self.actors = [JobActor.options(**options).remote(tuple(spec), i, *link)  # type: ignore[attr-defined]
+                       for i in range(workers)]
         self._in_hand = [0] * workers  # jobs given to each worker by ``submit`` and not finished
+
+    def _share(self, budget: Budget) -> tuple[str, float | None, PriceTable]:
+        """Move the driver's account into an ``AccountActor`` and link ``budget`` to it."""
+        if not isinstance(budget.ledger, Account):
+            raise InvalidArgument("this budget is shared by another Ray pool already",
+                                  hint="run one pool at a time for a command's --budget")
+        name = f"codirector-budget-{uuid.uuid4().hex}"
+        self._account = AccountActor.options(name=name).remote(budget.ledger)  # type: ignore[attr-defined]
+        self._budget, self._driver_holder = budget, budget.holder
+        budget.ledger, budget.holder = SharedLedger(self._account, budget.limit_usd), "driver"
+        return name, budget.limit_usd, budget.prices
+
+    def _unshare(self, workers: int) -> None:
+        """Hand the account back to the driver's budget (the workers stopped: their holds are settled)."""
+        budget, account, self._budget, self._account = self._budget, self._account, None, None
+        if budget is None or account is None:
+            return
+        try:
+            budget.ledger = ray.get(account.final.remote([worker_holder(i) for i in range(workers)]))
+        except ray.exceptions.RayError:  # the account is gone: the driver keeps what the log says was spent
+            budget.ledger = Account(budget.limit_usd)
+        budget.holder = self._driver_holder
+        ray.kill(account, no_restart=True)
 
     def pids(self) -> list[int]:
         """Each worker's process id (a restarted worker has a new one)."""
@@ -142,6 +271,7 @@ class RayPool:
             self._in_hand = []
         for actor in actors:
             ray.kill(actor, no_restart=True)
+        self._unshare(len(actors))
         if self._owns and ray.is_initialized():
             ray.shutdown()
             self._owns = False
