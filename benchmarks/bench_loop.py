@@ -13,7 +13,6 @@ agent prompts and validation, decoding the clip and cutting its frames for the v
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import json
 import statistics
@@ -28,7 +27,7 @@ from PIL import Image
 
 from codirector.engine.studio import Studio
 from codirector.generators.base import Backends, ImageResult, VideoResult
-from codirector.generators.preview import PreviewVLM, StoryboardImageGenerator
+from codirector.generators.preview import HashEmbedder, PreviewVLM, StoryboardImageGenerator
 from codirector.generators.video_io import encode_mp4
 
 
@@ -94,20 +93,6 @@ class FixedVideo:
         return VideoResult(self.mp4, self.frames, self.fps, self.width, self.height, self.model)
 
 
-class HashEmbedder:
-    backend, name, meaningful = "hash", "hash-512", True
-
-    def _vec(self, data: bytes) -> np.ndarray:
-        v = np.random.default_rng(int.from_bytes(hashlib.sha256(data).digest()[:8], "big")).standard_normal(512)
-        return (v / np.linalg.norm(v)).astype(np.float32)
-
-    def embed_texts(self, texts: list[str]) -> np.ndarray:
-        return np.stack([self._vec(t.encode()) for t in texts])
-
-    def embed_images(self, images: list[Any]) -> np.ndarray:
-        return np.stack([self._vec(im.tobytes()) for im in images])
-
-
 def write_story(folder: Path, entities: int, shots: int) -> Path:
     cast = []
     for i in range(entities):
@@ -144,7 +129,8 @@ def main() -> None:
         story = write_story(folder, args.entities, args.shots)
         clock = {"backend": 0.0}
         backends = Backends(vlm=Timed(PreviewVLM(), clock), image=Timed(FixedImage(), clock),
-                            video=Timed(FixedVideo(512, 288, 17, 8.0), clock), embedder=Timed(HashEmbedder(), clock))
+                            video=Timed(FixedVideo(512, 288, 17, 8.0), clock),
+                            embedder=Timed(HashEmbedder(512, meaningful=True), clock))
         studio = Studio(folder / "home")
         studio.init()
         per_shot: list[float] = []

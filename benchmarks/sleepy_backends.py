@@ -8,13 +8,12 @@ and the preview work), which lets the benchmark report the engine's own share of
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Callable
 from typing import Any
 
-from codirector.generators.preview import AnimaticVideoGenerator, PreviewVLM, StoryboardImageGenerator
+from codirector.generators.preview import AnimaticVideoGenerator, HashEmbedder, PreviewVLM, StoryboardImageGenerator
 from codirector.generators.registry import BackendInfo
 
 
@@ -54,31 +53,17 @@ class SleepyVideo(AnimaticVideoGenerator):
         return _busy(self, ("VIDEO", 0.6), super().generate, request)
 
 
-class HashEmbedder:
-    """Deterministic unit vectors from content hashes (no model; its time counts as the backend's)."""
+class SleepyEmbedder(HashEmbedder):
+    """The preview hash embedder (no model; its time counts as the backend's)."""
 
     backend = "sleepy"
-    name = "hash-16"
-    meaningful = False
     busy_seconds = 0.0
 
-    def _vec(self, data: bytes) -> Any:
-        import numpy as np
-
-        seed = int.from_bytes(hashlib.sha256(data).digest()[:8], "big")
-        v = np.random.default_rng(seed).standard_normal(16).astype("float32")
-        return v / np.linalg.norm(v)
-
-    def _stack(self, items: list[bytes]) -> Any:
-        import numpy as np
-
-        return np.stack([self._vec(data) for data in items])
-
     def embed_texts(self, texts: list[str]) -> Any:
-        return _busy(self, None, lambda: self._stack([x.encode() for x in texts]))
+        return _busy(self, None, super().embed_texts, texts)
 
     def embed_images(self, images: list[Any]) -> Any:
-        return _busy(self, None, lambda: self._stack([im.tobytes() for im in images]))
+        return _busy(self, None, super().embed_images, images)
 
 
 def register_backends(register: Any) -> None:
@@ -86,4 +71,4 @@ def register_backends(register: Any) -> None:
     register(BackendInfo("vlm", "sleepy", f"{me}:SleepyVLM", "bench: preview VLM + latency", "bench"))
     register(BackendInfo("image", "sleepy", f"{me}:SleepyImages", "bench: storyboard + latency", "bench"))
     register(BackendInfo("video", "sleepy", f"{me}:SleepyVideo", "bench: animatic + latency", "bench"))
-    register(BackendInfo("embedder", "sleepy", f"{me}:HashEmbedder", "bench: hash embedder", "bench"))
+    register(BackendInfo("embedder", "sleepy", f"{me}:SleepyEmbedder", "bench: hash embedder", "bench"))

@@ -273,3 +273,33 @@ class AnimaticVideoGenerator:
         data = encode_mp4(frames, request.fps)
         return VideoResult(mp4=data, frames=n, fps=request.fps, width=w, height=h, model=self.model,
                            usage={"video_seconds": round(n / request.fps, 6), "frames": n})
+
+
+# ---------------------------------------------------------------------------- embedder
+
+
+class HashEmbedder:
+    """Deterministic unit vectors from content hashes: no model, and no meaning (``meaningful`` is False
+    by default, so retrieval does not trust its scores). For tests and benchmarks that need an embedder
+    which loads nothing; the same text or pixels always give the same vector, on any machine."""
+
+    backend = "hash"
+
+    def __init__(self, dim: int = 16, *, meaningful: bool = False) -> None:
+        self.dim = dim
+        self.meaningful = meaningful
+        self.name = f"hash-{dim}"
+
+    def vector(self, data: bytes) -> np.ndarray:
+        """The unit vector of ``data``: normal draws seeded by the first 8 bytes of its sha256."""
+        import hashlib
+
+        seed = int.from_bytes(hashlib.sha256(data).digest()[:8], "big")
+        v = np.random.default_rng(seed).standard_normal(self.dim).astype("float32")
+        return v / np.linalg.norm(v)
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        return np.stack([self.vector(t.encode()) for t in texts])
+
+    def embed_images(self, images: list[Image.Image]) -> np.ndarray:
+        return np.stack([self.vector(im.tobytes()) for im in images])

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from codirector.generators.base import request_fields
-from codirector.generators.preview import AnimaticVideoGenerator, PreviewVLM, StoryboardImageGenerator
+from codirector.generators.preview import AnimaticVideoGenerator, HashEmbedder, PreviewVLM, StoryboardImageGenerator
 from codirector.generators.registry import BackendInfo
 
 _delayed = False
@@ -67,29 +67,16 @@ class CountingVideo(AnimaticVideoGenerator):
         return result
 
 
-class CountingEmbedder:
+class CountingEmbedder(HashEmbedder):
     backend = "counting"
-    name = "hash-16"
-    meaningful = False
-
-    def _vec(self, data: bytes) -> Any:
-        import numpy as np
-
-        seed = int.from_bytes(hashlib.sha256(data).digest()[:8], "big")
-        v = np.random.default_rng(seed).standard_normal(16).astype("float32")
-        return v / np.linalg.norm(v)
 
     def embed_texts(self, texts: list[str]) -> Any:
-        import numpy as np
-
-        out = np.stack([self._vec(t.encode()) for t in texts])
+        out = super().embed_texts(texts)
         _log("embed", {"texts": texts})
         return out
 
     def embed_images(self, images: list[Any]) -> Any:
-        import numpy as np
-
-        out = np.stack([self._vec(im.tobytes()) for im in images])
+        out = super().embed_images(images)
         _log("embed", {"images": [hashlib.sha256(im.tobytes()).hexdigest() for im in images]})
         return out
 

@@ -19,6 +19,8 @@ from glob import glob
 from pathlib import Path
 from typing import Any
 
+from codirector.generators.preview import HashEmbedder as PreviewHashEmbedder
+
 TINY_CLIP = "codirector-tiny-clip"
 TINY_CLIP_CONFIG = {
     "embed_dim": 32,
@@ -221,26 +223,14 @@ class ScriptedVLM:
         return self._fallback.complete(request)
 
 
-class HashEmbedder:
-    """Deterministic unit vectors from content hashes; ``controlled`` pins chosen texts to vectors."""
-
-    backend = "hash"
+class HashEmbedder(PreviewHashEmbedder):
+    """The preview hash embedder, trusted by default (``meaningful``), counting its calls; ``controlled``
+    pins chosen texts to chosen vectors."""
 
     def __init__(self, dim: int = 16, meaningful: bool = True, controlled: dict[str, list[float]] | None = None):
-        self.dim = dim
-        self.meaningful = meaningful
-        self.name = f"hash-{dim}"
+        super().__init__(dim, meaningful=meaningful)
         self.controlled = controlled or {}
         self.calls = 0
-
-    def _vec(self, data: bytes):  # type: ignore[no-untyped-def]
-        import hashlib
-
-        import numpy as np
-
-        seed = int.from_bytes(hashlib.sha256(data).digest()[:8], "big")
-        v = np.random.default_rng(seed).standard_normal(self.dim).astype("float32")
-        return v / np.linalg.norm(v)
 
     def embed_texts(self, texts):  # type: ignore[no-untyped-def]
         import numpy as np
@@ -252,14 +242,12 @@ class HashEmbedder:
                 v = np.asarray(self.controlled[t], dtype="float32")
                 out.append(v / np.linalg.norm(v))
             else:
-                out.append(self._vec(t.encode()))
+                out.append(self.vector(t.encode()))
         return np.stack(out)
 
     def embed_images(self, images):  # type: ignore[no-untyped-def]
-        import numpy as np
-
         self.calls += 1
-        return np.stack([self._vec(im.tobytes()) for im in images])
+        return super().embed_images(images)
 
 
 def scripted_backends(vlm=None, embedder=None):  # type: ignore[no-untyped-def]
