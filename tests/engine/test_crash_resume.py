@@ -50,9 +50,12 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path, fork_server: Fork
         home = tmp_path / f"trial{attempts}"
         proc = fork_server.start(run, cli_env(home, ttl=TTL))
         # a kill before the story exists leaves nothing to resume: the moment is drawn from the run's duration
-        if not kill_when(proc, lambda db=home / "codirector.db": count_events(db) > 0,
-                         delay=rng.uniform(0, duration), poll=0.01):
-            continue  # it finished first: not a crash
+        delay = rng.uniform(0, duration)
+        if not kill_when(proc, lambda db=home / "codirector.db": count_events(db) > 0, delay=delay, poll=0.01):
+            # it finished first: not a crash. It took less than ``delay``, so the reference run was slow (a loaded
+            # machine): draw later moments from what a run takes now
+            duration = delay
+            continue
         killed += 1
         studio = Studio(home)
         recorded_at_kill = backend_keys(studio, "pier")
