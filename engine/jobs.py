@@ -82,6 +82,17 @@ class Job:
     budget_usd: float | None = None
     prices: str | None = None
 
+    def continue_command(self) -> str:
+        """The command that continues this job's branch by hand (after a stopped pool or studio)."""
+        return continue_command(self.story_id, self.branch)
+
+
+def continue_command(story_id: str, branch: str) -> str:
+    """The command that continues ``branch`` of ``story_id`` where its log stops."""
+    if branch == MAIN:
+        return f"codirector resume {story_id}"
+    return f"codirector run --story {story_id} --branch {branch}"
+
 
 @dataclass
 class JobResult:
@@ -267,5 +278,5 @@ def is_brief_file(path: Path) -> bool:
     return isinstance(data, dict) and "product" in data and "target_audience" in data and "shots" not in data
 
 
-__all__ = ["Created", "Job", "JobResult", "Worker", "WorkspaceSpec", "budget_stop", "create_story", "is_brief_file",
-           "worker_name"]
+__all__ = ["Created", "Job", "JobResult", "Worker", "WorkspaceSpec", "budget_stop", "continue_command", "create_story",
+           "is_brief_file", "worker_name"]

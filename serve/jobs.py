@@ -78,13 +78,6 @@ def describe(e: BaseException) -> str:
     return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
 
-def _again(job: Job) -> str:
-    """The command that continues a job's branch."""
-    if job.branch == MAIN:
-        return f"codirector resume {job.story}"
-    return f"codirector run --story {job.story} --branch {job.branch}"
-
-
 class Runner:
     """Runs branches: in ``workers`` threads of this server, or (``pool``) as jobs on its workers."""
 
@@ -142,7 +135,8 @@ class Runner:
             job.state, job.error = "failed", describe(e)
         except Exception as e:  # the worker must outlive any failure; the log keeps what was done
             if self._stopping:  # the pool was closed under it: expected, not a bug to report
-                job.state, job.error = "failed", with_fix("the studio stopped before the run finished", _again(job))
+                again = engine_jobs.continue_command(job.story, job.branch)
+                job.state, job.error = "failed", with_fix("the studio stopped before the run finished", again)
             else:
                 _log.exception("run of %s/%s failed", job.story, job.branch)
                 job.state, job.error = "failed", describe(e)

@@ -249,8 +249,7 @@ class RayPool:
         with self._lock:
             if not self.actors:
                 raise RunStateError(f"the Ray pool is closed; {job.story_id}/{job.branch} was not started",
-                                    hint=f"continue it with `codirector run --story {job.story_id} "
-                                         f"--branch {job.branch}` (or `codirector resume {job.story_id}`)")
+                                    hint=f"continue it with `{job.continue_command()}`")
             slot = min(range(len(self.actors)), key=self._in_hand.__getitem__)
             self._in_hand[slot] += 1
             actor = self.actors[slot]

@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 from scale.helpers import EXAMPLES, backend_keys, counting_config, story_log
 
+from codirector.engine.jobs import Job
 from codirector.engine.scale import open_pool
 from codirector.engine.scale.batch import collect, run_batch
 from codirector.engine.studio import Studio
+from codirector.errors import RunStateError
 
 from support import write_story
 
@@ -105,6 +107,10 @@ def test_sigkill_a_worker_mid_batch(tmp_path: Path, counting_env: Path) -> None:
         assert report.ok, [p.line() for p in report.problems]
     finally:
         pool.close()
+    with pytest.raises(RunStateError) as closed:  # a closed pool starts nothing, and says how to go on by hand
+        pool.submit(Job("pier", "night"))  # type: ignore[attr-defined]
+    assert "was not started" in closed.value.message
+    assert closed.value.hint == "continue it with `codirector run --story pier --branch night`"
     print(f"\n{TRIALS} workers SIGKILLed mid-batch: every batch completed with the one-process logs; verify ok")
 
 
