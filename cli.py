@@ -162,7 +162,8 @@ def _global(
     blobs: Annotated[
         str | None,
         typer.Option("--blobs", envvar="CODIRECTOR_BLOBS", help="Blob store: a folder or URL; default the "
-                     "home's blobs/. Example: --blobs s3://bucket/prefix (credentials from AWS_* variables)"),
+                     "home's blobs/. Example: --blobs s3://bucket/prefix (credentials from AWS_* variables; "
+                     "gs://bucket/prefix: GOOGLE_APPLICATION_CREDENTIALS or gcloud's login)"),
     ] = None,
     cache: Annotated[
         str | None,

@@ -16,7 +16,8 @@ Invariants:
   can leave an unreferenced blob but never an event naming a missing one.
 - ``describe()`` and every error message name the store without credentials: remote stores take
   theirs the standard way (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
-  ``AWS_DEFAULT_REGION``; gcsfs's usual sources), never from the log.
+  ``AWS_DEFAULT_REGION``; for GCS gcsfs's usual sources: ``GOOGLE_APPLICATION_CREDENTIALS``, gcloud's
+  application-default login, ``STORAGE_EMULATOR_HOST`` for an emulator), never from the log.
 """
 
 from __future__ import annotations
@@ -38,6 +39,14 @@ _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 # protocol -> the package (extra) that implements it
 _REMOTE = {"s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3"), "gs": ("gcsfs", "gcs"), "gcs": ("gcsfs", "gcs")}
 _SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
+# extra -> the variables naming a non-default endpoint, first wins (shown by describe()), and where the
+# credentials come from (named in hints)
+_ENDPOINT_ENV = {"s3": ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"), "gcs": ("STORAGE_EMULATOR_HOST",)}
+_CREDENTIALS = {
+    "s3": "AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION",
+    "gcs": "GOOGLE_APPLICATION_CREDENTIALS or `gcloud auth application-default login`; "
+           "STORAGE_EMULATOR_HOST for an emulator",
+}
 
 
 def digest_of(data: bytes) -> str:
@@ -180,11 +189,12 @@ class FsspecBlobStore(BlobStore):
         if not self.root:
             raise ConfigError(f"the blob store URL {url!r} names no bucket",
                               hint=f"use {self.protocol}://BUCKET or {self.protocol}://BUCKET/PREFIX")
+        package, extra = _REMOTE.get(self.protocol, (None, None))
+        self._extra = extra
         if "@" in self.bucket:  # never echo it: the part before the @ is a credential
             raise ConfigError(f"the {self.protocol}:// blob store URL carries credentials",
-                              hint="give them the standard way (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...) "
+                              hint=f"give them the standard way ({self._credentials_hint()}) "
                                    f"and pass {self.protocol}://BUCKET/PREFIX")
-        package, extra = _REMOTE.get(self.protocol, (None, None))
         if package is not None and importlib.util.find_spec(package) is None:
             raise ConfigError(f"{self.protocol}:// blob stores need the {package} package, which is not installed",
                               hint=f'pip install "codirector[{extra}]"')
@@ -224,8 +234,8 @@ class FsspecBlobStore(BlobStore):
 
     def describe(self) -> str:
         where = f"{self.protocol}://{self.root}"
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        if self.protocol in ("s3", "s3a") and endpoint:
+        endpoint = next((os.environ[n] for n in _ENDPOINT_ENV.get(self._extra or "", ()) if os.environ.get(n)), None)
+        if endpoint:
             where += f" (endpoint {mask_url(endpoint)})"
         return where
 
@@ -260,8 +270,11 @@ class FsspecBlobStore(BlobStore):
             raise StoreError(
                 f"cannot {what} blobs in {self.describe()}: {type(e).__name__}: {_scrub(str(e))}",
                 hint="check --blobs / CODIRECTOR_BLOBS, the endpoint and the credentials in the environment "
-                     "(AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION)",
+                     f"({self._credentials_hint()})",
             ) from None
+
+    def _credentials_hint(self) -> str:
+        return _CREDENTIALS.get(self._extra or "", "the filesystem's own settings")
 
 
 def open_blobs(url: str | os.PathLike[str]) -> BlobStore:

@@ -20,6 +20,8 @@ TESTS = Path(__file__).resolve().parent
 
 REQUIRE_PG = os.environ.get("CODIRECTOR_REQUIRE_PG") == "1"
 REQUIRE_BROWSER = os.environ.get("CODIRECTOR_REQUIRE_BROWSER") == "1"
+# CI (.ci/run) installs ".[test]", which brings gcsfs and the GCS emulator, and sets CODIRECTOR_REQUIRE_PG=1
+REQUIRE_GCS = REQUIRE_PG or os.environ.get("CODIRECTOR_REQUIRE_GCS") == "1"
 
 
 @pytest.fixture(autouse=True)
@@ -96,6 +98,48 @@ def s3_bucket(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
     bucket = "t-" + uuid.uuid4().hex[:12]
     boto3.client("s3").create_bucket(Bucket=bucket)
     return f"s3://{bucket}/blobs"
+
+
+@pytest.fixture(scope="session")
+def gcs_server() -> Iterator[str]:
+    """A GCS-compatible server (gcp-storage-emulator, the JSON API in memory) on 127.0.0.1 and a free port; its
+    URL. A skip where the emulator or gcsfs is not installed (a failure in CI, which installs ".[test]")."""
+    import importlib.util
+    import logging
+
+    missing = " and ".join(m for m in ("gcp_storage_emulator", "gcsfs") if importlib.util.find_spec(m) is None)
+    if missing:
+        install = 'pip install -e ".[test]"'
+        if REQUIRE_GCS:
+            pytest.fail(f"{missing} not installed, which CI requires (CODIRECTOR_REQUIRE_PG=1): {install}")
+        pytest.skip(f"{missing} not installed: {install}")
+    from gcp_storage_emulator.server import create_server
+
+    logging.getLogger("gcp_storage_emulator").setLevel(logging.CRITICAL)  # no access log lines in the test output
+    server = create_server("127.0.0.1", 0, in_memory=True)
+    server.start()
+    host, port = server._api._httpd.server_address[:2]  # no public accessor for the port it bound
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def gcs_bucket(gcs_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh empty bucket on the loopback GCS server, as ``gs://BUCKET/blobs``. gcsfs and google-cloud-storage find
+    the server through STORAGE_EMULATOR_HOST, set for this test and its subprocesses; gcsfs takes its credentials
+    its usual way, here from an empty gcloud config (nothing of the developer's), so it ends up anonymous."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_server)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))  # no application-default credentials
+    monkeypatch.setenv("NO_GCE_CHECK", "true")  # and no probe of a cloud metadata server
+    monkeypatch.setenv("GCE_METADATA_IP", "127.0.0.1:9")
+    for name in ("GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT", "GCSFS_DEFAULT_PROJECT", "CODIRECTOR_BLOBS"):
+        monkeypatch.delenv(name, raising=False)
+    bucket = "t-" + uuid.uuid4().hex[:12]
+    storage.Client(project="codirector-test", credentials=AnonymousCredentials()).create_bucket(bucket)
+    return f"gs://{bucket}/blobs"
 
 
 @pytest.fixture(scope="session")

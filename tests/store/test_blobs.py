@@ -1,16 +1,20 @@
 """Content-addressed blobs: named by sha256, written atomically, idempotent, damage detected.
 
-One contract, two stores: the local folder and an S3 bucket on a loopback S3-compatible server
-(moto), reached by the real s3fs/botocore client over HTTP.
+One contract, three stores: the local folder, an S3 bucket on a loopback S3-compatible server (moto)
+reached by the real s3fs/botocore client, and a GCS bucket on a loopback GCS emulator
+(gcp-storage-emulator) reached by the real gcsfs client, both over HTTP. Damage is done behind the
+store's back with each service's own client (boto3, google-cloud-storage).
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -18,11 +22,11 @@ from codirector.errors import ConfigError, IntegrityViolation, StoreError
 from codirector.store.blobs import BlobStore, FsspecBlobStore, LocalBlobStore, digest_of, open_blobs
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", "s3", "gs"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
     if request.param == "local":
         return open_blobs(tmp_path / "blobs")
-    blobs = open_blobs(request.getfixturevalue("s3_bucket"))
+    blobs = open_blobs(request.getfixturevalue({"s3": "s3_bucket", "gs": "gcs_bucket"}[request.param]))
     blobs.ensure()
     return blobs
 
@@ -34,10 +38,17 @@ def _tamper(store: BlobStore, digest: str, data: bytes | None) -> None:
         path.unlink() if data is None else path.write_bytes(data)
         return
     assert isinstance(store, FsspecBlobStore)
-    import boto3
-
     bucket, _, prefix = store.root.partition("/")
     key = f"{prefix}/{digest[:2]}/{digest[2:]}"
+    if store.protocol == "gs":
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
+
+        blob = storage.Client(project="codirector-test", credentials=AnonymousCredentials()).bucket(bucket).blob(key)
+        blob.delete() if data is None else blob.upload_from_string(data)
+        return
+    import boto3
+
     client = boto3.client("s3")
     client.delete_object(Bucket=bucket, Key=key) if data is None else client.put_object(Bucket=bucket, Key=key,
                                                                                           Body=data)
@@ -119,6 +130,26 @@ def test_credentials_never_appear_in_descriptions_or_errors(s3_bucket: str, monk
         open_blobs(s3_bucket).put(b"x")
     assert "cannot" in down.value.message and secret not in str(down.value)
     assert "AWS_ENDPOINT_URL" in str(down.value.hint)
+
+
+def test_gs_errors_name_the_bucket_and_the_emulator(gcs_bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gcsfs.retry
+
+    blobs = open_blobs(gcs_bucket)
+    assert blobs.describe() == f"{gcs_bucket} (endpoint {os.environ['STORAGE_EMULATOR_HOST']})"
+    with pytest.raises(StoreError, match="bucket 'no-such-bucket-here' .* does not exist"):
+        open_blobs("gs://no-such-bucket-here/x").ensure()
+    with pytest.raises(ConfigError, match="carries credentials") as info:
+        open_blobs("gs://user:hunter2@bucket/p")
+    assert "hunter2" not in str(info.value) and "GOOGLE_APPLICATION_CREDENTIALS" in str(info.value.hint)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:9")  # nothing listens there
+    # gcsfs retries a refused connection 6 times with 1+2+4+8+16 s of back-off, a fixed policy: sleep 0 instead
+    fast = SimpleNamespace(sleep=lambda seconds: asyncio.sleep(0))
+    monkeypatch.setattr(gcsfs.retry, "asyncio", fast)
+    with pytest.raises(StoreError) as down:
+        open_blobs(gcs_bucket).put(b"x")
+    assert "cannot" in down.value.message and "127.0.0.1:9" in down.value.message
+    assert "STORAGE_EMULATOR_HOST" in str(down.value.hint) and "AWS_" not in str(down.value.hint)
 
 
 def test_local_blobs_never_import_s3fs(tmp_path: Path) -> None:
