@@ -7,8 +7,8 @@ Invariants:
 - Every reference image is sent (``images.edit``, up to 16, each with its real MIME type) and the
   prompt says which entity each one shows; more than 16 is refused before any request.
 - The key and the failures are handled by ``openai_client`` (never in a message, a log or a result);
-  a model OpenAI has shut down is named with its replacement, in the pre-flight (``check_images``) and
-  in the error of a request the server refused for it.
+  a model OpenAI has shut down is named with its replacement, in the pre-flight (``preflight.check_backend``)
+  and in the error of a request the server refused for it.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from codirector.generators.openai_client import (
     usage_numbers,
 )
 from codirector.generators.prices import image_input_tokens_bound, image_output_tokens_bound, text_tokens_bound
-from codirector.generators.profiles import OPENAI_IMAGE_MODEL, OPENAI_SHUTDOWNS, model_notice
+from codirector.generators.profiles import OPENAI_IMAGE_MODEL, OPENAI_SHUTDOWNS
 from codirector.generators.registry import Readiness
 
 IMAGE_SIZES = ((1024, 1024), (1536, 1024), (1024, 1536))
@@ -218,14 +218,6 @@ def refuses_model(e: Exception, model: str) -> bool:
 
 
 def check_images(**options: Any) -> Readiness:
-    """Cheap: the package is importable, base_url is well formed, a key is set where needed, and the model is
-    not one OpenAI has shut down (when sent to OpenAI). No network."""
-    found = availability(options, "image")
-    notice = model_notice("image", options)
-    if notice is None:
-        return found
-    if not notice.gone:
-        return Readiness(found.ready, f"{found.detail}; {notice.message}", fix=found.fix)
-    if found.ready:
-        return Readiness(False, notice.message, fix=notice.fix)
-    return Readiness(False, f"{notice.message}; and {found.detail}", fix=f"{notice.fix}; and {found.fix}")
+    """Cheap: the package is importable, base_url is well formed, a key is set where needed. No network.
+    (A model OpenAI has shut down is refused by the pre-flight for every table: ``preflight.check_backend``.)"""
+    return availability(options, "image")

@@ -17,11 +17,15 @@ Invariants:
 - Secret-free: an API key's variable is named, its value is never read beyond "is it set".
 - A backend with a documented fallback (image-to-video without CUDA runs as ``animatic``, DESIGN §7)
   is a note, not a problem.
+- A ``[vlm]`` or ``[image]`` model that OpenAI has shut down (``profiles.model_notice``, sent to
+  OpenAI's own API) is a problem of its table, with the replacement to set, listed beside any other
+  problem of that backend; one OpenAI will shut down is said in the table's detail.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from codirector.errors import ConfigError, NotReady
@@ -129,8 +133,24 @@ def _shown_model(kind: str, options: dict[str, Any]) -> str | None:
     return None if model is None else str(model)
 
 
-def check_backend(kind: str, options: dict[str, Any]) -> Check:
-    """One config table (``[vlm]``, ...) checked: its backend's readiness, or why it is not even known."""
+def check_backend(kind: str, options: dict[str, Any], today: date | None = None) -> Check:
+    """One config table (``[vlm]``, ...) checked: its backend's readiness, or why it is not even known; and
+    whether OpenAI has shut its model down (as of ``today``, default the UTC date)."""
+    found = _backend_readiness(kind, options)
+    from codirector.generators.profiles import model_notice
+
+    notice = model_notice(kind, options, today)
+    if notice is None:
+        return found
+    if not notice.gone:  # said beside a ready backend; a problem's text stays as it is (so equal ones merge)
+        return replace(found, detail=f"{found.detail}; {notice.message}") if found.ready else found
+    if found.ready:
+        return replace(found, ready=False, detail=notice.message, fix=notice.fix, fallback=None)
+    return replace(found, detail=f"{notice.message}; and {found.detail}", fix=f"{notice.fix}; and {found.fix}")
+
+
+def _backend_readiness(kind: str, options: dict[str, Any]) -> Check:
+    """The readiness of the backend a config table names (its own check, and its fallback's if it has one)."""
     options = dict(options)
     name = options.pop("backend", None)
     model = _shown_model(kind, options)
@@ -148,14 +168,15 @@ def check_backend(kind: str, options: dict[str, Any]) -> Check:
     return Check(kind, name, model, instead.ready, detail, found.fix if not instead.ready else None, found.fallback)
 
 
-def preflight(cfg: RunConfig) -> Preflight:
-    """Check every backend ``cfg`` names (cheap: see the module docstring)."""
-    return Preflight(cfg.profile, cfg.source, [check_backend(kind, cfg.table(kind)) for kind in registry.KINDS])
+def preflight(cfg: RunConfig, today: date | None = None) -> Preflight:
+    """Check every backend ``cfg`` names (cheap: see the module docstring), as of ``today`` (default the UTC date)."""
+    return Preflight(cfg.profile, cfg.source,
+                     [check_backend(kind, cfg.table(kind), today) for kind in registry.KINDS])
 
 
-def require_ready(cfg: RunConfig) -> Preflight:
+def require_ready(cfg: RunConfig, today: date | None = None) -> Preflight:
     """The pre-flight report when every backend can run here; else ``NotReady`` listing every problem."""
-    report = preflight(cfg)
+    report = preflight(cfg, today)
     if not report.ok:
         raise report.error()
     return report

@@ -273,19 +273,15 @@ def build_backends(config: RunConfig, *, today: date | None = None) -> Any:
     """Create the run's backends; a GPU-only video backend falls back to the animatic without CUDA.
 
     The pre-flight runs first: ``NotReady`` lists every backend that cannot run here, before any is built.
-    A model OpenAI has shut down is refused the same way (the [image] check reports it itself; the [vlm]
-    one is added here); one it will shut down is a note.
+    A model OpenAI has shut down (as of ``today``, default the UTC date) is one of its problems; one it
+    will shut down is a note.
     """
     from codirector.generators import registry
     from codirector.generators.base import Backends
-    from codirector.generators.preflight import Check, Preflight, require_ready
+    from codirector.generators.preflight import require_ready
 
-    require_ready(config)
-    notices = model_notices(config, today)
-    gone = [Check(n.kind, "openai", n.model, False, n.message, n.fix) for n in notices if n.gone]
-    if gone:
-        raise Preflight(config.profile, config.source, gone).error()
-    notes: list[str] = [f"{n.message}: {n.fix}" for n in notices if not n.gone]
+    require_ready(config, today)
+    notes: list[str] = [f"{n.message}: {n.fix}" for n in model_notices(config, today) if not n.gone]
     made: dict[str, Any] = {}
     for kind in ("vlm", "image", "video", "embedder"):
         options = config.table(kind)

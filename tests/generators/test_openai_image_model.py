@@ -21,9 +21,9 @@ from codirector.engine.recording.writer import RunWriter
 from codirector.errors import BackendError, NotReady
 from codirector.generators import registry
 from codirector.generators.base import Backends, ImageInput, ImageRequest
-from codirector.generators.openai_images import OpenAIImageGenerator, check_images
+from codirector.generators.openai_images import OpenAIImageGenerator
 from codirector.generators.openai_vlm import OpenAIVLM
-from codirector.generators.preflight import preflight, require_ready
+from codirector.generators.preflight import check_backend, preflight, require_ready
 from codirector.generators.preview import AnimaticVideoGenerator
 from codirector.generators.prices import BUILTIN, PriceTable, image_output_tokens_bound
 from codirector.generators.profiles import (
@@ -156,9 +156,10 @@ def test_the_preflight_refuses_a_shut_down_image_model_with_its_replacement(
     assert "cannot run here: 1 problem; nothing was written" in info.value.message
     assert info.value.exit_code == 13
 
-    found = check_images(model="gpt-image-1")  # and an unset key is listed with it, not hidden by it
+    table = {"backend": "openai", "model": "gpt-image-1"}
+    found = check_backend("image", table)  # and an unset key is listed with it, not hidden by it
     monkeypatch.delenv("OPENAI_API_KEY")
-    both = check_images(model="gpt-image-1")
+    both = check_backend("image", table)
     assert not found.ready and not both.ready and "OPENAI_API_KEY is not set" in both.detail
     assert SUNBURST in (both.fix or "") and "export OPENAI_API_KEY" in (both.fix or "")
 
