@@ -139,6 +139,12 @@ class Account:
             total += worst
         return total
 
+    def final(self, holders: Sequence[str]) -> Account:
+        """This account once ``holders`` (stopped processes) are dropped (``drop_holder``): what a driver keeps."""
+        for holder in holders:
+            self.drop_holder(holder)
+        return self
+
     def _hold(self, holder: str, model: str, worst: float) -> int:
         ticket, self.next_ticket = self.next_ticket, self.next_ticket + 1
         self.held[ticket] = (holder, model, worst)

@@ -33,6 +33,7 @@ import threading
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from dataclasses import asdict
 from typing import Any, cast
 
 import ray
@@ -52,39 +53,9 @@ def forwarded_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith("CODIRECTOR_") and k not in _NOT_FORWARDED}
 
 
-@ray.remote(num_cpus=0, max_restarts=0)
-class AccountActor:
-    """A capped pool's one budget account (``engine.recording.account.Account``); one method at a time."""
-
-    def __init__(self, account: Account) -> None:
-        self.account = account
-
-    def spent(self) -> float:
-        return self.account.spent()
-
-    def counts(self, story_id: str, branch: str) -> bool:
-        return self.account.counts(story_id, branch)
-
-    def count(self, story_id: str, branch: str, costs: Sequence[tuple[str, float]]) -> None:
-        self.account.count(story_id, branch, costs)
-
-    def reserve(self, holder: str, model: str, bound: float | None) -> Hold:
-        return self.account.reserve(holder, model, bound)
-
-    def settle(self, ticket: int | None, model: str, cost: float | None) -> None:
-        self.account.settle(ticket, model, cost)
-
-    def release(self, ticket: int) -> None:
-        self.account.release(ticket)
-
-    def drop_holder(self, holder: str) -> float:
-        return self.account.drop_holder(holder)
-
-    def final(self, holders: Sequence[str]) -> Account:
-        """The account once ``holders`` (the workers, stopped) are dropped: what the driver keeps."""
-        for holder in holders:
-            self.account.drop_holder(holder)
-        return self.account
+# A capped pool's one budget account, an ``Account`` in an actor of its own (no CPU): Ray runs its methods one at
+# a time, so a check and its hold are one step for every worker.
+AccountActor = ray.remote(num_cpus=0, max_restarts=0)(Account)
 
 
 class SharedLedger:
@@ -210,7 +181,7 @@ class RayPool:
             raise InvalidArgument("this budget is shared by another Ray pool already",
                                   hint="run one pool at a time for a command's --budget")
         name = f"codirector-budget-{uuid.uuid4().hex}"
-        self._account = AccountActor.options(name=name).remote(budget.ledger)  # type: ignore[attr-defined]
+        self._account = AccountActor.options(name=name).remote(**asdict(budget.ledger))  # type: ignore[attr-defined]
         self._budget, self._driver_holder = budget, budget.holder
         budget.ledger, budget.holder = SharedLedger(self._account, budget.limit_usd), "driver"
         return name, budget.limit_usd, budget.prices
