@@ -133,7 +133,7 @@ class Account:
         tickets = [t for t, (who, _, _) in self.held.items() if who == holder]
         total = 0.0
         for t in tickets:
-            _, model, worst = self.held[t]
+            worst = self.held[t][2]
             self._unhold(t)
             self.spent_usd += worst
             total += worst

@@ -54,7 +54,9 @@ class Budget:
         self.ledger: Ledger = ledger if ledger is not None else Account(limit_usd)
         self.holder = holder  # whose holds these are, when the account is shared
         self.notes: list[str] = []
-        self._ticket: int | None = None  # the hold of the live call checked last, until it is settled
+        # the hold of the live call checked last, until it is settled: one live call at a time per Budget (a worker
+        # runs its jobs, and a job its calls, one after another; concurrent workers each have their own Budget)
+        self._ticket: int | None = None
         self._committed = 0.0  # spent + holds when the last call was refused
 
     @property
@@ -159,6 +161,7 @@ class Budget:
         ticket, self._ticket = self._ticket, None
         self.ledger.settle(ticket, model, cost)
         return cost
+
 
 def spending(limit_usd: float | None, prices: str | os.PathLike[str] | None = None) -> Budget:
     """One command's budget: ``--budget USD`` (``None``: meter only) at the built-in prices and the
