@@ -286,14 +286,6 @@ class VectorIndex:
             rows.flags.writeable = False
         return VisibleRows(rows, self._token, self._n, complete)
 
-    def prepared(self, allowed: Collection[int]) -> Collection[int] | np.ndarray:
-        """``allowed`` in the form ``search`` uses without converting it, for a caller that will
-        search the same ids more than once: a sorted int64 array when few enough are visible for
-        the subset path, else a set-like collection (the pre-scan asks ``in``); same answers either way."""
-        if len(allowed) <= SUBSET_MAX_FRACTION * self._n:
-            return allowed_array(allowed)
-        return allowed if isinstance(allowed, (set, frozenset, dict, KeysView)) else set(allowed)
-
     def _subset(self, q: np.ndarray, k: int, rows: np.ndarray) -> list[tuple[int, float]]:
         """Score only the visible rows (ascending); the second search in a row of one set gathers them first."""
         block = self._block

@@ -110,8 +110,6 @@ def test_filtered_search_equals_the_exact_scan_with_ties_broken_by_id(tmp_path: 
             assert index.search(q, k, [*allowed, *list(allowed)[:3], 12345]) == want
             for array in as_arrays(allowed, rng):  # and numpy arrays, sorted or not (both paths)
                 assert index.search(q, k, array) == want
-            assert index.search(q, k, index.prepared(allowed)) == want  # the engine's form (shortlist)
-            assert index.search(q, k, index.prepared(list(allowed))) == want
             # the rows themselves (the engine's form, ``MemoryBank.visible``): located at once, or
             # a base located earlier joined with the rest (overlapping ids counted once)
             assert index.search(q, k, index.locate(allowed)) == want
