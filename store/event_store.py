@@ -356,14 +356,22 @@ class EventStore:
     # ------------------------------------------------------------------ helpers
 
     def _branch(self, conn: Connection, story_id: str, name: str) -> BranchInfo:
-        row = conn.execute(
-            select(BRANCHES).where(BRANCHES.c.story_id == story_id, BRANCHES.c.name == name)
-        ).first()
+        """The branch's row; ``StoryNotFound`` or ``BranchNotFound`` (with close names) when there is none.
+
+        Outside a transaction each statement reads the database as it is then: a story created (with
+        its ``main``, in one transaction) between the first read and the story check is found, not
+        reported as a story without that branch.
+        """
+        query = select(BRANCHES).where(BRANCHES.c.story_id == story_id, BRANCHES.c.name == name)
+        row = conn.execute(query).first()
         if row is not None:
             return branch_info(row)
         if conn.execute(select(STORIES.c.id).where(STORIES.c.id == story_id)).first() is None:
             known = conn.execute(select(STORIES.c.id)).scalars().all()
             raise StoryNotFound(f"no story {story_id!r} in this database", hint=did_you_mean(story_id, known, "story"))
+        row = conn.execute(query).first()  # the story is there now: read the branch as it stands with it
+        if row is not None:
+            return branch_info(row)
         known = conn.execute(select(BRANCHES.c.name).where(BRANCHES.c.story_id == story_id)).scalars().all()
         raise BranchNotFound(
             f"story {story_id!r} has no branch {name!r}", hint=did_you_mean(name, known, "branch")
