@@ -16,6 +16,11 @@ Invariants:
   expired and nobody else took it; if someone else did, the lease is lost (``BranchLease.lost``).
   Releasing deletes only our own row. A holder that dies (SIGKILL, a lost machine) stops renewing,
   and its lease expires after the TTL (``CODIRECTOR_LEASE_TTL`` seconds, default 60).
+- An owner id names its process: host, pid, and (Linux) the kernel's boot id with the pid namespace
+  and the process's start time. A holder on this host, this boot and namespace whose process has
+  ended (no such pid, a zombie, or a pid reused by a later process) is judged gone here and its
+  lease is taken over at once (``holder_gone``: a compare-and-set on its exact owner id), with a
+  warning saying so; a holder on another host (or one we cannot judge) is waited out to its TTL.
 - A runner checks its lease before each write (``BranchLease.check``): a lease the heartbeat lost
   stops the run with ``BranchBusy``; one not renewed for longer than half the TTL (the process
   was paused, the heartbeat starved) is renewed there and then, or found taken and the run stopped,
@@ -26,6 +31,7 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -35,6 +41,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -65,9 +72,50 @@ def lease_ttl(value: float | str | None = None) -> float:
     return ttl
 
 
+@functools.cache
+def boot_key() -> str | None:
+    """Where a pid names one process: this kernel's boot id and pid namespace (Linux); None elsewhere."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.readlink("/proc/self/ns/pid")  # "pid:[4026531836]"
+    except OSError:
+        return None
+    return f"{boot}.{namespace.removeprefix('pid:[').removesuffix(']')}"
+
+
+def process_start(pid: int) -> str | None:
+    """A running process's start time (clock ticks after boot: /proc/PID/stat field 22); None if no such process
+    runs (none has that pid, or it ended and is a zombie); "" if it cannot be told (no /proc)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None if Path("/proc/self/stat").exists() else ""
+    except OSError:
+        return ""
+    fields = stat[stat.rindex(")") + 2:].split()  # the command name may hold spaces and parentheses
+    return None if fields[0] in ("Z", "X") else fields[19]
+
+
 def new_owner() -> str:
-    """A lease owner id: this host, this process, and a nonce (one process may run many branches)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """A lease owner id: this host, this process, a nonce (one process may run many branches), and where it can be
+    judged (Linux) this boot and pid namespace and the process's start time: ``host:pid:nonce[:boot:start]``."""
+    own = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    boot, start = boot_key(), process_start(os.getpid())
+    return f"{own}:{boot}:{start}" if boot and start else own
+
+
+def holder_gone(owner: str) -> bool:
+    """Whether the process that ``owner`` names ran on this host, this boot and pid namespace, and has ended (its
+    pid is gone, a zombie, or another process's now). False when it cannot be told (another host, an owner id
+    without boot and start time): such a holder is waited out to its lease's TTL."""
+    parts = owner.split(":")
+    if len(parts) != 5 or not parts[1].isdigit():
+        return False
+    host, pid, _, boot, start = parts
+    if host != socket.gethostname() or boot != boot_key() or int(pid) == os.getpid():
+        return False
+    now = process_start(int(pid))
+    return now is None or (now != "" and now != start)
 
 
 def _clock(dialect: str) -> Any:
@@ -110,6 +158,11 @@ class LeaseInfo:
     def holder(self) -> str:
         return f"{self.host} (pid {self.pid})"
 
+    @property
+    def gone(self) -> bool:
+        """Its holder was a process on this machine that has ended (``holder_gone``): no need to wait for the TTL."""
+        return holder_gone(self.owner)
+
     def to_json(self) -> dict[str, Any]:
         return {"owner": self.owner, "host": self.host, "pid": self.pid, "live": self.live,
                 "since": _stamp(self.acquired_at), "heartbeat_at": _stamp(self.heartbeat_at),
@@ -124,7 +177,8 @@ class LeaseInfo:
             f"({self.now - self.acquired_at:.0f} s ago); its lease expires at {_stamp(self.expires_at)} "
             f"(in {max(0.0, self.expires_in):.1f} s) unless renewed (last heartbeat {self.heartbeat_age:.1f} s ago)",
             hint=f"pass --wait to wait until it finishes; if that process is gone, run "
-                 f"`codirector resume {self.story_id} --branch {self.branch}` once the lease expires",
+                 f"`codirector resume {self.story_id} --branch {self.branch}` once the lease expires (on "
+                 f"{self.host} itself it continues at once)",
             owner=self.owner, host=self.host, pid=self.pid, since=self.acquired_at, expires_at=self.expires_at,
         )
 
@@ -169,6 +223,24 @@ class Leases:
             ).first()
             return inserted is not None
 
+    def take_over(self, story_id: str, branch: str, gone: str, owner: str, ttl: float) -> bool:
+        """Take the lease from the owner ``gone`` (whose process has ended) for ``owner``; False if the row changed."""
+        now = self._now
+        key = (LEASES.c.story_id == story_id) & (LEASES.c.branch == branch)
+        with connection(self.engine, write=True) as conn:
+            return bool(conn.execute(
+                sa.update(LEASES).where(key & (LEASES.c.owner == gone))
+                .values(owner=owner, host=socket.gethostname(), pid=os.getpid(), heartbeat_at=now,
+                        expires_at=now + float(ttl), acquired_at=now)
+            ).rowcount)
+
+    def clear_gone(self, story_id: str, branch: str) -> LeaseInfo | None:
+        """Delete the branch's lease if its holder is a process on this machine that has ended; the row deleted."""
+        info = self.get(story_id, branch)
+        if info is None or not info.gone or not self.release(story_id, branch, info.owner):
+            return None
+        return info
+
     def release(self, story_id: str, branch: str, owner: str) -> bool:
         """Delete ``owner``'s lease; False if it no longer held it."""
         with connection(self.engine, write=True) as conn:
@@ -210,6 +282,7 @@ class BranchLease:
         self.wait = wait
         self.owner = owner or new_owner()
         self.lost: LeaseInfo | None = None
+        self.took_from: LeaseInfo | None = None  # the lease of a process gone from this machine, taken at once
         self.taken_over = False  # the heartbeat (or a check) found another owner on the row
         self.renewals = 0
         self._renewed = time.monotonic()
@@ -226,6 +299,12 @@ class BranchLease:
             if holder is None or not holder.live:
                 time.sleep(0.01)  # released or expired in between: try again
                 continue
+            if holder.gone and self.leases.take_over(self.story_id, self.branch, holder.owner, self.owner, self.ttl):
+                self.took_from = holder
+                _log.warning("%s/%s was held by %s, a process on this machine that has ended: took its lease over at "
+                             "once (it would have expired in %.0f s)", self.story_id, self.branch, holder.holder(),
+                             max(0.0, holder.expires_in))
+                break
             if deadline is None or time.monotonic() >= deadline:
                 raise holder.busy()
             time.sleep(min(pause, max(0.0, deadline - time.monotonic())))

@@ -2,8 +2,9 @@
 
 - Two runners of one branch started at the same moment: exactly one runs, the other exits with
   ``BranchBusy`` (exit 11) naming the holder; every model call is made once.
-- A runner killed with SIGKILL keeps its lease until the TTL: ``resume`` is refused with the expiry,
-  then takes over, and the final log equals an uninterrupted run's.
+- A runner killed with SIGKILL on this machine: `run FILE` again and `resume` take its lease over at once
+  (same host and boot, its process gone) and say so. A killed runner of another host keeps its lease until
+  the TTL: ``resume`` is refused with the expiry, then takes over. The final logs equal an uninterrupted run's.
 - ``--wait`` waits for the holder instead of failing.
 """
 
@@ -11,16 +12,18 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import statistics
 import threading
 import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from shared.machines import Machine, normalised, solo_log, wait_for_a_shot
 
 from codirector.engine.studio import Studio
-from codirector.store.leases import BranchLease, Leases
+from codirector.store.leases import LEASES, BranchLease, Leases, boot_key
 
 from support import write_story
 
@@ -102,7 +105,45 @@ def test_two_runners_of_one_branch_exactly_one_runs(  # type: ignore[no-untyped-
           f"(interpreter teardown); the winner completes after {statistics.median(winners):.2f} s")
 
 
-def test_a_killed_holder_keeps_the_branch_until_its_lease_expires(  # type: ignore[no-untyped-def]
+@pytest.mark.skipif(boot_key() is None, reason="judging a holder's process needs Linux's /proc")
+def test_a_killed_holder_on_this_machine_is_taken_over_at_once(  # type: ignore[no-untyped-def]
+    machine, counting: Path, tmp_path: Path
+) -> None:
+    story = write_story(tmp_path / "pier.yaml", shots=5)
+    reference = solo_log(machine("ref"), story, counting)
+    m = machine("m", ttl=600.0)  # a lease that would outlive the test if it were left to expire
+    m.run("init")
+    run = ["run", str(story), "--config", str(counting), "--json"]
+    first = m.start(*run)
+    with Studio(m.home) as s:
+        wait_for_a_shot(first, s)
+        first.kill()
+        first.wait()
+        assert first.returncode == -9, "the run finished before it could be killed"
+        assert Leases(s.store.engine).get("pier", "main").live  # type: ignore[union-attr]
+        shots = len(s.log("pier", types=["ShotCompleted"]))
+        again = m.start(*run)  # `run FILE` again: no --wait, and the killed run's lease has 600 s to go
+        while again.poll() is None and len(s.log("pier", types=["ShotCompleted"])) <= shots:
+            time.sleep(0.02)
+        again.kill()
+        _, err = again.communicate(timeout=60)
+        assert again.returncode == -9, f"the second run ended before it could be killed: {err}"
+    assert _took_over(first.pid) in err
+    done = m.run("resume", "pier", "--json")  # and `resume` after a kill of a continued run
+    assert _took_over(again.pid) in done.stderr and json.loads(done.stdout)["completed"] is True
+    with Studio(m.home) as s:
+        assert normalised(s.log("pier")) == reference
+        assert Leases(s.store.engine).all() == [] and s.verify().ok
+    assert not m.json("stories")[0]["branches"][0]["running"]  # type: ignore[index]
+    assert sum(1 for n in m.call_counts().values() if n > 1) <= 2  # at most the call in flight at each kill
+
+
+def _took_over(pid: int) -> str:
+    return (f"pier/main was held by {socket.gethostname()} (pid {pid}), a process on this machine that has ended: "
+            "took its lease over at once")
+
+
+def test_a_killed_holder_of_another_host_keeps_the_branch_until_its_lease_expires(  # type: ignore[no-untyped-def]
     machine, counting: Path, db_url: str, tmp_path: Path
 ) -> None:
     story = write_story(tmp_path / "pier.yaml", shots=4)
@@ -117,12 +158,13 @@ def test_a_killed_holder_keeps_the_branch_until_its_lease_expires(  # type: igno
         wait_for_a_shot(proc, s)
         proc.kill()
         proc.wait()
+        _elsewhere(s)  # the row as a runner on another machine leaves it: this host cannot tell that it is gone
         killed = waiting.release()
         (busy,) = waiting.procs
         assert proc.returncode == -9, "the run finished before it could be killed"
         _, err = busy.communicate(timeout=600)
         assert busy.returncode == 11, err
-        assert "pier/main is being run by" in err and f"(pid {proc.pid})" in err
+        assert f"pier/main is being run by elsewhere (pid {proc.pid})" in err
         assert "lease expires at" in err and "unless renewed" in err
         partial = len(s.log("pier"))
         listed = s.stories()[0].branches[0]  # what `stories` shows
@@ -141,6 +183,13 @@ def test_a_killed_holder_keeps_the_branch_until_its_lease_expires(  # type: igno
         assert Leases(s.store.engine).all() == []
     counts = m.call_counts()
     assert sum(1 for n in counts.values() if n > 1) <= 1  # at most the one call in flight at the kill
+
+
+def _elsewhere(s: Studio) -> None:
+    """Make the one lease row name another host, as a runner there would have written it."""
+    with s.store.engine.begin() as conn:
+        (owner,) = conn.execute(sa.select(LEASES.c.owner)).one()
+        conn.execute(sa.update(LEASES).values(host="elsewhere", owner="elsewhere:" + owner.split(":", 1)[1]))
 
 
 def test_wait_waits_for_the_holder_instead_of_failing(  # type: ignore[no-untyped-def]

@@ -1,9 +1,13 @@
-"""Branch leases on SQLite and PostgreSQL: one live holder, fail fast or wait, heartbeat, expiry, release."""
+"""Branch leases on SQLite and PostgreSQL: one live holder, fail fast or wait, heartbeat, expiry, release; the
+lease of a process gone from this machine is taken over at once, another host's is waited out."""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +20,7 @@ from codirector.errors import BranchBusy, ConfigError
 from codirector.events import Draft
 from codirector.store.blobs import open_blobs
 from codirector.store.event_store import EventStore
-from codirector.store.leases import LEASES, BranchLease, Leases, lease_ttl
+from codirector.store.leases import LEASES, BranchLease, Leases, boot_key, lease_ttl, new_owner, process_start
 
 
 @pytest.fixture
@@ -160,3 +164,48 @@ def test_an_append_fenced_on_a_lease_that_was_taken_over_writes_nothing(store: E
     with pytest.raises(BranchBusy):  # a released lease fences out everyone who does not hold one
         store.append("s", "main", [shot(3)], expected_position=3, lease_owner="paused")
     assert store.append("s", "main", [shot(3)], expected_position=3)[0].position == 4
+
+
+@pytest.mark.skipif(boot_key() is None, reason="judging a holder's process needs Linux's /proc")
+def test_the_lease_of_a_process_gone_from_this_machine_is_taken_over_at_once(
+    store: EventStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    leases = Leases(store.engine)
+    me = new_owner().split(":")
+    assert me[:2] == [socket.gethostname(), str(os.getpid())] and me[3] == boot_key()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        start = process_start(holder.pid)
+        assert start
+        owner = f"{socket.gethostname()}:{holder.pid}:cafe0001:{boot_key()}:{start}"
+        assert leases.acquire("s", "main", owner, 600)
+        with store.engine.begin() as conn:  # the row as that process would have written it
+            conn.execute(sa.update(LEASES).where(LEASES.c.owner == owner).values(pid=holder.pid))
+        with pytest.raises(BranchBusy):  # its process runs: it keeps the branch
+            BranchLease(leases, "s", "main", ttl=30).acquire()
+        assert not leases.get("s", "main").gone and leases.clear_gone("s", "main") is None  # type: ignore[union-attr]
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder is gone (SIGKILL): the next runner takes its lease at once, 600 s before it would expire, and says so
+    t0 = time.perf_counter()
+    with caplog.at_level(logging.WARNING, logger="codirector.store.leases"), \
+            BranchLease(leases, "s", "main", ttl=30) as taken:
+        assert time.perf_counter() - t0 < 2
+        assert taken.took_from is not None and taken.took_from.owner == owner
+        assert leases.get("s", "main").owner == taken.owner  # type: ignore[union-attr]
+    assert f"held by {socket.gethostname()} (pid {holder.pid}), a process on this machine that has ended" in caplog.text
+    assert leases.get("s", "main") is None
+
+    reused = f"{socket.gethostname()}:{os.getppid()}:cafe0002:{boot_key()}:1"  # a live pid that started at another time
+    gone_elsewhere = f"elsewhere:{holder.pid}:cafe0003:{boot_key()}:{start}"  # another host: never judged here
+    old_form = f"{socket.gethostname()}:{holder.pid}:cafe0004"  # no boot or start time: cannot be judged
+    for branch, who in (("reused", reused), ("elsewhere", gone_elsewhere), ("old", old_form)):
+        assert leases.acquire("s", branch, who, 600)
+    assert leases.clear_gone("s", "reused") is not None and leases.get("s", "reused") is None
+    for branch in ("elsewhere", "old"):
+        assert leases.clear_gone("s", branch) is None
+        with pytest.raises(BranchBusy) as busy:
+            BranchLease(leases, "s", branch, ttl=30).acquire()
+        assert "once the lease expires" in str(busy.value.hint)
+    assert leases.take_over("s", "old", "someone else", "me", 30) is False  # a compare-and-set on the exact owner
