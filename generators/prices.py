@@ -204,7 +204,8 @@ class PriceTable:
         try:
             data = tomllib.loads(p.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise ConfigError(f"price file {p} does not exist", hint="give the run's --config file") from None
+            raise ConfigError(f"config file {p} does not exist",  # a run's --config, or --prices: read for [prices]
+                              hint="check the path given to --config (or --prices)") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{p} is not valid TOML: {e}") from e
         tables = data.get("prices", {})

@@ -171,8 +171,12 @@ def concat_mp4(clips: Sequence[bytes], out: str | os.PathLike[str], fps: float) 
                 yield f if f.shape[:2] == size else _letterbox(f, size)
 
     tmp = Path(out).with_suffix(".partial.mp4")
-    n = write_mp4(frames(), tmp, fps)
-    os.replace(tmp, out)  # a crash mid-export never leaves a truncated file under the final name
+    try:
+        n = write_mp4(frames(), tmp, fps)
+        os.replace(tmp, out)  # a crash mid-export never leaves a truncated file under the final name
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # ... and a failed one leaves no file at all
+        raise
     return n
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from codirector.errors import ConfigError, IntegrityViolation, StoreError
-from codirector.store.home import mask_url
+from codirector.store.home import file_mode, mask_url
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 # protocol -> the package (extra) that implements it
@@ -306,20 +306,39 @@ def _scrub(text: str) -> str:
 
 
 def write_atomically(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write a file so that it appears complete or not at all (temp file, fsync, rename)."""
+    """Write a file so that it appears complete or not at all (temp file, fsync, rename), with the mode the
+    umask gives a new file. An ``OSError`` names ``path`` (never the temporary file)."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
+    except OSError as e:
+        raise naming(e, target) from e
+    try:
+        os.fchmod(fd, file_mode())  # the umask's mode, not mkstemp's private 0600
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise naming(e, target, tmp) from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+def naming(e: OSError, target: Path, tmp: str | None = None) -> OSError:
+    """``e`` as an ``OSError`` whose file is ``target``, the path the user asked for (not a temporary file);
+    a folder in the way that is a file is said so."""
+    why = e.strerror or str(e)
+    failed = None if e.filename in (None, tmp, str(target)) else Path(e.filename)
+    if failed is not None and failed != target and failed in target.parents:
+        why = (f"{failed} is a file, not a folder" if isinstance(e, FileExistsError | NotADirectoryError)
+               else f"{why} ({failed})")
+    return OSError(e.errno, why, str(target))
 
 
 def _fsync_dir(path: Path) -> None:

@@ -11,7 +11,9 @@ naming the fix instead of failing later on a missing column. ``connection`` turn
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,19 +50,31 @@ def normalise_url(url: str) -> str:
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine for ``url`` with codirector's connection settings."""
+    """An engine for ``url`` with codirector's connection settings.
+
+    A SQLite file this user may read but not write (or whose folder it may not write, where the journal
+    goes) is opened read-only (``mode=ro``; ``immutable`` when even the WAL index cannot be made): queries
+    work, and a write fails with a ``StoreError`` naming the file and the missing permission."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
+        if path and path != ":memory:" and not Path(path).parent.is_dir():
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         busy = _busy_timeout_ms()
+        read_only = bool(path) and path != ":memory:" and not writable(path)
+        if read_only:
+            kwargs = {**kwargs, "creator": lambda: _read_only_sqlite(path, busy / 1000)}
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": busy / 1000}, **kwargs)
+        if read_only:
+            _READ_ONLY.add(engine)
 
         @sa_event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
+            if read_only:
+                cur.execute("PRAGMA query_only=ON")  # and never a journal-mode change, which is a write
+            else:
+                cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute(f"PRAGMA busy_timeout={busy}")
             cur.execute("PRAGMA synchronous=FULL")  # durable commits even on power loss
@@ -75,6 +89,39 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         f"unsupported database URL {mask_url(url)!r}",
         hint="use sqlite:///path/to/file.db or postgresql://user:pass@host:5432/dbname",
     )
+
+
+_READ_ONLY: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def writable(path: str | os.PathLike[str]) -> bool:
+    """Whether this user may write the SQLite file at ``path`` and the folder its journal goes in (a file
+    not there yet: whether it may be created). A file with no write bit at all (``chmod a-w``) counts as
+    read-only even for root, whom permissions do not stop: whoever made it so meant it."""
+    file = Path(path)
+    if file.exists():
+        return (bool(file.stat().st_mode & 0o222) and os.access(file, os.W_OK)
+                and os.access(file.parent, os.W_OK))
+    folder = next((p for p in file.parents if p.exists()), Path("."))
+    return os.access(folder, os.W_OK)
+
+
+def is_read_only(engine: Engine) -> bool:
+    """Whether ``engine`` opened its SQLite file read-only (this user may not write it): callers skip caches."""
+    return engine in _READ_ONLY
+
+
+def _read_only_sqlite(path: str, timeout: float) -> sqlite3.Connection:
+    """A read-only connection to ``path``: ``mode=ro``, or ``immutable=1`` when SQLite cannot open the WAL
+    index read-only (a WAL file whose ``-shm`` is missing in a folder this user may not write)."""
+    uri = Path(path).absolute().as_uri()
+    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False, timeout=timeout)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the first read opens the WAL index
+        return conn
+    except sqlite3.OperationalError:
+        conn.close()
+    return sqlite3.connect(f"{uri}?immutable=1", uri=True, check_same_thread=False, timeout=timeout)
 
 
 def _ping_after_idle(engine: Engine) -> None:
@@ -147,6 +194,11 @@ def current_revision(engine: Engine) -> str | None:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
     except OperationalError as e:
+        if engine.dialect.name == "sqlite":
+            raise StoreError(
+                f"cannot open the database at {mask_url(str(engine.url))}: {e.orig}",
+                hint="check --home / CODIRECTOR_HOME (or --db), and that this user may read the file and its folder",
+            ) from e
         raise StoreError(
             f"cannot open the database at {mask_url(str(engine.url))}: {e.orig}",
             hint="check --db / CODIRECTOR_DB, and that the server is running",
@@ -229,6 +281,23 @@ def _store_error(e: OperationalError, engine: Engine) -> StoreError:
             f"the database at {where} is locked by another process ({text})",
             hint="wait for the other codirector process to finish, or use another --home",
         )
+    if "readonly" in text and engine.dialect.name == "sqlite":
+        path = Path(engine.url.database or "")
+        return StoreError(
+            f"cannot write {path}: this user ({_user()}) has no permission to write it or its folder {path.parent} "
+            "(queries still work; this command writes)",
+            hint=f"run it as a user who may write {path.parent}, or copy the home somewhere writable and pass "
+                 "--home DIR",
+        )
     if "no such table" in text or "does not exist" in text:
         return StoreError(f"the database at {where} is not initialised ({text})", hint="run `codirector init`")
     return StoreError(f"database error at {where}: {text}", hint="check --db / CODIRECTOR_DB and the server")
+
+
+def _user() -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except (ImportError, KeyError, AttributeError):
+        return "this user"

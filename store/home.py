@@ -82,3 +82,20 @@ def mask_url(url: str) -> str:
         user = creds.split(":", 1)[0]
         creds = f"{user}:***"
     return f"{scheme}://{creds}@{host}"
+
+
+def file_mode() -> int:
+    """The mode a new file gets under this process's umask (``0o666 & ~umask``): what ``open()`` would give.
+
+    ``tempfile.mkstemp`` makes private (0600) files; a file written through one and renamed into place
+    gets this mode instead, so every file codirector writes is as readable as the user's umask says."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # no /proc: read it the only portable way, and put it back at once
+    os.umask(mask)
+    return 0o666 & ~mask

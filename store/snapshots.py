@@ -16,7 +16,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from codirector.events.base import utc_now
-from codirector.store.db import connection
+from codirector.store.db import connection, is_read_only
 from codirector.store.event_store import EventStore
 from codirector.store.lineage import within
 from codirector.store.tables import SnapshotRow
@@ -32,7 +32,10 @@ class SnapshotCache:
         self.engine = store.engine
 
     def save(self, story_id: str, branch: str, kind: str, position: int, schema_version: int, state: str) -> None:
-        """Cache a projection's state at ``position``; an existing snapshot there is kept."""
+        """Cache a projection's state at ``position``; an existing snapshot there is kept. A database this
+        user may only read (``store.db.is_read_only``) caches nothing: queries on a read-only home still work."""
+        if is_read_only(self.engine):
+            return
         try:
             with connection(self.engine, write=True) as conn:
                 exists = conn.execute(

@@ -33,6 +33,7 @@ import numpy as np
 
 from codirector.errors import IntegrityViolation
 from codirector.store.blobs import BlobStore
+from codirector.store.home import file_mode
 from codirector.store.vector_search import (
     SUBSET_MAX_FRACTION,
     Block,
@@ -212,6 +213,7 @@ class VectorIndex:
             index = self._faiss.IndexIDMap2(self._faiss.IndexFlatIP(self._dim))
             index.add_with_ids(self._mat[: self._n], self._row_ids[: self._n])
             fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".faiss", dir=self.path.parent)
+            os.fchmod(fd, file_mode())  # readable as the umask says, like every file of the home
             os.close(fd)
             try:
                 self._faiss.write_index(index, tmp)

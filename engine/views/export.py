@@ -6,6 +6,7 @@ checked by decoding the result), so what is exported is what the log says was ge
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from codirector.engine.views.state import fold_run_state
 from codirector.engine.workspace import Workspace
 from codirector.errors import RunStateError
 from codirector.generators.video_io import concat_mp4, frame_count
+from codirector.store.blobs import naming
 
 
 @dataclass
@@ -35,8 +37,19 @@ class ExportResult:
                 "planned_shots": self.planned_shots}
 
 
+def output_path(out: str | Path, story_id: str, branch: str) -> Path:
+    """Where ``-o OUT`` puts the video: ``OUT`` itself, or ``OUT/STORY-BRANCH.mp4`` when ``OUT`` is a folder
+    (or ends with a slash). A slash or control character of a name becomes ``_`` in the file name."""
+    path = Path(out)
+    if path.is_dir() or str(out).endswith(("/", os.sep)):
+        stem = "".join("_" if c in "/\\" or not c.isprintable() else c for c in f"{story_id}-{branch}")
+        return path / f"{stem}.mp4"
+    return path
+
+
 def export_branch(ws: Workspace, story_id: str, branch: str, out: str | Path) -> ExportResult:
-    """Write the branch's video to ``out``; returns shots, frames and the file's path."""
+    """Write the branch's video to ``out`` (a file, or a folder: ``output_path``); returns shots, frames and the
+    file's path. A failed export leaves no file behind, and its ``OSError`` names the path asked for."""
     state = fold_run_state(ws.store.read(story_id, branch))
     if not state.completed:
         raise RunStateError(f"{story_id}/{branch} has no completed shot to export",
@@ -44,9 +57,12 @@ def export_branch(ws: Workspace, story_id: str, branch: str, out: str | Path) ->
     shots = sorted(state.completed)
     clips = [ws.blobs.get(state.completed[s]["video_blob"]) for s in shots]
     fps = float(state.completed[shots[0]]["fps"])
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    written = concat_mp4(clips, out, fps)
+    out = output_path(out, story_id, branch)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        written = concat_mp4(clips, out, fps)
+    except OSError as e:  # the encoder's errors name no file (or the partial one): name the one asked for
+        raise naming(e, out) from e
     expected = sum(int(state.completed[s]["frames"]) for s in shots)
     counted = frame_count(out)
     if counted != expected or written != expected:

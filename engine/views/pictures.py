@@ -43,8 +43,7 @@ def contact_sheet(state: RunState, blobs: BlobStore, out: str | Path, *, title: 
         prompt = state.started_prompt.get(shot) or (state.plan[shot].keyframe_prompt if shot in state.plan else "")
         draw.text((x, y + th + 3), f"shot {shot}", fill=(20, 20, 20), font=font)
         draw.text((x, y + th + 18), prompt[:38] + ("…" if len(prompt) > 38 else ""), fill=(90, 90, 90), font=font)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = Path(out)  # (write_atomically makes the folder, and names this path if it cannot)
     buf = io.BytesIO()
     sheet.save(buf, format="PNG")
     write_atomically(out, buf.getvalue())
@@ -126,8 +125,7 @@ def lineage_svg(memory: MemoryBank, blobs: BlobStore, out: str | Path, *, title:
                          f"{html.escape(where)}</text>")
         parts.append("</g>")
     parts.append("</svg>")
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = Path(out)  # (write_atomically makes the folder, and names this path if it cannot)
     write_atomically(out, "".join(parts).encode("utf-8"))
     return out
 

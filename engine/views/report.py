@@ -190,7 +190,6 @@ def _retrieval(r: Retrieval, images: _Images) -> str:
 
 
 def write_html(audit: Audit, blobs: BlobStore, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)  # (write_atomically makes the folder, and names this path if it cannot)
     write_atomically(path, render_html(audit, blobs).encode("utf-8"))
     return path
