@@ -39,12 +39,20 @@ class ShotPlanned(Event):
 
 
 class ShotPlanRevised(Event):
-    """A planned shot's prompt was changed before it ran (a branch override, a user edit)."""
+    """A planned shot was changed before it ran (a branch override, a user edit): its keyframe or
+    motion prompt (text), or the entities it declares, ``uses`` (names) or ``evolves`` (states).
+
+    ``keeps_continuity``: the loop's own refinement of the shot's keyframe prompt still applies to
+    the new text (what the video analyzer appended to the prompt it refined, e.g. "Keep the look of
+    ...", or its rewrite of the new text itself); recorded False before 2026-12-07, when the new text
+    replaced every refinement.
+    """
 
     field: str
-    before: str
-    after: str
+    before: str | list[Any]
+    after: str | list[Any]
     reason: str
+    keeps_continuity: bool = False
 
 
 class BranchCreated(Event):

@@ -83,23 +83,35 @@ class PreviewVLM:
 
     @staticmethod
     def _memory_controller(plan: dict[str, Any]) -> dict[str, Any]:
+        """The shot's declared entities: reuse what memory holds, propose the rest. A state the shot
+        ``evolves`` is proposed here, for the shot that first shows it, with its ``base_entity``
+        (proposed first itself, from the cast, if memory does not hold it yet)."""
         known = set(plan.get("known", []))
         cast = plan.get("cast", {})
         evolving = {e["name"]: e for e in plan.get("evolves", [])}
         retrieved: list[dict[str, Any]] = []
         new: list[dict[str, Any]] = []
-        for name in [*plan.get("uses", []), *(n for n in evolving if n not in plan.get("uses", []))]:
+
+        def propose(name: str) -> None:
             if name in known:
                 if {"name": name} not in retrieved:
                     retrieved.append({"name": name})
-            elif all(n["name"] != name for n in new):
-                evo = evolving.get(name)
-                if evo is not None:
-                    new.append({"name": name, "description": evo["description"], "base_entity": evo["base_entity"]})
-                else:
-                    desc = cast.get(name, {}).get("description") or name.replace("_", " ")
-                    new.append({"name": name, "description": desc, "base_entity": None})
-        return {"retrieved_existing": retrieved, "new_entities": new}
+                return
+            if any(n["name"] == name for n in new):
+                return
+            evo = evolving.get(name)
+            if evo is None:
+                desc = cast.get(name, {}).get("description") or name.replace("_", " ")
+                new.append({"name": name, "description": desc, "base_entity": None})
+                return
+            if evo["base_entity"] not in known and evo["base_entity"] != name:
+                if evo["base_entity"] in evolving or evo["base_entity"] in cast:
+                    propose(evo["base_entity"])
+            new.append({"name": name, "description": evo["description"], "base_entity": evo["base_entity"]})
+
+        for name in [*plan.get("uses", []), *(n for n in evolving if n not in plan.get("uses", []))]:
+            propose(name)
+        return {"retrieved_existing": retrieved, "new_entities": new[:4]}  # the paper's limit
 
     @staticmethod
     def _keyframe_analyzer(plan: dict[str, Any]) -> dict[str, Any]:
@@ -118,18 +130,14 @@ class PreviewVLM:
 
     @staticmethod
     def _video_analyzer(plan: dict[str, Any]) -> dict[str, Any]:
-        known = set(plan.get("known", []))
-        last = max(0, int(plan.get("frames", 1)) - 1)
-        updates = [
-            {"name": e["name"], "description": e["description"], "frame_index": last,
-             "base_entity": e.get("base_entity")}
-            for e in plan.get("next_evolves", []) if e["name"] not in known
-        ][:4]
+        """No memory update: the plan declares no state that this clip shows and memory lacks (a state
+        the next shot ``evolves`` is not in this clip; the next shot's memory controller proposes it,
+        and the next shot's keyframe gives its view). The next prompt keeps the carried entities' look."""
         prompt = plan.get("next_keyframe", "")
         carried = [n for n in plan.get("carry", []) if n]
         if carried:
             prompt = f"{prompt} Keep the look of {', '.join(carried)} from the previous shot."
-        return {"entity_updates": updates, "refined_next_shot": {"keyframe_prompt": prompt}}
+        return {"entity_updates": [], "refined_next_shot": {"keyframe_prompt": prompt}}
 
     # -- the director's agents and judges: deterministic answers from ``preview_director`` ------
 

@@ -166,6 +166,11 @@ RUN_DEFAULTS: dict[str, Any] = asdict(RunTable())
 SECRET_KEYS = ("api_key", "apikey", "token", "secret", "password", "authorization")
 SECTIONS = ("vlm", "image", "video", "embedder", "run")
 
+    # where an evolved state the memory controller proposes (a new entity with a base_entity) takes
+    # its first view from: "keyframe", the shot's selected keyframe (what the shot shows; the keyframe
+    # is drawn from its base's view), or "reference", an image generated before the keyframe. A story
+    # recorded without this key ran with "reference" (``RunSettings.from_table``).
+    evolved_view: str = "keyframe"
 
 @dataclass
 class RunConfig:

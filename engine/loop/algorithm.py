@@ -7,6 +7,7 @@ Per shot t (T shots, K keyframe rounds):
         accept -> stop;  regen_same_desc -> again with q_t;  regen_refined_desc -> q_t <- q_t^k,
         M, R_t <- Retrieve&Update(M, q_t)   (not after the last round: nothing would use it)
     no accepted round -> I_t <- SelectBest(candidates), and the event says why it won
+    an evolved state registered for shot t without a view ([run] evolved_view = "keyframe") <- view I_t
     m_t <- Analyzer_img2(I_t, m_t^0);  V_t <- Gen_vid(I_t, m_t)
     t < T: (U_t, q_{t+1}) <- Analyzer_vid(V_t, M, m_t, q_{t+1}^0);  M <- M u U_t
 
@@ -156,12 +157,13 @@ class Loop:
         else:
             selected, why = select_best(candidates)
             how = "best_of"
-        ctx.writer.one(KeyframeSelected(round=selected.round, blob=selected.blob, how=how, why=why).at(t))
+        chosen = ctx.writer.one(KeyframeSelected(round=selected.round, blob=selected.blob, how=how, why=why).at(t))
         keyframe = ctx.image_input(f"shot {t} keyframe", selected.blob)
 
         m = m0
         if not (s.no_synergy or s.no_refine):
             ctx.progress.step("refine motion prompt")
+        self._views_from_keyframe(t, selected, chosen.id)
             out, _ = agents.motion_refiner(ctx.agents, keyframe=keyframe, keyframe_prompt=selected.prompt,
                                            motion_prompt=m0, shot=t, plan={**plan, "motion": m0})
             m = out.refined_video_motion_prompt
@@ -179,6 +181,16 @@ class Loop:
         """Memory for a prompt: the shot's entities and their families first (long memories get cut)."""
         mem = self.ctx.memory
         first: list[str] = []
+    def _views_from_keyframe(self, t: int, selected: Candidate, cause: str) -> None:
+        """The evolved states registered for shot t without a view (``[run] evolved_view = "keyframe"``)
+        enter memory from what the shot shows: its selected keyframe becomes their first view."""
+        ctx = self.ctx
+        waiting = [e.name for e in ctx.memory
+                   if e.shot == t and e.origin == "memory_controller" and e.base_entity is not None and not e.views]
+        for name in waiting:
+            add_view(ctx, entity=name, view=ctx.image_input(name, selected.blob),
+                     source=ViewSource(kind="keyframe", shot=t, round=selected.round), shot=t, cause=cause)
+
         for n in names:
             if n in mem:
                 for related in [*mem.base_chain(n), *mem.descendants(n)]:
@@ -191,8 +203,7 @@ class Loop:
         state = self.ctx.state
         cast = {m["name"]: {"kind": m.get("kind", "character"), "description": m["description"]}
                 for m in state.spec.get("cast", [])}
-        p = state.plan[t]
-        return {"shot": t, "uses": p.uses, "evolves": p.evolves, "cast": cast}
+        return {"shot": t, "uses": state.uses(t), "evolves": state.evolves(t), "cast": cast}
 
     def _keyframe(self, t: int, k: int, prompt: str, retrieved: Retrieved) -> str:
         ctx = self.ctx
@@ -252,11 +263,10 @@ class Loop:
         for i, idx in enumerate(picked):
             data = frame_jpeg(clip[idx])
             frames.append(ImageInput(label=f"frame {i}", digest=ctx.blobs.put(data), data=data))
-        nxt = state.plan[t + 1]
         before = state.keyframe_prompt(t + 1)
         known = set(ctx.memory.names())
         hints = {**plan, "known": sorted(known), "frames": len(frames), "next_keyframe": before,
-                 "next_evolves": nxt.evolves, "carry": [n for n in state.plan[t].uses if n in nxt.uses]}
+                 "next_evolves": state.evolves(t + 1), "carry": [n for n in state.uses(t) if n in state.uses(t + 1)]}
         out, call = agents.video_analyzer(ctx.agents, frames=frames, memory=self._relevant_first(in_shot), known=known,
                                           motion_prompt=motion, next_keyframe_prompt=before, shot=t, plan=hints)
         after = before if ctx.settings.no_refine else out.refined_next_shot.keyframe_prompt

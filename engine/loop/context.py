@@ -16,6 +16,7 @@ from codirector.engine.recording.recorder import CallRecorder
 from codirector.engine.recording.writer import RunWriter
 from codirector.engine.views.memory import MemoryBank, mutate
 from codirector.engine.views.state import RUN_STATE, RunState
+from codirector.errors import ConfigError
 from codirector.events import RecordedEvent
 from codirector.generators.base import ImageInput
 from codirector.generators.profiles import RunTable
@@ -58,8 +59,20 @@ class RunSettings(RunTable):
 
     @classmethod
     def from_table(cls, table: dict[str, Any]) -> RunSettings:
-        known = {k: v for k, v in table.items() if k in cls.__dataclass_fields__}
+        """The settings of a ``[run]`` table as recorded; a key the table lacks because the story was
+        recorded before the key existed takes the value it ran with then (``RECORDED_BEFORE``)."""
+        known = {**RECORDED_BEFORE, **{k: v for k, v in table.items() if k in cls.__dataclass_fields__}}
+        if known["evolved_view"] not in EVOLVED_VIEWS:
+            raise ConfigError(f"[run] evolved_view must be one of {', '.join(map(repr, EVOLVED_VIEWS))}, "
+                              f"got {known['evolved_view']!r}",
+                              hint="\"keyframe\": an evolved state's first view is the shot's selected keyframe; "
+                                   "\"reference\": an image generated before the keyframe")
         return cls(**known)
+
+
+EVOLVED_VIEWS = ("keyframe", "reference")
+# [run] keys added after stories were recorded without them, and the behaviour those stories ran with.
+RECORDED_BEFORE: dict[str, Any] = {"evolved_view": "reference"}
 
 
 def derive_seed(story_seed: int, shot: int, round_: int, purpose: str) -> int:

@@ -6,9 +6,14 @@ For a keyframe prompt q_t (DESIGN §5):
 2. the MemoryController chooses ``retrieved_existing`` and proposes ``new_entities``;
 3. each proposal is checked against the index: a near-duplicate of an existing entity (cosine of
    descriptions >= the threshold, ancestors excluded) is resolved to that entity, with its score;
-4. each genuinely new entity is registered with a reference image from the image generator
-   (conditioned on its base entity's best view, if any) BEFORE the keyframe (§3.2.1);
-5. per retrieved entity, the view that best matches q_t becomes the reference.
+4. each genuinely new entity is registered BEFORE the keyframe (§3.2.1): a new identity with a
+   reference image from the image generator; an evolved state (a proposal with a ``base_entity``)
+   with none, when ``[run] evolved_view`` is "keyframe": it enters memory from what its shot shows,
+   the shot's selected keyframe, which the loop adds as its first view (``Loop.run_shot``). Until
+   then it is drawn from the nearest entity of its base chain that has a view. ("reference", the
+   way stories recorded before the key ran: a generated image conditioned on the base's view.)
+5. per retrieved entity, the view that best matches q_t becomes the reference, named by the entity
+   that owns it (an evolved state without a view yet sends its base's view, under the base's name).
 All of it lands in one ``MemoryRetrieved`` event (after the registrations it caused).
 With an untrained embedder, scores carry no meaning: duplicate resolution is off, the newest
 view is used, and the event says so.
@@ -104,6 +109,15 @@ def _duplicate_of(ctx: RunContext, proposal: ProposedEntity, vector: np.ndarray)
     return None
 
 
+def _viewed(ctx: RunContext, entity: str) -> str:
+    """``entity`` if it has a view, else the nearest entity up its base chain that has one (an evolved
+    state waiting for its shot's keyframe is drawn from its base), else ``entity``."""
+    for name in reversed(ctx.memory.base_chain(entity)):
+        if ctx.memory.get(name).views:
+            return name
+    return entity
+
+
 def _reference_view(
     ctx: RunContext, entity: str, query: np.ndarray, meaningful: bool
 ) -> tuple[View | None, float | None]:
@@ -142,20 +156,27 @@ def retrieve_and_update(ctx: RunContext, *, query: str, shot: int, round_: int, 
             if dup[0] not in chosen:
                 chosen.append(dup[0])
             continue
-        view = _generate_reference(ctx, p, shot, round_, qvec, meaningful)
+        from_keyframe = p.base_entity is not None and ctx.settings.evolved_view == "keyframe"
+        view = None if from_keyframe else _generate_reference(ctx, p, shot, round_, qvec, meaningful)
         register_entity(ctx, name=p.name, description=p.description, base_entity=p.base_entity,
                         origin="memory_controller", shot=shot, view=view,
-                        source=ViewSource(kind="reference", shot=shot, round=round_),
+                        source=None if view is None else ViewSource(kind="reference", shot=shot, round=round_),
                         text_vector=(emb.vectors[0], emb.blobs[0], emb.model), cause=call.id)
         chosen.append(p.name)
     references: list[Reference] = []
     inputs: list[ImageInput] = []
+    lent: set[str] = set()  # entities whose view is sent for an evolved state that has none yet
     for name in chosen:
-        view, score = _reference_view(ctx, name, qvec, meaningful)
+        owner = _viewed(ctx, name)
+        if owner in lent or (owner != name and any(r.entity == owner for r in references)):
+            continue  # that view is already sent
+        view, score = _reference_view(ctx, owner, qvec, meaningful)
         if view is None:
             continue
-        references.append(Reference(entity=name, blob=view.blob, view_position=view.position, score=score))
-        inputs.append(ctx.image_input(name, view.blob))
+        if owner != name:
+            lent.add(owner)
+        references.append(Reference(entity=owner, blob=view.blob, view_position=view.position, score=score))
+        inputs.append(ctx.image_input(owner, view.blob))
     ctx.writer.one(MemoryRetrieved(
         round=round_, query=query,
         candidates=[Candidate(entity=h.entity, score=h.score, via=h.via) for h in hits],

@@ -130,6 +130,7 @@ def prepare_story(
             raise InvalidArgument(f"--max-rounds must be at least 1, got {max_rounds}")
         run_overrides["max_rounds"] = max_rounds
     cfg = resolve(profile, config, overrides={"run": run_overrides})
+    RunSettings.from_table(cfg.run)  # a bad [run] value is refused before anything is recorded
     plan_notes: list[str] = []
     if needs_derived_plan(spec, cfg.vlm.get("backend")):
         spec, plan_notes = derive_plan(spec, str(story.path))

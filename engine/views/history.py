@@ -25,6 +25,7 @@ from codirector.events import (
     MemoryRetrieved,
     RecordedEvent,
     ShotPlanned,
+    ShotPlanRevised,
     VideoAnalyzed,
     ViewAdded,
 )
@@ -149,6 +150,16 @@ def _planned(m: _Mentions, e: ShotPlanned, ev: RecordedEvent) -> None:
     for evo in e.evolves:
         if m.name in (evo.get("name"), evo.get("base_entity")):
             m.add(ev, "planned_evolution", dict(evo))
+
+
+@MENTIONS.on(ShotPlanRevised)
+def _plan_revised(m: _Mentions, e: ShotPlanRevised, ev: RecordedEvent) -> None:
+    if e.field == "uses" and m.name in e.after:
+        m.add(ev, "revised_use", {"reason": e.reason})
+    if e.field == "evolves":
+        for evo in e.after:
+            if isinstance(evo, dict) and m.name in (evo.get("name"), evo.get("base_entity")):
+                m.add(ev, "revised_evolution", {**evo, "reason": e.reason})
 
 
 def mentions(events: Iterable[RecordedEvent], name: str) -> list[Mention]:

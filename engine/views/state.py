@@ -1,9 +1,13 @@
 """Run state as a fold of the log: the plan, each shot's progress, and the next prompts.
 
 Like memory, this is a projection: the plan is the ``ShotPlanned`` events with their
-``ShotPlanRevised`` overrides; the prompt a shot starts from is its plan, replaced by the video
-analyzer's refinement of it (``VideoAnalyzed.next_prompt_after``) and then by any override;
-a shot is complete when ``ShotCompleted`` is logged.
+``ShotPlanRevised`` overrides (prompts, and the ``uses``/``evolves`` a shot declares); the prompt a
+shot starts from is its plan, replaced by the video analyzer's refinement of it
+(``VideoAnalyzed.next_prompt_after``) and then by any override. An override that keeps the loop's
+continuity (``keeps_continuity``, every override since 2026-12-07) is itself refined: by the
+analyzer's rewrite of it when the analyzer ran after it, else by the line the analyzer had appended
+to the prompt it replaced ("Keep the look of ..."); an older override replaces every refinement,
+as it did when it was recorded. A shot is complete when ``ShotCompleted`` is logged.
 
 Invariants: the fold reads typed, upcast events through the ``RUN_STATE`` projection (the same
 dispatch style as memory); a running loop never changes a ``RunState`` by hand: a listener on the
@@ -55,7 +59,9 @@ class RunState:
     settings: dict[str, Any] = field(default_factory=dict)
     plan: dict[int, PlannedShot] = field(default_factory=dict)
     next_prompt: dict[int, str] = field(default_factory=dict)   # refined by the video analyzer
-    overrides: dict[int, dict[str, str]] = field(default_factory=dict)
+    refined_from: dict[int, tuple[int, str]] = field(default_factory=dict)  # shot -> (position, prompt it refined)
+    overrides: dict[int, dict[str, Any]] = field(default_factory=dict)
+    continuity_kept: dict[int, int] = field(default_factory=dict)  # shot -> position of its override keeping it
     started: dict[int, int] = field(default_factory=dict)       # shot -> position of ShotStarted
     started_prompt: dict[int, str] = field(default_factory=dict)  # shot -> the prompt it started from
     completed: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -67,14 +73,31 @@ class RunState:
         return len(self.plan)
 
     def keyframe_prompt(self, shot: int) -> str:
-        """The prompt shot ``shot`` starts from: override, else refined, else planned."""
+        """The prompt shot ``shot`` starts from: override (refined as the module says), else refined,
+        else planned."""
         override = self.overrides.get(shot, {}).get("keyframe")
-        if override is not None:
-            return override
-        return self.next_prompt.get(shot, self.plan[shot].keyframe_prompt)
+        if override is None:
+            return self.next_prompt.get(shot, self.plan[shot].keyframe_prompt)
+        kept_at = self.continuity_kept.get(shot)
+        if kept_at is None or shot not in self.next_prompt:
+            return str(override)
+        refined = self.next_prompt[shot]
+        refined_at, refined_text = self.refined_from[shot]
+        if refined_at > kept_at:
+            return refined  # the analyzer refined the new text itself
+        line = refined[len(refined_text):] if refined.startswith(refined_text) else ""
+        return f"{override}{line}"
 
     def motion_prompt(self, shot: int) -> str:
-        return self.overrides.get(shot, {}).get("motion", self.plan[shot].motion_prompt)
+        return str(self.overrides.get(shot, {}).get("motion", self.plan[shot].motion_prompt))
+
+    def uses(self, shot: int) -> list[str]:
+        """The entities shot ``shot`` declares it shows: overridden, else planned."""
+        return list(self.overrides.get(shot, {}).get("uses", self.plan[shot].uses))
+
+    def evolves(self, shot: int) -> list[dict[str, Any]]:
+        """The evolved states shot ``shot`` declares first: overridden, else planned."""
+        return list(self.overrides.get(shot, {}).get("evolves", self.plan[shot].evolves))
 
     def fork_position_for(self, shot: int) -> int:
         """The position just before ``shot`` started (what a branch from that shot forks after)."""
@@ -107,12 +130,18 @@ def _shot_planned(state: RunState, e: ShotPlanned, ev: RecordedEvent) -> None:
 def _plan_revised(state: RunState, e: ShotPlanRevised, ev: RecordedEvent) -> None:
     if ev.shot is not None:
         state.overrides.setdefault(ev.shot, {})[e.field] = e.after
+        if e.field == "keyframe":
+            if e.keeps_continuity:
+                state.continuity_kept[ev.shot] = ev.position
+            else:
+                state.continuity_kept.pop(ev.shot, None)
 
 
 @RUN_STATE.on(VideoAnalyzed)
 def _video_analyzed(state: RunState, e: VideoAnalyzed, ev: RecordedEvent) -> None:
     if e.next_shot is not None and e.next_prompt_after is not None:
         state.next_prompt[e.next_shot] = e.next_prompt_after
+        state.refined_from[e.next_shot] = (ev.position, e.next_prompt_before or "")
 
 
 @RUN_STATE.on(ShotStarted)
