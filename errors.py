@@ -4,7 +4,7 @@
     ├── InputError                 fix what you typed or wrote: a file, a name, an option, a config
     │   ├── ConfigError            (2) a profile, config file or backend name is wrong
     │   ├── StoryFileError         (2) a story or brief file is unreadable or invalid
-    │   ├── InvalidArgument        (10) an option or argument is out of range, malformed or an unknown choice
+    │   ├── InvalidArgument        (2) an option or argument is out of range, malformed or an unknown choice
     │   ├── NotReady               (13) pre-flight: a backend the run needs cannot run here (key, weights, CUDA)
     │   └── NotFound               (3) something named does not exist
     │       ├── StoryNotFound
@@ -23,9 +23,14 @@
         ├── ReplayDivergence       (9) replay needed a model call that the recording does not hold
         └── BackendFailure         a model could not give a usable answer
             ├── BackendError       (8) a backend failed (network, refusal, timeout, weights missing)
+            │   ├── ProviderJobFailed  (8) a provider's job failed (moderation, invalid input): its reason quoted
+            │   └── ProviderJobUnknown (8) the provider no longer knows a submitted job (the recorder submits anew)
             └── AgentOutputInvalid (7) a model's answer failed validation more often than allowed
 
-(N) is the exit code ``codirector`` ends with; the intermediate classes only group (exit 1 if raised).
+(N) is the exit code ``codirector`` ends with; the intermediate classes only group (exit 1 if raised). One rule:
+what the caller typed or wrote is wrong -> 2 (3 when a name does not exist, 13 when a backend cannot run here);
+the request does not fit what is stored -> 4, 6, 10, 11 or 12; something underneath failed -> 5 to 9. The
+README's exit-code table lists the same codes (a test compares the two).
 Only `cli.py` turns these into exit codes and messages. Every message names the bad value and
 says what would fix it. Driver errors are wrapped with ``raise ... from e``.
 """
@@ -72,7 +77,7 @@ class StoryFileError(InputError):
 class InvalidArgument(InputError):
     """An option or argument is out of range, malformed, or not one of the known choices."""
 
-    exit_code = 10  # what these conditions exited with when they were RunStateErrors
+    exit_code = 2  # bad input, like a value the command line itself refuses (`--from-shot one`)
 
 
 class NotReady(InputError):
@@ -208,6 +213,25 @@ class BackendError(BackendFailure):
     """A model backend failed: unreachable, refused, timed out, or its weights cannot be found."""
 
     exit_code = 8
+
+
+class ProviderJobFailed(BackendError):
+    """A hosted job ended in failure at the provider (moderation, invalid input, a model error); the message
+    quotes the provider's own reason. Recorded as a failed call: ``resume`` submits again after the fix."""
+
+    def __init__(self, message: str, *, hint: str | None = None, reason: str = "", job_id: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.reason = reason
+        self.job_id = job_id
+
+
+class ProviderJobUnknown(BackendError):
+    """A job recorded as submitted is unknown to its provider now (expired, purged, a server restarted): the
+    recorder records the loss and submits the job again, the only case in which it does."""
+
+    def __init__(self, message: str, *, hint: str | None = None, job_id: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.job_id = job_id
 
 
 class AgentOutputInvalid(BackendFailure):

@@ -14,7 +14,14 @@ from codirector.events.base import (
     seal,
     utc_now,
 )
-from codirector.events.calls import RUN_MARKS, BudgetReached, ModelCalled
+from codirector.events.calls import (
+    JOB_EVENTS,
+    RUN_MARKS,
+    BudgetReached,
+    ModelCalled,
+    ProviderJobLost,
+    ProviderJobSubmitted,
+)
 from codirector.events.director import BranchRanked, DirectionChosen, RewardObserved
 from codirector.events.keyframe import AlignmentReport, KeyframeGenerated, KeyframeJudged, KeyframeSelected
 from codirector.events.memory import EmbeddingRef, EntityRegistered, ViewAdded, ViewSource
@@ -35,11 +42,12 @@ from codirector.events.video import EntityUpdate, MotionPromptRefined, VideoAnal
 MEMORY_EVENT_TYPES = ("EntityRegistered", "ViewAdded")
 
 __all__ = [
-    "GENESIS", "MEMORY_EVENT_TYPES", "RUN_MARKS", "AgentOutputRejected", "AlignmentReport", "BranchCreated",
-    "BranchRanked", "BudgetReached",
+    "GENESIS", "JOB_EVENTS", "MEMORY_EVENT_TYPES", "RUN_MARKS", "AgentOutputRejected", "AlignmentReport",
+    "BranchCreated", "BranchRanked", "BudgetReached",
     "Candidate", "DirectionChosen", "Draft", "DuplicateResolved", "EmbeddingRef", "EntityRegistered",
     "EntityUpdate", "Event", "KeyframeGenerated", "KeyframeJudged", "KeyframeSelected", "MemoryRetrieved",
-    "ModelCalled", "MotionPromptRefined", "ProposedEntity", "RecordedEvent", "Reference", "RewardObserved",
+    "ModelCalled", "MotionPromptRefined", "ProposedEntity", "ProviderJobLost", "ProviderJobSubmitted",
+    "RecordedEvent", "Reference", "RewardObserved",
     "ShotCompleted", "ShotJudged", "ShotPlanRevised", "ShotPlanned", "ShotStarted", "StoryCompleted",
     "StoryCreated", "StoryForgotten", "StoryJudged", "VideoAnalyzed", "VideoGenerated", "ViewAdded", "ViewSource",
     "calls", "canonical_json", "chain_hash", "director", "event_class", "event_types", "keyframe", "memory",

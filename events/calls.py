@@ -58,3 +58,31 @@ class BudgetReached(Event):
 
 
 RUN_MARKS = ("BudgetReached",)
+
+
+class ProviderJobSubmitted(Event):
+    """A hosted provider accepted a job for the call ``request_key``; its result is not collected yet.
+
+    Written right after the submit answers and before any polling (``generators.jobs``), so whoever
+    finds it (resume, a retried worker, another machine) collects this job instead of paying for a
+    second one. ``ticket`` says where the job lives and holds no secret (no key, header or signed URL).
+    """
+
+    kind: CallKind
+    backend: str
+    model: str
+    request_key: str
+    ticket: dict[str, Any]
+
+
+class ProviderJobLost(Event):
+    """The provider no longer knew a job recorded as submitted (expired, purged, its server restarted):
+    the job is submitted again, the only case in which a recorded job is."""
+
+    request_key: str
+    job_id: str
+    server: str | None = None
+    reason: str
+
+
+JOB_EVENTS = ("ProviderJobSubmitted", "ProviderJobLost")

@@ -14,8 +14,25 @@ class MotionPromptRefined(Event):
     refined: str
 
 
+class ClipReference(BaseModel):
+    """A memory view sent to the video model with the keyframe (an entity and its view's blob)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    entity: str
+    blob: str
+
+
+def _none_sent(value: list[ClipReference]) -> bool:
+    return not value
+
+
 class VideoGenerated(Event):
-    """The clip V_t was generated from the keyframe and the motion prompt."""
+    """The clip V_t was generated from the keyframe and the motion prompt.
+
+    ``references``: memory's views of the shot's entities that went to the video model with the keyframe
+    (only for a model that takes references; left out of the payload when none went, as before they existed).
+    """
 
     blob: str
     frames: int
@@ -26,6 +43,7 @@ class VideoGenerated(Event):
     backend: str
     model: str
     motion_prompt: str
+    references: list[ClipReference] = Field(default_factory=list, exclude_if=_none_sent)
 
 
 class EntityUpdate(BaseModel):

@@ -99,7 +99,13 @@ class ImageResult:
 
 @dataclass(frozen=True)
 class VideoRequest:
-    """Animate one keyframe following a motion prompt."""
+    """Animate one keyframe following a motion prompt.
+
+    ``references`` are memory's views of the shot's entities, sent to a video model that accepts
+    reference images besides the first frame (``generators.jobs.Capabilities.references``), so identity
+    is held inside the clip and not only at its first frame. Empty for every other backend, and then
+    not part of the key (keys recorded before references existed stay valid).
+    """
 
     keyframe: ImageInput
     prompt: str
@@ -108,6 +114,7 @@ class VideoRequest:
     fps: float
     width: int
     height: int
+    references: tuple[ImageInput, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -216,7 +223,7 @@ def request_fields(request: VLMRequest | ImageRequest | VideoRequest, *, hints: 
             "references": image_fields(request.references),
             "style": request.style,
         }
-    return {
+    video: dict[str, Any] = {
         "keyframe": image_fields((request.keyframe,))[0],
         "prompt": request.prompt,
         "seed": request.seed,
@@ -225,3 +232,6 @@ def request_fields(request: VLMRequest | ImageRequest | VideoRequest, *, hints: 
         "width": request.width,
         "height": request.height,
     }
+    if request.references:
+        video["references"] = image_fields(request.references)
+    return video

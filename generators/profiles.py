@@ -52,6 +52,13 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "video": {"backend": "diffusers", "model": "Wan-AI/Wan2.2-I2V-A14B-Diffusers"},
         "embedder": _REAL_EMBEDDER,
     },
+    # Keyframes and clips as fal queue jobs; the agents on any OpenAI-compatible VLM (OPENAI_BASE_URL for others).
+    "fal": {
+        "vlm": {"backend": "openai", "model": "gpt-4.1"},
+        "image": {"backend": "fal", "model": "fal-ai/qwen-image-edit-plus"},
+        "video": {"backend": "fal", "model": "fal-ai/kling-video/v2.1/standard/image-to-video"},
+        "embedder": _REAL_EMBEDDER,
+    },
     "local": {
         "vlm": {"backend": "openai", "model": "qwen2.5vl:7b", "base_url": "http://localhost:11434/v1",
                 "api_key_env": "OLLAMA_API_KEY"},

@@ -32,6 +32,7 @@ class BackendInfo:
     summary: str
     needs: str
     check: str | None = None  # "module:callable" -> Readiness (or a plugin's (usable, why)); cheap, no downloads
+    references: str | None = None  # "module:callable" -> how many memory views a request may carry (pure, cheap)
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,15 @@ def _register_builtins(reg: Callable[[BackendInfo], None]) -> None:
     reg(BackendInfo("video", "diffusers", f"{g}.diffusers_video:DiffusersVideoGenerator",
                     "diffusers image-to-video: Wan2.2 I2V, LTX-Video, CogVideoX I2V",
                     "CUDA and the model weights", f"{g}.diffusers_video:check"))
+    h = f"{g}.hosted"
+    reg(BackendInfo("image", "fal", f"{h}.fal:FalImageGenerator",
+                    "fal queue API: multi-reference edit models (Qwen-Image-Edit, FLUX Kontext, Gemini image)",
+                    "FAL_KEY (or api_key_env) and network access", f"{h}.fal:check_image",
+                    references=f"{h}.fal_presets:image_reference_limit"))
+    reg(BackendInfo("video", "fal", f"{h}.fal:FalVideoGenerator",
+                    "fal queue API: image-to-video apps (Kling, Wan, Seedance, Hailuo, Veo, Vidu references)",
+                    "FAL_KEY (or api_key_env) and network access", f"{h}.fal:check",
+                    references=f"{h}.fal_presets:video_reference_limit"))
     reg(BackendInfo("embedder", "open_clip", f"{g}.embedder:OpenClipEmbedder",
                     "open_clip text and image embeddings (a pretrained tag or a local checkpoint)",
                     "the weights on disk (or network for a tag); 'none' = random weights",
@@ -177,3 +187,19 @@ def usable(kind: str, name: str, options: dict[str, Any] | None = None) -> tuple
     """Whether a backend can run here, and why not (``readiness`` without the fix)."""
     found = readiness(kind, name, options)
     return found.ready, found.detail
+
+
+def reference_limit(kind: str, table: dict[str, Any]) -> int:
+    """How many memory views a request of the ``[kind]`` table's backend may carry besides its first frame.
+
+    Pure and cheap (no backend is built), so a replay, which has no backends, builds the same requests.
+    """
+    name = table.get("backend")
+    if not isinstance(name, str):
+        return 0
+    _load()
+    reg = _REGISTRY.get((kind, name))
+    if reg is None or reg.references is None:
+        return 0
+    options = {k: v for k, v in table.items() if k != "backend"}
+    return int(_resolve(reg.references)(options))

@@ -189,3 +189,23 @@ def _letterbox(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     canvas = Image.new("RGB", (w, h))
     canvas.paste(im, ((w - im.width) // 2, (h - im.height) // 2))
     return np.asarray(canvas)
+
+
+def probe_mp4(data: bytes) -> tuple[int, float, int, int]:
+    """(frames, fps, width, height) of an MP4 given as bytes, counting decoded frames; ``BackendError`` when
+    the bytes are not a video (a provider that sent an error page instead of its file)."""
+    import av
+
+    try:
+        with av.open(io.BytesIO(data), "r") as container:
+            stream = container.streams.video[0]
+            fps = float(stream.average_rate or stream.guessed_rate or 0) or 0.0
+            width, height = int(stream.codec_context.width), int(stream.codec_context.height)
+            frames = sum(1 for _ in container.decode(stream))
+    except (av.error.FFmpegError, IndexError, ValueError) as e:  # type: ignore[attr-defined]
+        raise BackendError(
+            f"the downloaded clip is not a readable video ({len(data)} bytes, starts {data[:12]!r}): {e}",
+            hint="the provider sent something else than its MP4; `codirector resume` fetches it again") from e
+    if frames == 0:
+        raise BackendError(f"the downloaded clip has no frames ({len(data)} bytes)")
+    return frames, round(fps, 6), width, height

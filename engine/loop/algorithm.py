@@ -44,6 +44,8 @@ from codirector.events import (
     VideoGenerated,
     ViewSource,
 )
+from codirector.events.video import ClipReference
+from codirector.generators import registry
 from codirector.generators.base import ImageInput, ImageRequest, VideoRequest
 from codirector.generators.video_io import frame_jpeg, frame_png, read_some_frames, sample_indices
 
@@ -134,7 +136,9 @@ class Loop:
         candidates: list[Candidate] = []
         selected: Candidate | None = None
         rounds = 1 if s.no_synergy else s.max_rounds
+        views_by_round: dict[int, list[ImageInput]] = {}
         for k in range(1, rounds + 1):
+            views_by_round[k] = list(retrieved.references)
             blob = self._keyframe(t, k, q, retrieved)
             if s.no_synergy:
                 selected = Candidate(k, blob, q, "accept", None)
@@ -169,7 +173,7 @@ class Loop:
             m = out.refined_video_motion_prompt
             ctx.writer.one(MotionPromptRefined(original=m0, refined=m).at(t))
 
-        video_blob, frames, fps = self._video(t, keyframe, m)
+        video_blob, frames, fps = self._video(t, keyframe, m, views_by_round.get(selected.round, []))
         if t < state.num_shots and not (s.no_synergy or s.no_memory):
             self._analyze_video(t, video_blob, frames, m, plan, retrieved.entities)
         done = ShotCompleted(keyframe_blob=selected.blob, video_blob=video_blob, frames=frames, fps=fps,
@@ -235,11 +239,14 @@ class Loop:
                                       refined_keyframe_prompt=refined).at(t, cause=call.id))
         return out
 
-    def _video(self, t: int, keyframe: ImageInput, motion: str) -> tuple[str, int, float]:
+    def _video(self, t: int, keyframe: ImageInput, motion: str, views: list[ImageInput]) -> tuple[str, int, float]:
+        """The clip; ``views`` (the accepted keyframe's references) go with it to a model that takes references."""
         ctx = self.ctx
         s = ctx.settings
+        limit = registry.reference_limit("video", dict(ctx.state.settings.get("video") or {}))
+        sent = tuple(_one_view_per_entity(views)[:limit])
         request = VideoRequest(keyframe=keyframe, prompt=motion, seed=ctx.seed(t, 0, "video"),
-                               num_frames=s.num_frames, fps=s.fps, width=s.width, height=s.height)
+                               num_frames=s.num_frames, fps=s.fps, width=s.width, height=s.height, references=sent)
         ctx.progress.step("video")
         digest, call = ctx.recorder.video(request, shot=t)
         meta = call.payload["response"]
@@ -247,6 +254,7 @@ class Loop:
             blob=digest, frames=int(meta["frames"]), fps=float(meta["fps"]), width=int(meta["width"]),
             height=int(meta["height"]), seed=request.seed, backend=call.payload["backend"],
             model=call.payload["model"], motion_prompt=motion,
+            references=[ClipReference(entity=v.label, blob=v.digest) for v in sent],
         ).at(t, cause=call.id))
         return digest, int(meta["frames"]), float(meta["fps"])
 
@@ -282,6 +290,17 @@ class Loop:
             source = ViewSource(kind="video_frame", shot=t, frame_index=picked[u.frame_index])
             register_entity(ctx, name=u.name, description=u.description, base_entity=u.base_entity,
                             origin="video_analyzer", shot=t, view=view, source=source, cause=analyzed.id)
+
+
+def _one_view_per_entity(views: list[ImageInput]) -> list[ImageInput]:
+    """The keyframe's references, the first (best-matching) view of each entity only, in their order."""
+    seen: set[str] = set()
+    out = []
+    for v in views:
+        if v.label not in seen:
+            seen.add(v.label)
+            out.append(v)
+    return out
 
 
 __all__ = ["Candidate", "Loop", "add_view", "select_best"]

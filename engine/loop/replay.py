@@ -22,7 +22,7 @@ from codirector.engine.loop.runs import SCRATCH_PREFIX, _creation_end, execute, 
 from codirector.engine.recording.recorder import CallStats, request_diff
 from codirector.engine.workspace import Workspace
 from codirector.errors import CodirectorError, ReplayDivergence
-from codirector.events import RUN_MARKS, RecordedEvent
+from codirector.events import JOB_EVENTS, RUN_MARKS, RecordedEvent
 from codirector.generators.base import Backends
 from codirector.store.event_store import MAIN
 
@@ -111,7 +111,7 @@ def replay(ws: Workspace, story_id: str, branch: str = MAIN, *, backends: Backen
         n += 1
     scratch = f"{SCRATCH_PREFIX}{branch}~{n}"
     store.create_branch(story_id, scratch, parent=branch, at_position=start)
-    recording = [e for e in original if e.type == "ModelCalled"]
+    recording = [e for e in original if e.type == "ModelCalled" or e.type in JOB_EVENTS]  # a call's job events too
     stopped: CodirectorError | None = None
     stats = CallStats()
     try:

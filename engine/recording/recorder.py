@@ -13,6 +13,14 @@ a paid call and replays as recorded. Order of lookup for a request (under any of
    answer is used. A failed call is recorded with its error and raises ``BackendError``.
 So a crash never repeats a call whose answer was recorded, and replay never calls a backend.
 
+Provider jobs (``generators.jobs``: a backend with ``submit``/``collect``) add one step between the
+submit and the answer: the job's ticket is appended as ``ProviderJobSubmitted`` right after the
+provider accepted it, before any polling. Step 2 matches such events too: a call whose job is in
+the log and not yet answered is *collected* (polled and downloaded), never submitted again. Only a
+job the provider no longer knows is submitted anew, after ``ProviderJobLost`` says so. Ctrl-C while
+a job runs leaves it running at the provider, and ``resume`` collects it. Replay copies a call's
+job events from the recording with its answer, so a replayed log equals the original.
+
 Spending (``engine.recording.budget``): before step 4 the budget checks the call's worst case
 (``usage_bound`` of the backend, from the request) against what its branches spent; a call that
 could cross ``--budget`` is not made: ``BudgetReached`` is appended and ``BudgetExceeded`` raised.
@@ -22,11 +30,13 @@ recording (steps 1-3) to ``saved_usd`` (what they would have cost); unpriced mod
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import io
+import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,8 +44,16 @@ import numpy as np
 
 from codirector.engine.recording.budget import Budget
 from codirector.engine.recording.writer import RunWriter
-from codirector.errors import BackendError, CodirectorError, ReplayDivergence
-from codirector.events import ModelCalled, RecordedEvent, canonical_json
+from codirector.errors import BackendError, CodirectorError, ProviderJobFailed, ProviderJobUnknown, ReplayDivergence
+from codirector.events import (
+    JOB_EVENTS,
+    ModelCalled,
+    ProviderJobLost,
+    ProviderJobSubmitted,
+    RecordedEvent,
+    canonical_json,
+    event_class,
+)
 from codirector.generators.base import (
     Backends,
     ImageInput,
@@ -47,8 +65,12 @@ from codirector.generators.base import (
     reads_hints,
     request_fields,
 )
+from codirector.generators.jobs import JobTicket, SubmitsJobs, submits_jobs
 from codirector.store.blobs import BlobStore
 from codirector.store.vector_index import normalised, vector_from_bytes, vector_to_bytes
+
+log = logging.getLogger("codirector.recorder")
+RESUBMITS = 3  # how often a call whose job the provider lost is submitted again before the run stops
 
 
 def request_key(kind: str, backend: str, model: str, request: dict[str, Any]) -> str:
@@ -140,6 +162,10 @@ class CallRecorder:
         self._recording = recorded_answers(recording or [])
         self._recording_order = [e for e in recording or []
                                  if e.type == "ModelCalled" and e.payload.get("error") is None]
+        self._recorded_jobs: dict[str, list[RecordedEvent]] = {}
+        for ev in recording or []:
+            if ev.type in JOB_EVENTS:
+                self._recorded_jobs.setdefault(ev.payload["request_key"], []).append(ev)
         self.stats = CallStats()
         self.on_call = on_call  # progress hook: (kind, agent or purpose)
         self.budget = budget or Budget()
@@ -162,12 +188,15 @@ class CallRecorder:
         invoke: Callable[[], tuple[Any, bytes | None, dict[str, Any] | None]],
         also: Sequence[dict[str, Any]] = (),
         bound: Callable[[], dict[str, Any] | None] | None = None,
+        job: tuple[SubmitsJobs, Any, Callable[[Any], tuple[Any, bytes | None, dict[str, Any] | None]]] | None = None,
     ) -> RecordedEvent:
         """The recorded answer to ``request``, calling the backend only if nothing recorded answers it.
 
         ``also``: older forms of the same request whose recorded answers are equally valid (looked
         up too, never written); a new call is recorded under ``request``'s key. ``bound``: the
-        most usage the call can bill (checked against the budget before a live call).
+        most usage the call can bill (checked against the budget before a live call). ``job``: for a
+        backend that submits jobs, (backend, its request, result -> (response, blob bytes, usage));
+        then ``invoke`` is not used.
         """
         key = request_key(kind, backend, model, request)
         keys = [key, *(request_key(kind, backend, model, a) for a in also)]
@@ -176,19 +205,79 @@ class CallRecorder:
                 self.stats.reused += 1
                 return self._served(self.known[k])
         pending = self.writer.peek()
-        while pending is not None and pending.type == "ModelCalled" and pending.payload["request_key"] in keys:
-            matched = self.writer.one(ModelCalled.model_validate(pending.payload).at(shot))
-            if matched.payload.get("error") is None:
+        ticket: JobTicket | None = None  # a job of this call the log holds as submitted and not yet answered
+        while (pending is not None and pending.type in ("ModelCalled", *JOB_EVENTS)
+               and pending.payload["request_key"] in keys):
+            matched = self.writer.one(event_class(pending.type).model_validate(pending.payload).at(shot))
+            if matched.type == "ProviderJobSubmitted":
+                ticket = JobTicket.from_json(matched.payload["ticket"])
+            elif matched.type == "ProviderJobLost":
+                ticket = None
+            elif matched.payload.get("error") is None:
                 self.stats.matched += 1
                 return self._served(matched)
-            pending = self.writer.peek()  # the failed attempt is matched; try the call again below
+            else:
+                ticket = None  # the failed attempt (its job with it) is matched; try the call again below
+            pending = self.writer.peek()
         if self.replay:
             return self._served(self._from_recording(kind, backend, model, [request, *also], keys, shot))
-        self._within_budget(kind, backend, model, agent, key, shot, bound)
+        if ticket is None:  # a job already submitted is paid for whatever happens now: collect it
+            self._within_budget(kind, backend, model, agent, key, shot, bound)
+        if job is not None:
+            invoke = self._job_invoke(kind, backend, model, key, shot, job, ticket)
         try:
             return self._live(kind, backend, model, agent, request, key, shot, invoke)
         finally:
             self.budget.release()  # the call's hold, unless its answer settled it: a failed call bills nothing
+
+    def _job_invoke(
+        self, kind: str, backend: str, model: str, key: str, shot: int | None,
+        job: tuple[SubmitsJobs, Any, Callable[[Any], tuple[Any, bytes | None, dict[str, Any] | None]]],
+        ticket: JobTicket | None,
+    ) -> Callable[[], tuple[Any, bytes | None, dict[str, Any] | None]]:
+        """The live step of a provider job: submit (the ticket to the log at once) unless the log holds one, then
+        collect; a job the provider lost is recorded as lost and submitted again (at most ``RESUBMITS`` times)."""
+        jobs, job_request, to_answer = job
+
+        def submitted() -> JobTicket:
+            fresh = jobs.submit(job_request)
+            self.writer.one(ProviderJobSubmitted(kind=kind, backend=backend, model=model, request_key=key,
+                                                 ticket=fresh.to_json()).at(shot))
+            return fresh
+
+        def invoke() -> tuple[Any, bytes | None, dict[str, Any] | None]:
+            current = ticket
+            slot = getattr(jobs, "job_slot", None)
+            with slot() if slot is not None else _no_slot():
+                try:
+                    current = current or submitted()
+                    for attempt in range(RESUBMITS + 1):
+                        try:
+                            result = jobs.collect(current, job_request)
+                            break
+                        except ProviderJobUnknown as e:
+                            self.writer.one(ProviderJobLost(request_key=key, job_id=current.job_id,
+                                                            server=current.server, reason=e.message[:500]).at(shot))
+                            if attempt == RESUBMITS:
+                                raise
+                            current = submitted()
+                        except ProviderJobFailed:
+                            raise  # the job is over: recorded as a failed call, and resume submits it again
+                        except Exception as e:  # the job may still run (a timeout, the provider unreachable):
+                            raise _JobStillOpen(e, current) from e  # keep its ticket live for resume
+                except KeyboardInterrupt:
+                    if current is not None:
+                        log.warning("the %s job %s (%s) is still running at the provider and is recorded; "
+                                    "`codirector resume` collects it without submitting it again",
+                                    current.provider, current.job_id, kind)
+                    raise
+            response, blob, usage = to_answer(result)
+            if isinstance(response, dict):
+                response = {**response, "job": {"provider": current.provider, "job_id": current.job_id,
+                                                "server": current.server}}
+            return response, blob, usage
+
+        return invoke
 
     def _served(self, answer: RecordedEvent) -> RecordedEvent:
         """An answer the recording gave: no call, and what it would have cost is saved."""
@@ -221,6 +310,10 @@ class CallRecorder:
         if recorded is None:
             raise self._divergence(kind, backend, model, forms, shot)
         self.stats.replayed += 1
+        jobs = [e for e in self._recorded_jobs.get(recorded.payload["request_key"], [])
+                if e.position < recorded.position]
+        for ev in jobs:  # the job's ticket (and any loss) came before its answer in the original too
+            self.writer.one(event_class(ev.type).model_validate(ev.payload).at(shot))
         return self.writer.one(ModelCalled.model_validate(recorded.payload).at(shot))
 
     def _divergence(
@@ -257,6 +350,15 @@ class CallRecorder:
         started = time.perf_counter()
         try:
             response, blob_bytes, usage = invoke()
+        except _JobStillOpen as e:  # not a failed call: the job is recorded as submitted, resume collects it
+            error = e.error if isinstance(e.error, CodirectorError) else BackendError(
+                f"the {kind} backend {backend!r} failed while collecting its job: {type(e.error).__name__}: {e.error}")
+            error.hint = (f"{error.hint}; " if error.hint else "") + (
+                f"{e.ticket.provider} job {e.ticket.job_id} is recorded as submitted: `codirector resume` collects it "
+                "without submitting it again")
+            if error is e.error:
+                raise error  # noqa: B904 - its own cause stays
+            raise error from e.error
         except CodirectorError as e:
             self._record_failure(kind, backend, model, agent, request, key, shot, started, e.message)
             raise
@@ -321,28 +423,34 @@ class CallRecorder:
         """Generate (or recall) an image; returns its blob digest."""
         backends = self._backends()
 
-        def invoke() -> tuple[Any, bytes | None, dict[str, Any] | None]:
-            assert backends is not None
-            result: ImageResult = backends.image.generate(request)
+        def answer(result: ImageResult) -> tuple[Any, bytes | None, dict[str, Any] | None]:
             return {"width": result.width, "height": result.height, "model": result.model}, result.png, result.usage
 
+        def invoke() -> tuple[Any, bytes | None, dict[str, Any] | None]:
+            assert backends is not None
+            return answer(backends.image.generate(request))
+
+        image = backends.image if backends is not None else None
         ev = self.call("image", *self._names("image"), request_fields(request), shot=shot, agent=None, invoke=invoke,
-                       bound=_bound(backends.image if backends is not None else None, request))
+                       bound=_bound(image, request), job=(image, request, answer) if submits_jobs(image) else None)
         return str(ev.payload["response_blob"]), ev
 
     def video(self, request: VideoRequest, *, shot: int | None) -> tuple[str, RecordedEvent]:
         """Generate (or recall) a clip; returns its blob digest."""
         backends = self._backends()
 
-        def invoke() -> tuple[Any, bytes | None, dict[str, Any] | None]:
-            assert backends is not None
-            result: VideoResult = backends.video.generate(request)
+        def answer(result: VideoResult) -> tuple[Any, bytes | None, dict[str, Any] | None]:
             meta = {"frames": result.frames, "fps": result.fps, "width": result.width, "height": result.height,
                     "model": result.model}
             return meta, result.mp4, result.usage
 
+        def invoke() -> tuple[Any, bytes | None, dict[str, Any] | None]:
+            assert backends is not None
+            return answer(backends.video.generate(request))
+
+        video = backends.video if backends is not None else None
         ev = self.call("video", *self._names("video"), request_fields(request), shot=shot, agent=None, invoke=invoke,
-                       bound=_bound(backends.video if backends is not None else None, request))
+                       bound=_bound(video, request), job=(video, request, answer) if submits_jobs(video) else None)
         return str(ev.payload["response_blob"]), ev
 
     def embed_texts(self, texts: list[str], *, shot: int | None) -> Embeddings:
@@ -388,3 +496,17 @@ class CallRecorder:
         b = getattr(self.backends, kind)
         model = b.name if kind == "embedder" else b.model
         return str(b.backend), str(model)
+
+
+@contextlib.contextmanager
+def _no_slot() -> Iterator[None]:
+    yield
+
+
+class _JobStillOpen(Exception):
+    """Collecting a job stopped for a reason that does not end the job (it may still run at the provider)."""
+
+    def __init__(self, error: BaseException, ticket: JobTicket) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.ticket = ticket

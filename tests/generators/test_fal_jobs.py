@@ -1,0 +1,204 @@
+"""fal as a provider of clips, through the job protocol, against a loopback server speaking fal's queue API.
+
+The agents, keyframes and embedder are the counting preview backends (tests/codirector_test_plugins.py);
+the clips come from ``FalServer`` (tests/hosted_loopback.py), which makes each MP4 from the image its
+request carried. What is asserted is what a user relies on: the recorded clip is the provider's file, the
+job's input is the accepted keyframe, the key is nowhere in the home, the ticket is in the log, a job is
+never submitted twice, faults are waited out or stop the run with the provider's words, costs and budget
+follow the configured price, and replay asks the provider nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hosted_loopback import FAL_TEST_KEY, FalServer, decode_data_uri
+from typer.testing import CliRunner
+
+from codirector.cli import app as cli
+from codirector.engine.studio import Studio
+
+from support import FAST_RUN, write_story
+
+KLING = "fal-ai/kling-video/v2.1/standard/image-to-video"
+VIDU = "fal-ai/vidu/q1/reference-to-video"
+runner = CliRunner()
+
+
+@pytest.fixture
+def fal(monkeypatch: pytest.MonkeyPatch) -> Iterator[FalServer]:
+    server = FalServer(job_seconds=0.15)
+    monkeypatch.setenv("FAL_KEY", FAL_TEST_KEY)
+    monkeypatch.setenv("CODIRECTOR_PLUGINS", "codirector_test_plugins")
+    yield server
+    server.close()
+
+
+def fal_config(path: Path, server: FalServer, model: str = KLING, extra: str = "", **run: object) -> Path:
+    table = {**FAST_RUN, **run}
+    lines = ['profile = "preview"', '[vlm]', 'backend = "counting"', '[image]', 'backend = "counting"',
+             '[embedder]', 'backend = "counting"',
+             '[video]', 'backend = "fal"', f'model = "{model}"', f'base_url = "{server.url}"', "poll_seconds = 0.02",
+             extra, "[run]", *(f"{k} = {json.dumps(v)}" for k, v in table.items())]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = runner.invoke(cli, list(args))
+    return result.exit_code, result.output
+
+
+def home_bytes(home: Path) -> Iterator[tuple[Path, bytes]]:
+    for f in home.rglob("*"):
+        if f.is_file():
+            yield f, f.read_bytes()
+
+
+def test_a_story_runs_on_fal_and_records_the_providers_clips(tmp_path: Path, fal: FalServer,
+                                                              _isolated_home: Path) -> None:
+    story = write_story(tmp_path / "pier.yaml", shots=3)
+    code, out = invoke("run", str(story), "--config", str(fal_config(tmp_path / "fal.toml", fal)))
+    assert code == 0, out
+    studio = Studio(_isolated_home)
+    log = studio.log("pier")
+    clips = [e for e in log if e.type == "VideoGenerated"]
+    selected = {e.shot: e.payload["blob"] for e in log if e.type == "KeyframeSelected"}
+    submitted = [e for e in log if e.type == "ProviderJobSubmitted"]
+    assert len(clips) == 3 and len(submitted) == 3 and len(fal.submits()) == 3
+    for clip, ticket in zip(clips, submitted, strict=True):
+        job = fal.jobs[ticket.payload["ticket"]["job_id"]]
+        assert studio.blobs.get(clip.payload["blob"]) == fal.output_of(job)  # the server's bytes, as recorded
+        assert job.image == studio.blobs.get(selected[clip.shot])  # its input was the accepted keyframe
+        assert job.body["duration"] == "5" and job.model == KLING
+        assert ticket.position < next(e.position for e in log if e.type == "ModelCalled" and e.shot == clip.shot
+                                      and e.payload["kind"] == "video")
+    for seen in fal.seen:
+        if seen.path.startswith("/files/"):
+            assert "authorization" not in seen.headers  # the key goes to the API only
+    for path, data in home_bytes(_isolated_home):
+        assert FAL_TEST_KEY.encode() not in data, f"the key is in {path}"
+    code, out = invoke("verify", "pier")
+    assert code == 0, out
+
+
+def test_a_429_on_submit_is_waited_out(tmp_path: Path, fal: FalServer, _isolated_home: Path) -> None:
+    fal.submit_statuses = [(429, {"Retry-After": "1"}), (503, {"Retry-After": "0"})]
+    story = write_story(tmp_path / "pier.yaml", shots=2)
+    code, out = invoke("run", str(story), "--config", str(fal_config(tmp_path / "fal.toml", fal)))
+    assert code == 0, out
+    posts = [s for s in fal.seen if s.method == "POST"]
+    assert len(posts) == 4 and len(fal.jobs) == 2  # two refused attempts, then one accepted job per clip
+    assert len([e for e in Studio(_isolated_home).log("pier") if e.type == "ProviderJobSubmitted"]) == 2
+
+
+def test_a_moderated_job_stops_the_run_with_the_providers_reason_and_resume_continues(
+        tmp_path: Path, fal: FalServer, _isolated_home: Path) -> None:
+    reason = "The content was flagged by a content checker (violence)."
+    fal.moderate = lambda job: reason if len(fal.jobs) == 1 else None  # the second clip's first job
+    story = write_story(tmp_path / "pier.yaml", shots=3)
+    config = fal_config(tmp_path / "fal.toml", fal)
+    code, out = invoke("run", str(story), "--config", str(config))
+    assert code == 8, out
+    assert reason in out and "content_policy_violation" in out
+    studio = Studio(_isolated_home)
+    log = studio.log("pier")
+    assert log[-1].type == "ModelCalled" and reason in log[-1].payload["error"]
+    assert [e.type for e in log[-2:]] == ["ProviderJobSubmitted", "ModelCalled"]
+    assert invoke("verify", "pier")[0] == 0
+    fal.moderate = lambda job: None  # the cause is fixed
+    code, out = invoke("resume", "pier")
+    assert code == 0, out
+    assert len(fal.submits()) == 4  # three clips, the moderated one submitted again once
+    assert [e.type for e in Studio(_isolated_home).log("pier")][-1] == "StoryCompleted"
+    assert invoke("verify", "pier")[0] == 0
+
+
+def test_a_job_the_provider_lost_is_submitted_again_and_the_log_says_so(
+        tmp_path: Path, fal: FalServer, _isolated_home: Path) -> None:
+    original = fal.new_job
+
+    def forget_first(*args, **kwargs):  # type: ignore[no-untyped-def]
+        job = original(*args, **kwargs)
+        if len(fal.jobs) == 1:
+            fal.forget(job.id)
+        return job
+
+    fal.new_job = forget_first  # type: ignore[method-assign]
+    fal.expire_urls = set()
+    story = write_story(tmp_path / "pier.yaml", shots=2)
+    code, out = invoke("run", str(story), "--config", str(fal_config(tmp_path / "fal.toml", fal)))
+    assert code == 0, out
+    log = Studio(_isolated_home).log("pier")
+    lost = [e for e in log if e.type == "ProviderJobLost"]
+    assert len(lost) == 1 and "no longer knows" in lost[0].payload["reason"]
+    assert [e.type for e in log if e.shot == 1 and e.type.startswith("ProviderJob")] == [
+        "ProviderJobSubmitted", "ProviderJobLost", "ProviderJobSubmitted"]
+    assert len(fal.submits()) == 3
+
+
+def test_an_expired_result_url_is_asked_for_again_not_resubmitted(
+        tmp_path: Path, fal: FalServer, _isolated_home: Path) -> None:
+    original = fal.new_job
+
+    def expire(*args, **kwargs):  # type: ignore[no-untyped-def]
+        job = original(*args, **kwargs)
+        fal.expire_urls.add(job.id)
+        return job
+
+    fal.new_job = expire  # type: ignore[method-assign]
+    story = write_story(tmp_path / "pier.yaml", shots=2)
+    code, out = invoke("run", str(story), "--config", str(fal_config(tmp_path / "fal.toml", fal)))
+    assert code == 0, out
+    assert len(fal.submits()) == 2 and all(j.fetched == 1 for j in fal.jobs.values())
+
+
+def test_prices_budget_and_replay(tmp_path: Path, fal: FalServer, _isolated_home: Path) -> None:
+    story = write_story(tmp_path / "pier.yaml", shots=3)
+    free = "".join(f'[prices."{m}"]\nper_image = 0.0\n' for m in ("hash-16", "plan-driven", "storyboard-v1"))
+    config = fal_config(tmp_path / "fal.toml", fal, extra=f'[prices."{KLING}"]\nper_second = 0.1\n' + free)
+    code, out = invoke("run", str(story), "--config", str(config))
+    assert code == 0, out
+    code, out = invoke("cost", "pier", "--by", "model", "--json", "--prices", str(config))
+    assert code == 0, out
+    report = json.loads(out)
+    clip_rows = [r for r in report["rows"] if r.get("model") == KLING]
+    assert clip_rows and clip_rows[0]["usd"] == pytest.approx(3 * 5 * 0.1)
+
+    seen = len(fal.seen)
+    code, out = invoke("replay", "pier")
+    assert code == 0, out
+    assert len(fal.seen) == seen  # replay sends nothing to the provider
+
+    # a budget that holds two clips' worst case (5 s x $0.10 each) but not a third
+    story2 = write_story(tmp_path / "pier2.yaml", shots=3, title="Pier Two")
+    code, out = invoke("run", str(story2), "--config", str(config), "--budget", "1.2")
+    assert code == 12, out
+    assert len(fal.submits()) == 3 + 2  # the third clip was never submitted
+
+
+def test_memory_views_go_to_a_reference_capable_model_and_into_the_key(
+        tmp_path: Path, fal: FalServer, _isolated_home: Path) -> None:
+    story = write_story(tmp_path / "pier.yaml", shots=2)
+    config = fal_config(tmp_path / "vidu.toml", fal, model=VIDU, width=64, height=36)
+    code, out = invoke("run", str(story), "--config", str(config))
+    assert code == 0, out
+    studio = Studio(_isolated_home)
+    log = studio.log("pier")
+    for clip in (e for e in log if e.type == "VideoGenerated"):
+        refs = clip.payload["references"]
+        keyframe_refs = next(e for e in log if e.type == "KeyframeGenerated" and e.shot == clip.shot)
+        assert refs and [r["blob"] for r in refs] == keyframe_refs.payload["reference_blobs"][: len(refs)]
+        ticket = next(e for e in log if e.type == "ProviderJobSubmitted" and e.shot == clip.shot)
+        job = fal.jobs[ticket.payload["ticket"]["job_id"]]
+        sent = [decode_data_uri(u) for u in job.body["reference_image_urls"]]
+        assert sent[1:] == [studio.blobs.get(r["blob"]) for r in refs]  # after the keyframe: memory's views
+        call = next(e for e in log if e.type == "ModelCalled" and e.shot == clip.shot and e.payload["kind"] == "video")
+        assert [r["blob"] for r in call.payload["request"]["references"]] == [r["blob"] for r in refs]
+    code, out = invoke("audit", "pier", "--json")
+    assert code == 0
+    audit = json.loads(out)
+    assert "references" in json.dumps(audit) and refs[0]["blob"] in json.dumps(audit)

@@ -1,0 +1,283 @@
+"""Loopback servers for hosted providers: real HTTP on 127.0.0.1 speaking each provider's job wire format.
+
+``JobServer`` holds what every provider has: jobs that take a fixed time, the input images decoded
+from the requests, the file each job "generates" (an MP4 or PNG made from its input image, so a
+test can compare bytes), every request seen, and faults a test switches on:
+
+- ``submit_statuses``: answers to give submits before accepting one (e.g. ``[(429, {"Retry-After": "1"})]``);
+- ``moderate(job) -> reason | None``: the job fails with the provider's reason;
+- ``expire_urls``: result URLs that answer 410 the first time they are fetched;
+- ``forget(job_id)`` / ``forget_all()``: the provider no longer knows the job (its status says 404);
+- ``job_seconds``: how long a job runs; ``max_in_flight``: the most jobs running at once ever seen.
+
+``FalServer`` speaks fal's queue API (``generators.hosted.fal``'s docstring). A subclass per provider
+adds its routes; the server never reads anything but the requests it is sent.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+FAL_TEST_KEY = "fal-test-SECRET-5678"
+
+
+@dataclass
+class Job:
+    id: str
+    model: str
+    body: dict[str, Any]
+    image: bytes | None  # the first-frame image as the request carried it (decoded)
+    references: list[bytes]
+    submitted: float
+    seconds: float
+    kind: str = "video"
+    failure: str | None = None
+    output: bytes | None = None
+    fetched: int = 0
+
+    def done(self, now: float) -> bool:
+        return now >= self.submitted + self.seconds
+
+    def state(self, now: float) -> str:
+        if self.done(now):
+            return "COMPLETED"
+        return "IN_PROGRESS" if now >= self.submitted + self.seconds / 3 else "IN_QUEUE"
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    json: Any = None
+
+
+def decode_data_uri(uri: str) -> bytes:
+    match = re.match(r"^data:([^;,]+)?(;base64)?,(.*)$", uri, re.S)
+    if not match:
+        raise ValueError(f"not a data URI: {uri[:40]!r}")
+    return base64.b64decode(match.group(3)) if match.group(2) else match.group(3).encode()
+
+
+def clip_from_image(image: bytes, frames: int = 9, fps: float = 8.0) -> bytes:
+    """A short MP4 that pans over ``image`` (what the fake model 'generates'), deterministic for its input."""
+    from codirector.generators.video_io import encode_mp4
+
+    im = Image.open(io.BytesIO(image)).convert("RGB")
+    w, h = (im.width // 2) * 2, (im.height // 2) * 2
+    base = np.asarray(im.resize((w, h)), dtype=np.uint8)
+    out = [np.roll(base, shift=i * 2, axis=1) for i in range(frames)]
+    return encode_mp4(out, fps)
+
+
+def png_from_images(images: list[bytes], prompt: str) -> bytes:
+    """A PNG mixing the reference images (or a colour from the prompt when there are none)."""
+    if images:
+        ims = [np.asarray(Image.open(io.BytesIO(b)).convert("RGB").resize((64, 36)), dtype=np.float32)
+               for b in images]
+        arr = np.mean(ims, axis=0).astype(np.uint8)
+    else:
+        seed = sum(prompt.encode()) % 255
+        arr = np.full((36, 64, 3), seed, dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class JobServer:
+    """The provider-independent part: jobs, files, faults, and what was seen."""
+
+    key_header = "authorization"
+    expected_auth = f"Key {FAL_TEST_KEY}"
+
+    def __init__(self, job_seconds: float = 0.2) -> None:
+        self.job_seconds = job_seconds
+        self.jobs: dict[str, Job] = {}
+        self.seen: list[Seen] = []
+        self.submit_statuses: list[tuple[int, dict[str, str]]] = []
+        self.moderate: Callable[[Job], str | None] = lambda job: None
+        self.expire_urls: set[str] = set()
+        self.forgotten: set[str] = set()
+        self.max_in_flight = 0
+        self.frames = 9
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _handle(self, method: str) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
+                seen = Seen(method, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                try:
+                    seen.json = json.loads(body) if body and "json" in self.headers.get("content-type", "") else None
+                except ValueError:
+                    seen.json = None
+                with server.lock:
+                    server.seen.append(seen)
+                status, payload, headers = server.route(seen)
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                self.send_response(status)
+                ctype = headers.pop("content-type", "application/json")
+                self.send_header("content-type", ctype)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                self._handle("GET")
+
+            def do_POST(self) -> None:
+                self._handle("POST")
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    # -- bookkeeping a test reads ------------------------------------------------------
+
+    def submits(self) -> list[Seen]:
+        return [s for s in self.seen if self.is_submit(s)]
+
+    def is_submit(self, seen: Seen) -> bool:
+        raise NotImplementedError
+
+    def route(self, seen: Seen) -> tuple[int, Any, dict[str, str]]:
+        raise NotImplementedError
+
+    def forget(self, job_id: str) -> None:
+        self.forgotten.add(job_id)
+
+    def forget_all(self) -> None:
+        self.forgotten.update(self.jobs)
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    # -- shared steps ------------------------------------------------------------------
+
+    def authorised(self, seen: Seen) -> bool:
+        return seen.headers.get(self.key_header) == self.expected_auth
+
+    def new_job(self, model: str, body: dict[str, Any], image: bytes | None, references: list[bytes],
+                kind: str = "video") -> Job:
+        now = time.monotonic()
+        job = Job(uuid.uuid4().hex, model, body, image, references, now, self.job_seconds, kind=kind)
+        job.failure = self.moderate(job)
+        with self.lock:
+            self.jobs[job.id] = job
+            running = sum(1 for j in self.jobs.values() if not j.done(now))
+            self.max_in_flight = max(self.max_in_flight, running)
+        return job
+
+    def output_of(self, job: Job) -> bytes:
+        if job.output is None:
+            if job.kind == "video":
+                job.output = clip_from_image(job.image or png_from_images(job.references, ""), frames=self.frames)
+            else:
+                prompt = str(job.body.get("prompt", ""))
+                job.output = png_from_images([*([job.image] if job.image else []), *job.references], prompt)
+        return job.output
+
+    def pending_submit_fault(self) -> tuple[int, dict[str, str]] | None:
+        with self.lock:
+            return self.submit_statuses.pop(0) if self.submit_statuses else None
+
+    def file(self, job_id: str) -> tuple[int, Any, dict[str, str]]:
+        job = self.jobs.get(job_id)
+        if job is None or job_id in self.forgotten:
+            return 404, {"detail": "Not Found"}, {}
+        if job_id in self.expire_urls:
+            self.expire_urls.discard(job_id)
+            return 410, {"detail": "this link has expired"}, {}
+        job.fetched += 1
+        ctype = "video/mp4" if job.kind == "video" else "image/png"
+        return 200, self.output_of(job), {"content-type": ctype}
+
+
+class FalServer(JobServer):
+    """fal's queue API: submit to the app id, status and result under owner/app/requests/ID."""
+
+    def is_submit(self, seen: Seen) -> bool:
+        return seen.method == "POST" and "/requests/" not in seen.path
+
+    def route(self, seen: Seen) -> tuple[int, Any, dict[str, str]]:
+        path = seen.path.split("?", 1)[0]
+        if path.startswith("/files/"):
+            return self.file(path[len("/files/"):].split(".", 1)[0])
+        if not self.authorised(seen):
+            return 401, {"detail": "Invalid API key"}, {}
+        if seen.method == "POST" and "/requests/" not in path:
+            return self.submit(path.strip("/"), seen)
+        match = re.match(r"^/([^/]+/[^/]+)/requests/([0-9a-f]+)(/status)?$", path)
+        if match is None or seen.method != "GET":
+            return 404, {"detail": f"no route {seen.method} {path}"}, {}
+        job_id, is_status = match.group(2), bool(match.group(3))
+        job = self.jobs.get(job_id)
+        if job is None or job_id in self.forgotten:
+            return 404, {"detail": f"Request {job_id} not found"}, {}
+        now = time.monotonic()
+        if is_status:
+            state = job.state(now)
+            status: dict[str, Any] = {"status": state, "request_id": job.id}
+            if state == "IN_QUEUE":
+                status["queue_position"] = 0
+            if state == "COMPLETED" and job.failure:
+                status["error"] = job.failure
+                status["error_type"] = "content_policy_violation"
+            return (200 if state == "COMPLETED" else 202), status, {}
+        if not job.done(now):
+            return 400, {"detail": "Request is still in progress"}, {}
+        if job.failure:
+            return 422, {"detail": [{"loc": ["body", "prompt"], "msg": job.failure,
+                                     "type": "content_policy_violation"}]}, {}
+        # results live on another origin, as fal's CDN is: "localhost" is this server under another name
+        name = f"http://localhost:{self.port}/files/{job.id}.{'mp4' if job.kind == 'video' else 'png'}"
+        if job.kind == "video":
+            return 200, {"video": {"url": name, "content_type": "video/mp4"}, "seed": job.body.get("seed")}, {}
+        return 200, {"images": [{"url": name, "content_type": "image/png"}], "seed": job.body.get("seed")}, {}
+
+    def submit(self, app: str, seen: Seen) -> tuple[int, Any, dict[str, str]]:
+        fault = self.pending_submit_fault()
+        if fault is not None:
+            status, headers = fault
+            return status, {"detail": "Too many requests" if status == 429 else "Server error"}, dict(headers)
+        body = seen.json or {}
+        image = None
+        for key in ("image_url", "start_image_url"):
+            if isinstance(body.get(key), str):
+                image = decode_data_uri(body[key])
+        refs = []
+        for key in ("image_urls", "reference_image_urls"):
+            for uri in body.get(key) or []:
+                refs.append(decode_data_uri(uri))
+        kind = "image" if any(s in app for s in ("image-edit", "kontext", "nano-banana", "gemini")) else "video"
+        if kind == "video" and image is None and refs:
+            image = refs[0]
+        job = self.new_job(app, body, image, refs, kind=kind)
+        owner_app = "/".join(app.split("/")[:2])
+        base = f"{self.url}/{owner_app}/requests/{job.id}"
+        return 200, {"request_id": job.id, "status_url": f"{base}/status", "response_url": base,
+                     "cancel_url": f"{base}/cancel", "status": "IN_QUEUE", "queue_position": 0}, {}
