@@ -124,11 +124,13 @@ def memory(
         return
     from rich.table import Table
 
+    from codirector.engine.views.describe import brief_entity
+
     table = Table("entity", "kind", "base_entity", "origin", "shot", "views", "description",
                   title=f"{story}/{branch} memory at position {bank.position}")
     for e in bank:
         table.add_row(e.name, e.kind, e.base_entity or "", e.origin, "" if e.shot is None else str(e.shot),
-                      str(len(e.views)), e.description if len(e.description) < 60 else e.description[:59] + "…")
+                      str(len(e.views)), brief_entity(e, bank, 80))
     console().print(table)
     for a in bank.anomalies:
         typer.secho(f"anomaly: {a}", fg=typer.colors.YELLOW, err=True)

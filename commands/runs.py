@@ -141,8 +141,10 @@ def branch(
     from_shot: Annotated[int, typer.Option("--from-shot", help="First shot the new branch generates anew.")],
     name: Annotated[str, typer.Option("--name", help="Name of the new branch.")],
     parent: Annotated[str, typer.Option("--branch", "-b", help="Branch to fork (default main).")] = "main",
-    sets: Annotated[list[str] | None, typer.Option("--set", help="Override a prompt: shots.N.keyframe=TEXT or "
-                                                   "shots.N.motion=TEXT (repeatable).")] = None,
+    sets: Annotated[list[str] | None, typer.Option("--set", help="Override a shot: shots.N.keyframe=TEXT, "
+                                                   "shots.N.motion=TEXT, shots.N.uses=[A, B] or shots.N.evolves="
+                                                   "[{name: A_kilt, base_entity: A, description: ...}] (YAML, "
+                                                   "checked as a story file is; repeatable).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Fork a branch just before a shot, optionally with new prompts; shots before it are shared, not copied.
@@ -154,7 +156,7 @@ def branch(
     for item in sets or []:
         key, sep, value = item.partition("=")
         if not sep:
-            raise typer.BadParameter(f"--set {item!r}: expected shots.N.keyframe=TEXT")
+            raise typer.BadParameter(f"--set {item!r}: expected shots.N.keyframe=TEXT (or motion, uses, evolves)")
         overrides[key.strip()] = value
     created = studio_of(ctx).branch(story, from_shot=from_shot, name=name, parent=parent, overrides=overrides)
     if as_json:

@@ -22,6 +22,7 @@ from typing import Any
 from codirector.engine.loop.algorithm import Loop
 from codirector.engine.loop.context import Progress, QuietProgress, RunContext, RunSettings
 from codirector.engine.loop.derived_plan import derive_plan, needs_derived_plan
+from codirector.engine.loop.overrides import parse_overrides
 from codirector.engine.loop.rerun import FORGOTTEN_PREFIX, NewStory, continuation, story_to_create
 from codirector.engine.loop.story import default_story_id, read_story
 from codirector.engine.recording.budget import Budget
@@ -30,7 +31,7 @@ from codirector.engine.recording.writer import RunWriter
 from codirector.engine.views.memory import fold
 from codirector.engine.views.state import RunState, fold_run_state
 from codirector.engine.workspace import Workspace
-from codirector.errors import AlreadyExists, InvalidArgument, RunStateError, StoryNotFound, did_you_mean
+from codirector.errors import AlreadyExists, InvalidArgument, RunStateError, StoryNotFound
 from codirector.events import MEMORY_EVENT_TYPES, BranchCreated, RecordedEvent, ShotPlanRevised
 from codirector.generators.base import Backends
 from codirector.generators.preflight import require_ready
@@ -275,31 +276,24 @@ def create_branch(
 ) -> NewBranch:
     """Fork ``name`` from ``parent`` just before ``from_shot`` started; overrides become events.
 
-    ``overrides`` maps ``shots.N.keyframe`` / ``shots.N.motion`` (N >= from_shot) to new text.
+    ``overrides`` maps ``shots.N.keyframe`` / ``shots.N.motion`` (new text) or ``shots.N.uses`` /
+    ``shots.N.evolves`` (YAML lists, as in a story file), N >= from_shot, checked as a story file is
+    (``engine.loop.overrides``) before anything is written. A new keyframe prompt keeps the loop's
+    continuity refinement (``ShotPlanRevised.keeps_continuity``, ``engine.views.state``).
     """
     store = ws.store
     state: RunState = fold_run_state(store.read(story_id, parent))
     if from_shot < 1 or from_shot > state.num_shots:
         raise InvalidArgument(f"--from-shot must be between 1 and {state.num_shots} for {story_id!r}, got {from_shot}")
     fork = state.fork_position_for(from_shot)
-    parsed: list[tuple[int, str, str]] = []
-    for key, value in (overrides or {}).items():
-        parts = key.split(".")
-        if len(parts) != 3 or parts[0] != "shots" or not parts[1].isdigit() or parts[2] not in ("keyframe", "motion"):
-            raise InvalidArgument(f"cannot set {key!r}", hint="use shots.N.keyframe=TEXT or shots.N.motion=TEXT")
-        shot = int(parts[1])
-        if shot < from_shot or shot > state.num_shots:
-            raise InvalidArgument(f"cannot set {key!r}: only shots {from_shot}..{state.num_shots} run on the new "
-                                  "branch", hint=did_you_mean(key, [f"shots.{from_shot}.keyframe"], "key"))
-        if not value.strip():
-            raise InvalidArgument(f"{key} must not be empty", hint=f"give the new text: {key}=TEXT")
-        parsed.append((shot, parts[2], value))
+    parsed = parse_overrides(state, dict(overrides or {}), from_shot=from_shot)
     created = BranchCreated(name=name, parent=parent, fork_position=fork, from_shot=from_shot,
                             overrides=dict(overrides or {})).at(from_shot)
     drafts = [created]
-    for shot, fld, value in parsed:
-        before = state.keyframe_prompt(shot) if fld == "keyframe" else state.motion_prompt(shot)
-        drafts.append(ShotPlanRevised(field=fld, before=before, after=value, reason="branch override")
-                      .at(shot, cause=created.id))
+    for o in parsed:
+        before = {"keyframe": state.keyframe_prompt, "motion": state.motion_prompt, "uses": state.uses,
+                  "evolves": state.evolves}[o.field](o.shot)
+        drafts.append(ShotPlanRevised(field=o.field, before=before, after=o.value, reason="branch override",
+                                      keeps_continuity=o.field == "keyframe").at(o.shot, cause=created.id))
     info = store.create_branch(story_id, name, parent=parent, at_position=fork, events=drafts)
     return NewBranch(story_id, name, parent, fork, from_shot, dict(overrides or {}), info.head_position)

@@ -17,10 +17,13 @@ from PIL import Image
 
 from codirector.engine.views.audit import Audit
 from codirector.engine.views.cost import CostReport
+from codirector.engine.views.describe import brief_entity
 from codirector.engine.views.evidence import Retrieval, ShotAudit
 from codirector.engine.views.memory import Entity
 from codirector.engine.views.projection import logged
 from codirector.store.blobs import BlobStore, write_atomically
+
+CARD_DESCRIPTION = 180  # characters of an entity card's description (the whole of it in its tooltip)
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f6f5f2;color:#1e1e1e}
@@ -104,7 +107,8 @@ def _memory(entities: tuple[Entity, ...], images: _Images) -> str:
                         for v in ent.views[:4])
         cards.append(f"<div class=entity data-entity='{_e(ent.name)}'><b>{_e(ent.name)}</b>{base}<br>"
                      f"<i>{_e(ent.kind)}, {_e(ent.origin)}, shot {_e(ent.shot)}</i><br>{views}<br>"
-                     f"{_e(ent.description[:180])}</div>")
+                     f"<span class=description title='{_e(ent.description)}'>"
+                     f"{_e(brief_entity(ent, entities, CARD_DESCRIPTION))}</span></div>")
     return f"<section id=memory><h2>Entity memory at the end</h2><div class=entities>{''.join(cards)}</div></section>"
 
 
