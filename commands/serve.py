@@ -8,6 +8,7 @@ the server listens and closed when it stops (``serve.jobs.Runner``); without the
 
 from __future__ import annotations
 
+import secrets
 from typing import Annotated
 
 import typer
@@ -20,7 +21,8 @@ from codirector.errors import ConfigError
 def serve(
     ctx: typer.Context,
     host: Annotated[str, typer.Option("--host", help="Address to listen on. Anything but a loopback address "
-                                      "needs --token. Example: --host 0.0.0.0 --token $TOKEN")] = "127.0.0.1",
+                                      "needs a token: --token, or one generated and printed once in the address. "
+                                      "Example: --host 0.0.0.0")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on. Example: --port 8766")] = 8765,
     token: Annotated[str | None, typer.Option("--token", envvar="CODIRECTOR_SERVE_TOKEN",
                                               help="Require this token on every request (the printed address "
@@ -39,14 +41,16 @@ def serve(
     """
     try:
         from codirector.serve.app import create_app
-        from codirector.serve.security import AccessPolicy
-        from codirector.serve.server import StudioServer, bind
+        from codirector.serve.security import AccessPolicy, is_loopback
+        from codirector.serve.server import StudioServer, address, bind
     except ImportError as e:
         raise ConfigError(f"`codirector serve` needs the web packages of the serve extra ({e.name} is missing)",
                           hint='pip install "codirector[serve]"') from e
     from codirector.engine.scale import check_ray_options, open_ray_pool, wants_ray
 
     check_ray_options(workers, gpus_per_worker)  # before anything starts
+    if token is None and not is_loopback(host):
+        token = secrets.token_urlsafe(32)  # as Jupyter does: shown once, in the address printed below
     policy = AccessPolicy.for_bind(host, token)
     studio = studio_of(ctx)
     _ = studio.workspace  # no home: the `codirector init` hint before a socket or Ray is opened
@@ -62,9 +66,8 @@ def serve(
         sock.close()
         raise
     runner = server.app.state.studio_app.runner
-    shown = f"[{host}]" if ":" in host else host
-    address = f"http://{shown}:{server.port}/" + (f"?token={token}" if token else "")
-    typer.echo(f"codirector studio for {studio.home.root}: {address}")
+    url = address(host, server.port) + (f"?token={token}" if token else "")
+    typer.echo(f"codirector studio for {studio.home.root}: {url}")
     typer.echo(f"  every page is read from the log; {runner.where}. Ctrl-C stops.")
     try:
         server.run()  # ends by shutting the runner down: a Ray pool's workers stop with the server

@@ -8,7 +8,8 @@
 
 Invariants:
 - Only a POST changes anything, and ``serve.security.Guard`` has checked its Origin (and token)
-  before it gets here. A form names stories, branches and shots, never a file: the export's
+  and read its body, under ``Limits.max_body`` and within ``Limits.body_timeout_s``, before it gets
+  here. A form names stories, branches and shots, never a file: the export's
   output is a temporary file the server picks and deletes once sent.
 - Runs go to ``serve.jobs.Runner`` (a worker thread of this server, or a job on the Ray pool of
   ``serve --workers/--ray``; the branch lease either way); the page they redirect to follows them
@@ -31,22 +32,19 @@ from starlette.concurrency import run_in_threadpool
 
 from codirector.errors import InvalidArgument
 from codirector.serve import pages
+from codirector.serve.security import new_branch_name, whole
 from codirector.store.event_store import MAIN
 
 if TYPE_CHECKING:
     from codirector.serve.app import StudioApp
 
-MAX_FORM = 1 << 20  # bytes: prompts for a few hundred shots
-
-
 async def form_of(request: Request) -> dict[str, str]:
-    """The URL-encoded form of a POST (first value of each field); ``InvalidArgument`` if it is not one."""
+    """The URL-encoded form of a POST (first value of each field); ``InvalidArgument`` if it is not one. Its
+    body is the one ``Guard`` read (capped, in time), so this never waits on the client."""
     kind = request.headers.get("content-type", "").split(";")[0].strip()
     if kind != "application/x-www-form-urlencoded":
         raise InvalidArgument(f"expected a form (application/x-www-form-urlencoded), got {kind or 'no body'!r}")
     body = await request.body()
-    if len(body) > MAX_FORM:
-        raise InvalidArgument(f"the form is {len(body)} bytes; the limit is {MAX_FORM}")
     out: dict[str, str] = {}
     for k, v in parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True):
         out.setdefault(k, v)
@@ -61,10 +59,9 @@ def need(form: dict[str, str], name: str) -> str:
 
 
 def need_int(form: dict[str, str], name: str) -> int:
-    value = need(form, name)
-    if not value.isdigit():
-        raise InvalidArgument(f"{name} must be a whole number, got {value!r}")
-    return int(value)
+    if name not in form:
+        raise InvalidArgument(f"the form has no {name!r}", hint=f"fill in {name}")
+    return whole(name, form[name])  # as sent: 1 to 9 digits, no spaces
 
 
 def register(app: FastAPI, ctx: StudioApp) -> None:
@@ -77,7 +74,7 @@ def register(app: FastAPI, ctx: StudioApp) -> None:
     @app.post("/action/branch")
     async def branch(request: Request) -> Response:
         form = await form_of(request)
-        story, parent, name = need(form, "story"), need(form, "branch"), need(form, "name")
+        story, parent, name = need(form, "story"), need(form, "branch"), new_branch_name(need(form, "name"))
         shot = need_int(form, "shot")
 
         def fork() -> None:

@@ -20,8 +20,10 @@ Invariants:
 - Story ids and branch names travel in query strings and form fields, never in the path, and
   the only path parameter is a blob digest checked against ``[0-9a-f]{64}``: no request names a
   file. Static files come from a fixed list shipped in the package.
-- ``serve.security.Guard`` sees every request first (Host, token, Origin), so a refused request
-  reaches neither the log nor the blob store.
+- ``serve.security.Guard`` sees every request first (Host, token, Origin, body size and time), so a
+  refused request reaches neither the log nor the blob store. Every number in a query is parsed
+  by ``serve.security.whole`` (1 to 9 ASCII digits), so none can overflow or pass as a digit it is not.
+- Live streams are capped per client address (``Limits.streams_per_client``; 429 beyond).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
@@ -44,8 +46,8 @@ from codirector.engine.studio import Studio
 from codirector.errors import CodirectorError, InputError, NotFound, StateConflict
 from codirector.serve import director_page, live, memory_page, pages
 from codirector.serve.jobs import Runner
-from codirector.serve.media import IMMUTABLE, Thumbnails, byte_range, media_type, valid_digest
-from codirector.serve.security import AccessPolicy, Guard
+from codirector.serve.media import IMMUTABLE, Thumbnails, blob_bytes, byte_range, media_type, valid_digest
+from codirector.serve.security import LIMITS, AccessPolicy, Guard, Limits, whole
 
 if TYPE_CHECKING:
     from codirector.engine.scale import Submitter
@@ -100,6 +102,8 @@ class StudioApp:
     thumbs: Thumbnails | None = None
     stopping: bool = False
     static: dict[str, bytes] = field(default_factory=dict)
+    limits: Limits = LIMITS
+    streams: live.Slots = field(default_factory=lambda: live.Slots(LIMITS.streams_per_client))
 
     def render(self, name: str, status: int = 200, **context: Any) -> HTMLResponse:
         html = self.env.get_template(name).render(jobs=self.runner.jobs(), **context)
@@ -110,10 +114,12 @@ class StudioApp:
 
 
 def create_app(studio: Studio, *, policy: AccessPolicy | None = None, runner: Runner | None = None,
-               make_studio: Callable[[], Studio] | None = None, pool: Submitter | None = None) -> FastAPI:
+               make_studio: Callable[[], Studio] | None = None, pool: Submitter | None = None,
+               limits: Limits = LIMITS) -> FastAPI:
     """The studio over ``studio``'s home. ``policy`` defaults to a loopback studio without a token;
     ``codirector serve`` passes ``AccessPolicy.for_bind(host, token)``. ``pool``: runs started from
-    the page go to its workers (``serve --workers/--ray``) instead of this server's threads."""
+    the page go to its workers (``serve --workers/--ray``) instead of this server's threads. ``limits``
+    also set the server's (``serve.server.StudioServer`` reads them from the app)."""
     from codirector.serve import actions
 
     if make_studio is None:
@@ -123,12 +129,13 @@ def create_app(studio: Studio, *, policy: AccessPolicy | None = None, runner: Ru
             return Studio(home=home.root, db=home.db_url, blobs=home.blobs, cache=home.cache)
 
     _ = studio.workspace  # open it now (or fail with the `codirector init` hint) rather than on the first request
-    ctx = StudioApp(studio, make_studio, runner or Runner(make_studio, pool=pool))
+    ctx = StudioApp(studio, make_studio, runner or Runner(make_studio, pool=pool), limits=limits,
+                    streams=live.Slots(limits.streams_per_client))
     ctx.thumbs = Thumbnails(studio.blobs)
     ctx.static = {name: (HERE / "static" / name).read_bytes() for name in STATIC}
     app = FastAPI(title="codirector studio", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.studio_app = ctx
-    app.add_middleware(Guard, policy=policy or AccessPolicy.for_bind("127.0.0.1", None))
+    app.add_middleware(Guard, policy=policy or AccessPolicy.for_bind("127.0.0.1", None), limits=limits)
 
     @app.exception_handler(CodirectorError)
     async def _codirector_error(request: Request, e: CodirectorError) -> Response:
@@ -160,18 +167,22 @@ def _pages(app: FastAPI, ctx: StudioApp) -> None:
         return RedirectResponse(target, status_code=303)
 
     @app.get("/timeline", response_class=HTMLResponse)
-    def timeline(story: str, branch: str = "main", page: int | None = None) -> Response:
+    def timeline(story: str, branch: str = "main", page: str | None = None) -> Response:
+        number = None if page is None else whole("page", page)
         if branch == "main" and pages.find_story(s, story).kind == "brief":
             return RedirectResponse(url("/director", story=story), status_code=303)
-        return ctx.render("timeline.html", t=pages.timeline_page(s, story, branch, page))
+        return ctx.render("timeline.html", t=pages.timeline_page(s, story, branch, number))
 
     @app.get("/shot", response_class=HTMLResponse)
-    def shot(story: str, shot: int, branch: str = "main") -> Response:
-        return ctx.render("shot.html", p=pages.shot_page(s, story, branch, shot))
+    def shot(story: str, shot: str, branch: str = "main") -> Response:
+        return ctx.render("shot.html", p=pages.shot_page(s, story, branch, whole("shot", shot)))
 
     @app.get("/memory", response_class=HTMLResponse)
-    def memory(story: str, branch: str = "main", shot: int | None = None, position: int | None = None) -> Response:
-        return ctx.render("memory.html", m=memory_page.memory_page(s, story, branch, shot=shot, position=position))
+    def memory(story: str, branch: str = "main", shot: str | None = None, position: str | None = None) -> Response:
+        at_shot = None if shot is None else whole("shot", shot)
+        at_position = None if position is None else whole("position", position)
+        return ctx.render("memory.html", m=memory_page.memory_page(s, story, branch, shot=at_shot,
+                                                                   position=at_position))
 
     @app.get("/entity", response_class=HTMLResponse)
     def entity(story: str, name: str, branch: str = "main") -> Response:
@@ -189,20 +200,32 @@ def _pages(app: FastAPI, ctx: StudioApp) -> None:
     def director(story: str) -> Response:
         return ctx.render("director.html", d=director_page.director_page(s, story))
 
+    def too_many_streams() -> Response:
+        n = ctx.streams.per_client
+        return Response(f"429: this client has {n} live streams open, the most it may; close a studio tab "
+                        "(or reload this page later)\n", status_code=429, media_type="text/plain",
+                        headers={"Retry-After": "10", "Cache-Control": "no-store"})
+
     @app.get("/live")
     async def live_home(request: Request) -> Response:
+        client = request.client.host if request.client else "-"
+        if not ctx.streams.take(client):
+            return too_many_streams()
         events = live.stream(lambda: live.home_progress(s), disconnected=request.is_disconnected,
                              stopping=lambda: ctx.stopping,
                              encode=lambda rows: {"branches": len(rows), "running": sum(1 for r in rows if r[3])})
-        return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+        return live.SlotStream(events, ctx.streams, client)
 
     @app.get("/live/branch")
     async def live_branch(request: Request, story: str, branch: str = "main") -> Response:
         await run_in_threadpool(s.store.branch, story, branch)  # BranchNotFound -> 404 before streaming
+        client = request.client.host if request.client else "-"
+        if not ctx.streams.take(client):
+            return too_many_streams()
         events = live.stream(lambda: live.branch_progress(s, story, branch), disconnected=request.is_disconnected,
                              finished=lambda p: p.completed and not p.running, stopping=lambda: ctx.stopping,
                              encode=lambda p: p.to_json())
-        return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+        return live.SlotStream(events, ctx.streams, client)
 
 
 def _media(app: FastAPI, ctx: StudioApp) -> None:
@@ -211,11 +234,9 @@ def _media(app: FastAPI, ctx: StudioApp) -> None:
 
     @app.get("/blob/{digest}")
     def blob(digest: str, request: Request) -> Response:
-        if not valid_digest(digest) or not blobs.exists(digest):
-            return missing
-        data = blobs.get(digest)
-        kind = media_type(data)
-        if kind is None:
+        data = blob_bytes(blobs, digest) if valid_digest(digest) else None
+        kind = None if data is None else media_type(data)
+        if data is None or kind is None:
             return missing
         headers = {"Cache-Control": IMMUTABLE, "ETag": f'"{digest}"', "Accept-Ranges": "bytes",
                    "X-Content-Type-Options": "nosniff"}
@@ -227,8 +248,9 @@ def _media(app: FastAPI, ctx: StudioApp) -> None:
         return Response(data[start:end + 1], status_code=206, media_type=kind, headers=headers)
 
     @app.get("/thumb/{digest}")
-    def thumb(digest: str, w: int = 320) -> Response:
-        made = ctx.thumbs.get(digest, w) if valid_digest(digest) and ctx.thumbs is not None else None
+    def thumb(digest: str, w: str = "320") -> Response:
+        width = whole("w", w)
+        made = ctx.thumbs.get(digest, width) if valid_digest(digest) and ctx.thumbs is not None else None
         if made is None:
             return missing
         return Response(made, media_type="image/jpeg", headers={"Cache-Control": IMMUTABLE, "ETag": f'"{digest}-{w}"',

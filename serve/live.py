@@ -10,18 +10,23 @@ Invariants:
   one shows up the same way.
 - Reads run in a worker thread (the event loop never blocks on the database); a stream stops when
   its client goes away, when the server shuts down, or after ``MAX_S`` (the browser reconnects).
+- Each client address holds at most ``Slots.per_client`` streams at once (each polls the log): one
+  more is answered 429 at once, and a slot is given back when its stream ends, however it ends.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import anyio
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from codirector.engine.studio import Studio
 
@@ -94,4 +99,40 @@ async def stream(read: Callable[[], Any], *, disconnected: Callable[[], Awaitabl
         await anyio.sleep(POLL_S)
 
 
-__all__ = ["BranchProgress", "branch_progress", "home_progress", "sse", "stream"]
+class Slots:
+    """Live streams open per client address, at most ``per_client`` each. Used on the event loop only (the
+    routes that take a slot and the responses that give it back are coroutines), so it needs no lock."""
+
+    def __init__(self, per_client: int) -> None:
+        self.per_client = per_client
+        self.open: Counter[str] = Counter()
+
+    def take(self, client: str) -> bool:
+        """Take one of ``client``'s slots; False when all are in use."""
+        if self.open[client] >= self.per_client:
+            return False
+        self.open[client] += 1
+        return True
+
+    def give(self, client: str) -> None:
+        self.open[client] -= 1
+        if self.open[client] <= 0:
+            del self.open[client]
+
+
+class SlotStream(StreamingResponse):
+    """A stream of events that holds one of its client's slots from the moment it is made until it ends."""
+
+    def __init__(self, content: AsyncIterator[str], slots: Slots, client: str) -> None:
+        super().__init__(content, media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+        self.slots = slots
+        self.client = client
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.slots.give(self.client)
+
+
+__all__ = ["BranchProgress", "SlotStream", "Slots", "branch_progress", "home_progress", "sse", "stream"]

@@ -3,6 +3,9 @@
 Invariants:
 - A blob is named only by its digest, and a name that is not 64 lowercase hex characters is refused
   (404) before the blob store is touched: no request names a path.
+- A local blob is read only from a regular file that is not a symlink, in a folder that is not one
+  (opened without following links, so nothing swapped in between check and read is followed): a
+  link in the blob folder, to a secret, a device or a pipe, is 404 here, as if absent.
 - Only media is served (PNG, JPEG, WebP, GIF, MP4, WebM, recognised by their first bytes); any other
   blob (embeddings, recorded answers) is 404 here, as if absent.
 - Blobs are content-addressed, so a response never changes: it is cached by the browser for good
@@ -13,11 +16,14 @@ Invariants:
 from __future__ import annotations
 
 import io
+import os
 import re
+import stat
 import threading
 from collections import OrderedDict
 
-from codirector.store.blobs import BlobStore
+from codirector.errors import IntegrityViolation
+from codirector.store.blobs import BlobStore, LocalBlobStore, digest_of
 
 DIGEST = re.compile(r"[0-9a-f]{64}")
 WIDTHS = (96, 160, 320, 640)
@@ -44,6 +50,27 @@ def media_type(data: bytes) -> str | None:
     if head.startswith(b"\x1a\x45\xdf\xa3"):
         return "video/webm"
     return None
+
+
+def blob_bytes(blobs: BlobStore, digest: str) -> bytes | None:
+    """The bytes of a (valid) digest's blob to serve, re-hashed; None when absent or, locally, not a plain file."""
+    if not isinstance(blobs, LocalBlobStore):
+        return blobs.get(digest) if blobs.exists(digest) else None
+    path = blobs.path(digest)
+    if path.parent.is_symlink():
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a link: ELOOP; a pipe: no wait
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return None
+        data = f.read()
+    if digest_of(data) != digest:
+        raise IntegrityViolation(f"blob {digest[:12]}… in {blobs.describe()} is altered",
+                                 hint="restore it from a backup; `codirector verify` lists every damaged blob")
+    return data
 
 
 def width_for(asked: int) -> int:
@@ -96,10 +123,8 @@ class Thumbnails:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-        if not self.blobs.exists(digest):
-            return None
-        data = self.blobs.get(digest)
-        if not (media_type(data) or "").startswith("image/"):
+        data = blob_bytes(self.blobs, digest)
+        if data is None or not (media_type(data) or "").startswith("image/"):
             return None
         made = thumbnail(data, key[1])
         with self._lock:

@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +24,7 @@ import pytest
 
 from codirector.engine.studio import Studio
 
-from support import chromium, tiny_preview_config
+from support import chromium, free_port, tiny_preview_config
 
 ROOT = Path(__file__).resolve().parents[2]
 STORY = ROOT / "examples" / "stories" / "lighthouse.yaml"
@@ -66,6 +71,49 @@ def served(studio_home: Home) -> Iterator[Served]:
     with StudioServer.start(create_app(studio)) as server:
         yield Served(server.url, studio, studio_home)
     studio.close()
+
+
+@dataclass(frozen=True)
+class Serving:
+    """A ``codirector serve`` process: its port, the process, and the first line it printed (the address)."""
+
+    port: int
+    proc: subprocess.Popen[str]
+    line: str
+
+
+@contextmanager
+def _codirector_serve(home: str, *args: str) -> Iterator[Serving]:
+    port = free_port()
+    environ = {**{k: v for k, v in os.environ.items() if k != "CODIRECTOR_SERVE_TOKEN"}, "CODIRECTOR_HOME": home}
+    proc = subprocess.Popen([sys.executable, "-m", "codirector.cli", "serve", *args, "--port", str(port)], env=environ,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        assert f":{port}/" in line, line
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                try:
+                    with socket.create_connection(("::1", port), timeout=1):
+                        break
+                except OSError:
+                    assert time.monotonic() < deadline and proc.poll() is None
+                    time.sleep(0.2)
+        yield Serving(port, proc, line)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def codirector_serve() -> Callable[..., AbstractContextManager[Serving]]:
+    """``codirector_serve(home, *ARGS)``: ``codirector serve ARGS --port P`` in a subprocess until the block ends."""
+    return _codirector_serve
 
 
 def chromedriver() -> str | None:

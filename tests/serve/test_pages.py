@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from html import unescape
 
 import pytest
@@ -21,8 +17,6 @@ from typer.testing import CliRunner
 
 from codirector.cli import app
 from codirector.serve.pages import SHOTS_PER_PAGE
-
-from support import free_port
 
 runner = CliRunner()
 
@@ -167,10 +161,7 @@ def test_media_by_digest_with_ranges_and_thumbnails(served) -> None:  # type: ig
     assert get(f"{served.url}/blob/{view.blob}")[0] == 200
 
 
-def test_cli_serve_refuses_an_open_address_without_a_token(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    result = runner.invoke(app, ["serve", "--host", "0.0.0.0"])
-    assert result.exit_code == 10
-    assert "needs a token" in result.output and "--token" in result.output
+def test_serve_is_listed_in_the_help() -> None:
     assert "serve" in runner.invoke(app, ["--help"]).output
 
 
@@ -181,33 +172,9 @@ def test_query_commands_never_import_the_web_stack() -> None:
     assert out.strip() == "[]"
 
 
-@contextmanager
-def codirector_serve(home: str, *args: str) -> Iterator[tuple[int, subprocess.Popen[str]]]:
-    """``codirector serve ARGS --port P`` in a subprocess until the block ends; (P, the process)."""
-    port = free_port()
-    env = {**os.environ, "CODIRECTOR_HOME": home}
-    proc = subprocess.Popen([sys.executable, "-m", "codirector.cli", "serve", *args, "--port", str(port)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        line = proc.stdout.readline()  # type: ignore[union-attr]
-        assert f":{port}/" in line, line
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline and proc.poll() is None
-                time.sleep(0.2)
-        yield port, proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
-def test_codirector_serve_runs_and_stops_on_ctrl_c(studio_home) -> None:  # type: ignore[no-untyped-def]
-    with codirector_serve(str(studio_home.root)) as (port, proc):
+def test_codirector_serve_runs_and_stops_on_ctrl_c(studio_home, codirector_serve) -> None:  # type: ignore[no-untyped-def]
+    with codirector_serve(str(studio_home.root)) as serving:
+        port, proc = serving.port, serving.proc
         status, _, body = get(f"http://127.0.0.1:{port}/")
         assert status == 200 and b'data-story="lighthouse"' in body
         proc.send_signal(signal.SIGINT)
@@ -216,18 +183,47 @@ def test_codirector_serve_runs_and_stops_on_ctrl_c(studio_home) -> None:  # type
         assert "studio stopped" in out
 
 
-def test_codirector_serve_on_an_open_address_needs_the_token(studio_home) -> None:  # type: ignore[no-untyped-def]
+def test_codirector_serve_on_an_open_address_needs_the_token(studio_home, codirector_serve) -> None:  # type: ignore[no-untyped-def]
     """``--host 0.0.0.0 --token T``: reached here over loopback only, a request without the token is 401."""
     token = "t0ken-for-the-test"
-    with codirector_serve(str(studio_home.root), "--host", "0.0.0.0", "--token", token) as (port, proc):
-        base = f"http://127.0.0.1:{port}"
+    with codirector_serve(str(studio_home.root), "--host", "0.0.0.0", "--token", token) as serving:
+        assert serving.line.rstrip().endswith(f"http://0.0.0.0:{serving.port}/?token={token}"), serving.line
+        base = f"http://127.0.0.1:{serving.port}"
         for path in ("/", "/timeline?story=lighthouse", "/blob/" + "0" * 64):
             status, _, body = get(base + path)
             assert status == 401 and b"token" in body, path
         status, _, body = get(base + "/", {"Authorization": f"Bearer {token}"})
         assert status == 200 and b'data-story="lighthouse"' in body
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=30)
+        serving.proc.send_signal(signal.SIGINT)
+        serving.proc.communicate(timeout=30)
+
+
+def test_an_open_address_without_a_token_gets_one_generated(studio_home, codirector_serve) -> None:  # type: ignore[no-untyped-def]
+    """``--host 0.0.0.0`` alone: a fresh token, printed once in the address (as Jupyter does), is required."""
+    tokens = []
+    for _ in range(2):
+        with codirector_serve(str(studio_home.root), "--host", "0.0.0.0") as serving:
+            found = re.search(rf"http://0\.0\.0\.0:{serving.port}/\?token=([A-Za-z0-9_-]+)\s*$", serving.line)
+            assert found and len(found.group(1)) >= 32, serving.line
+            token = found.group(1)
+            base = f"http://127.0.0.1:{serving.port}"
+            assert get(base + "/")[0] == 401
+            assert get(base + "/", {"Authorization": "Bearer t0ken-for-the-test"})[0] == 401
+            status, _, body = get(base + "/", {"Authorization": f"Bearer {token}"})
+            assert status == 200 and b'data-story="lighthouse"' in body
+            serving.proc.send_signal(signal.SIGINT)
+            out, _ = serving.proc.communicate(timeout=30)
+            assert token not in out  # printed once, in the address only
+            tokens.append(token)
+    assert tokens[0] != tokens[1]
+
+
+def test_an_ipv6_address_is_printed_with_one_pair_of_brackets(studio_home, codirector_serve) -> None:  # type: ignore[no-untyped-def]
+    for host in ("[::1]", "::1"):
+        with codirector_serve(str(studio_home.root), "--host", host) as serving:
+            assert f"http://[::1]:{serving.port}/" in serving.line and "[[" not in serving.line, serving.line
+            status, _, body = get(f"http://[::1]:{serving.port}/")
+            assert status == 200 and b'data-story="lighthouse"' in body
 
 
 def test_live_stream_reports_the_log(served) -> None:  # type: ignore[no-untyped-def]
