@@ -26,12 +26,14 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
 FAL_TEST_KEY = "fal-test-SECRET-5678"
+KLING = "fal-ai/kling-video/v2.1/standard/image-to-video"
 
 
 @dataclass
@@ -281,3 +283,17 @@ class FalServer(JobServer):
         base = f"{self.url}/{owner_app}/requests/{job.id}"
         return 200, {"request_id": job.id, "status_url": f"{base}/status", "response_url": base,
                      "cancel_url": f"{base}/cancel", "status": "IN_QUEUE", "queue_position": 0}, {}
+
+
+def fal_config(path: Path, server: JobServer, model: str = KLING, extra: str = "", **run: object) -> Path:
+    """A config whose clips come from ``server`` through fal; agents, keyframes and embedder are the counting
+    preview backends (tests/codirector_test_plugins.py), tiny frames (and any [run] overrides)."""
+    from support import FAST_RUN
+
+    table = {**FAST_RUN, **run}
+    lines = ['profile = "preview"', '[vlm]', 'backend = "counting"', '[image]', 'backend = "counting"',
+             '[embedder]', 'backend = "counting"',
+             '[video]', 'backend = "fal"', f'model = "{model}"', f'base_url = "{server.url}"', "poll_seconds = 0.02",
+             extra, "[run]", *(f"{k} = {json.dumps(v)}" for k, v in table.items())]
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -15,15 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hosted_loopback import FAL_TEST_KEY, FalServer, decode_data_uri
 from typer.testing import CliRunner
 
 from codirector.cli import app as cli
 from codirector.engine.studio import Studio
 
-from support import FAST_RUN, write_story
+from hosted_loopback import FAL_TEST_KEY, KLING, FalServer, decode_data_uri, fal_config
+from support import write_story
 
-KLING = "fal-ai/kling-video/v2.1/standard/image-to-video"
 VIDU = "fal-ai/vidu/q1/reference-to-video"
 runner = CliRunner()
 
@@ -35,16 +34,6 @@ def fal(monkeypatch: pytest.MonkeyPatch) -> Iterator[FalServer]:
     monkeypatch.setenv("CODIRECTOR_PLUGINS", "codirector_test_plugins")
     yield server
     server.close()
-
-
-def fal_config(path: Path, server: FalServer, model: str = KLING, extra: str = "", **run: object) -> Path:
-    table = {**FAST_RUN, **run}
-    lines = ['profile = "preview"', '[vlm]', 'backend = "counting"', '[image]', 'backend = "counting"',
-             '[embedder]', 'backend = "counting"',
-             '[video]', 'backend = "fal"', f'model = "{model}"', f'base_url = "{server.url}"', "poll_seconds = 0.02",
-             extra, "[run]", *(f"{k} = {json.dumps(v)}" for k, v in table.items())]
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def invoke(*args: str) -> tuple[int, str]:
