@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import sqlite3
 import time
 from pathlib import Path
@@ -103,5 +104,31 @@ def test_sigkill_while_a_fal_job_is_in_flight_then_resume(tmp_path: Path, fork_s
         assert studio.blobs.get(shot2.payload["blob"]) == server.output_of(server.jobs[in_flight])
         assert without_job_ids(log) == reference
         assert fork_server.run(["verify", "pier"], fal_env(home)).returncode == 0
+    finally:
+        server.close()
+
+
+@pytest.mark.slow
+def test_ctrl_c_leaves_the_job_running_and_resume_collects_it(tmp_path: Path, fork_server: ForkServer) -> None:
+    story = write_story(tmp_path / "pier.yaml", shots=2)
+    server = FalServer(job_seconds=3.0)
+    try:
+        home = tmp_path / "home"
+        db = home / "codirector.db"
+        config = fal_config(tmp_path / "fal.toml", server)
+        proc = fork_server.start(["run", str(story), "--config", str(config)], fal_env(home), capture=True)
+        deadline = time.monotonic() + 60
+        while not job_events(db, "ProviderJobSubmitted"):
+            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before its first job"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 130
+        _, err = proc.output()
+        job_id = job_events(db, "ProviderJobSubmitted")[0]["ticket"]["job_id"]
+        assert job_id in err and "still running at the provider" in err and "codirector resume" in err
+        assert not server.jobs[job_id].done(time.monotonic())  # it was left running, not waited for
+        resumed = fork_server.run(["resume", "pier", "--wait"], fal_env(home))
+        assert resumed.returncode == 0, resumed.stderr
+        assert len(server.submits()) == 2  # the job Ctrl-C left running was collected
     finally:
         server.close()
