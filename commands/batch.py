@@ -14,6 +14,7 @@ from codirector.commands.common import BudgetOpt, JsonOpt, StoryFormatOpt, conso
 
 if TYPE_CHECKING:
     from codirector.engine.jobs import JobResult
+    from codirector.engine.scale.batch import JobProgress
 
 WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Run jobs on N Ray worker actors (a local Ray "
                                                 "unless --ray). Needs pip install \"codirector[ray]\".")]
@@ -59,9 +60,12 @@ def batch(
         if not as_json:
             typer.echo(_line(row), err=True)
 
+    def moved(step: JobProgress) -> None:  # each running story's shot and stage, read from the log as it grows
+        typer.echo(step.line(), err=True)
+
     result = studio.batch(paths, profile=profile, config=config, seed=seed, max_rounds=max_rounds, prefix=prefix,
                           story_format=story_format, budget=budget, workers=workers, ray=ray,
-                          gpus_per_worker=gpus_per_worker, on_result=shown)
+                          gpus_per_worker=gpus_per_worker, on_result=shown, on_progress=None if as_json else moved)
     if as_json:
         emit_json(result.to_json())
     else:
@@ -74,9 +78,10 @@ def batch(
                           r.worker, f"{r.seconds:.1f}", result.cost.line(r.story_id))
         console().print(table)
         done = sum(r.ok for r in result.rows)
-        typer.echo(f"{done} of {len(result.rows)} jobs finished in {result.seconds:.1f} s on {result.workers} "
-                   f"worker(s) ({result.pool}); spent ${result.cost.total_usd:.4f}"
-                   + (" + unpriced calls" if result.cost.unpriced else ""))
+        where = "(nothing left to run: no workers started)" if result.pool == "none" else \
+            f"on {result.workers} worker(s) ({result.pool})"
+        typer.echo(f"{done} of {len(result.rows)} jobs finished in {result.seconds:.1f} s {where}; spent "
+                   f"${result.cost.total_usd:.4f}" + (" + unpriced calls" if result.cost.unpriced else ""))
         for r in result.rows:
             if r.hint and not r.ok:
                 note(f"{r.story_id}: {r.hint}")

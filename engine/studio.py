@@ -71,7 +71,8 @@ if TYPE_CHECKING:
     from codirector.engine.director.direction import DirectorResult
     from codirector.engine.evaluation.bench import BenchResult
     from codirector.engine.evaluation.evaluate import Evaluation
-    from codirector.engine.scale.batch import BatchResult
+    from codirector.engine.scale import Pool
+    from codirector.engine.scale.batch import BatchResult, JobProgress
 
 
 class Studio:
@@ -293,22 +294,25 @@ class Studio:
               config: str | os.PathLike[str] | None = None, seed: int | None = None, max_rounds: int | None = None,
               prefix: str | None = None, story_format: str | None = None, budget: float | None = None,
               workers: int | None = None, ray: str | None = None, gpus_per_worker: float = 0.0,
-              backends: Backends | None = None, on_result: Callable[[JobResult], None] | None = None) -> BatchResult:
+              backends: Backends | None = None, on_result: Callable[[JobResult], None] | None = None,
+              on_progress: Callable[[JobProgress], None] | None = None) -> BatchResult:
         """Every story and brief under ``paths``, one job each (``codirector batch``): in this process one
-        after another, or on Ray workers with ``workers``/``ray``; ``budget`` caps each story."""
-        from codirector.engine.scale import open_pool
+        after another, or on Ray workers with ``workers``/``ray`` (started only if some story is unfinished);
+        ``budget`` caps each story; ``on_progress``: each running job's shot and stage."""
+        from codirector.engine.scale import check_pool, open_pool
         from codirector.engine.scale.batch import collect, run_batch
 
         items = collect(paths, prefix=prefix, story_format=story_format)  # every file checked before any write
+        check_pool(self.spec, workers=workers, address=ray, gpus_per_worker=gpus_per_worker)
         self._ensure_initialised()
-        pool = open_pool(self.spec, ws=self.workspace, workers=workers, address=ray,
-                         gpus_per_worker=gpus_per_worker, backends=backends)
-        try:
-            result = run_batch(self.workspace, items, pool, profile=profile, config=config, seed=seed,
-                               max_rounds=max_rounds, story_format=story_format, budget_usd=budget,
-                               on_result=on_result)
-        finally:
-            pool.close()
+
+        def pool() -> Pool:
+            return open_pool(self.spec, ws=self.workspace, workers=workers, address=ray,
+                             gpus_per_worker=gpus_per_worker, backends=backends)
+
+        result = run_batch(self.workspace, items, pool, profile=profile, config=config, seed=seed,
+                           max_rounds=max_rounds, story_format=story_format, budget_usd=budget,
+                           on_result=on_result, on_progress=on_progress)
         table = PriceTable.from_file(config)  # the run config's [prices] over the built-ins
         known = {s.id for s in self.store.stories()}
         for sid in dict.fromkeys(row.story_id for row in result.rows if row.story_id in known):

@@ -19,10 +19,15 @@ Invariants:
   pass the limit by no more than one process can (``engine.recording.account`` states the bound).
 - A multi-node cluster is refused before any work starts unless every node can reach the storage
   (a PostgreSQL database and an object-store blob URL; ``WorkspaceSpec.multi_node_ready``).
+- ``check_pool`` checks everything a pool needs that can be checked without starting it (the options,
+  Ray installed, a ``--ray`` address answering and able to reach the storage), so a command may check
+  first, write, and open the pool only if it has work for it (``engine.scale.batch``).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -80,6 +85,32 @@ def check_ray_options(workers: int | None, gpus_per_worker: float) -> None:
                               hint="0 gives each worker one CPU; 1 gives each worker a whole GPU")
 
 
+def _ray_missing() -> bool:
+    if "ray" in sys.modules:
+        return sys.modules["ray"] is None  # None: an import of it is refused (as if not installed)
+    return importlib.util.find_spec("ray") is None
+
+
+def _no_ray() -> ConfigError:
+    return ConfigError("--workers/--ray run jobs on Ray, which is not installed here",
+                       hint=f"{RAY_EXTRA} (or drop --workers/--ray to run in this process)")
+
+
+def check_pool(spec: WorkspaceSpec, *, workers: int | None = None, address: str | None = None,
+               gpus_per_worker: float = 0.0) -> None:
+    """What ``open_pool`` would refuse, found without starting (or importing) Ray: options out of range, Ray not
+    installed, a ``--ray`` address that nothing answers or whose cluster could not reach this storage."""
+    if not wants_ray(workers, address):
+        return
+    check_ray_options(workers, gpus_per_worker)
+    if _ray_missing():
+        raise _no_ray()
+    if address is not None:
+        from codirector.engine.scale.cluster import check_address
+
+        check_address(address, spec)
+
+
 @contextmanager
 def ray_pool_or_none(spec: WorkspaceSpec, *, workers: int | None = None, address: str | None = None,
                      gpus_per_worker: float = 0.0, budget: Budget | None = None) -> Iterator[Pool | None]:
@@ -128,11 +159,10 @@ def _ray_pool(spec: WorkspaceSpec, *, workers: int | None, address: str | None, 
         from codirector.engine.scale.ray_pool import RayPool
     except ImportError as e:
         if e.name is not None and e.name.split(".")[0] == "ray":
-            raise ConfigError("--workers/--ray run jobs on Ray, which is not installed here",
-                              hint=f"{RAY_EXTRA} (or drop --workers/--ray to run in this process)") from None
+            raise _no_ray() from None
         raise
     return RayPool(spec, workers=workers, address=address, gpus_per_worker=gpus_per_worker, env=env, budget=budget)
 
 
-__all__ = ["RAY_EXTRA", "Pool", "Submitter", "check_ray_options", "open_pool", "open_ray_pool", "ray_pool_or_none",
-           "wants_ray"]
+__all__ = ["RAY_EXTRA", "Pool", "Submitter", "check_pool", "check_ray_options", "open_pool", "open_ray_pool",
+           "ray_pool_or_none", "wants_ray"]

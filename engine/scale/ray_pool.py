@@ -20,6 +20,12 @@ Invariants:
   A worker that dies mid-call leaves holds: its restart (or the pool's close) settles them at their
   worst case, since the call may have been billed; a call that failed in a living worker releases
   its hold. If the account actor itself dies, the jobs still running fail (``RunStateError``).
+- Closing the pool (at the end, or on Ctrl-C/SIGTERM of the driver) kills its workers, then releases the
+  branch leases the killed workers held on this machine, once their processes are gone, so the next run
+  starts at once; a worker on another machine leaves its lease to expire (``store.leases``).
+- ``--ray ADDRESS`` is checked before Ray is asked to join it: an address nothing answers fails within
+  seconds (``ray.init`` would retry for minutes; ``engine.scale.cluster``). A local Ray started here
+  keeps Ray's default token authentication, without Ray's notice saying so on every run.
 - Workers get the driver's ``CODIRECTOR_*`` settings (plugins, lease TTL), never its storage
   values (they travel as the job's Workspace spec) and never an API key; anything else a worker
   needs (credentials) comes from its node's environment, or ``env`` when the caller passes it.
@@ -29,7 +35,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -42,10 +51,23 @@ from ray.util import ActorPool
 from codirector.engine.jobs import Job, JobResult, Worker, WorkspaceSpec, worker_name
 from codirector.engine.recording.account import Account, Hold
 from codirector.engine.recording.budget import Budget
+from codirector.engine.scale.cluster import check_address
 from codirector.errors import ConfigError, InvalidArgument, RunStateError
 from codirector.generators.prices import PriceTable
+from codirector.store.leases import Leases
 
 _NOT_FORWARDED = {"CODIRECTOR_DB", "CODIRECTOR_BLOBS", "CODIRECTOR_HOME", "CODIRECTOR_CACHE"}
+
+
+class _TokenNotice(logging.Filter):
+    """Drops Ray's notice that a new local Ray uses token authentication (its default, which we keep): printed
+    on every ``--workers`` run, it names nothing to do. The warning that authentication is off still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Token authentication is enabled" not in record.getMessage()
+
+
+logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_TokenNotice())
 
 
 def forwarded_env() -> dict[str, str]:
@@ -101,7 +123,7 @@ def worker_holder(index: int) -> str:
     return f"ray-{index}"
 
 
-@ray.remote(max_restarts=-1, max_task_retries=-1)
+@ray.remote(max_restarts=-1, max_task_retries=-1, concurrency_groups={"info": 1})  # type: ignore[call-overload]
 class JobActor:
     """A worker process: one Workspace, backends built once, whole jobs one at a time; with ``account_name``
     (the pool's ``AccountActor``), one budget, a client of that account, shared by all its jobs."""
@@ -122,6 +144,7 @@ class JobActor:
     def run_one(self, job: Job) -> JobResult:
         return self.worker.run(job)
 
+    @ray.method(concurrency_group="info")  # answered while a job runs (the driver asks when it stops the pool)
     def pid(self) -> int:
         return os.getpid()
 
@@ -139,12 +162,16 @@ class RayPool:
         self._budget: Budget | None = None
         self._account: Any = None
         self._driver_holder = "local"
+        self._spec = spec
+        self._pending: dict[tuple[str, str], int] = {}  # (story, branch) of jobs handed to workers, not finished
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                       "logging_level": logging.WARNING}
             if address is None:
                 kwargs["num_cpus"] = max(workers or 1, os.cpu_count() or 1) if gpus_per_worker else (workers or 1)
-            ray.init(address=address, **kwargs)
+            else:
+                check_address(address, spec)
+            _keeping_sigterm(lambda: ray.init(address=address, **kwargs))
             self._owns = True
         try:
             alive = [n for n in ray.nodes() if n.get("Alive")]
@@ -202,16 +229,36 @@ class RayPool:
         """Each worker's process id (a restarted worker has a new one)."""
         return list(ray.get([a.pid.remote() for a in self.actors]))
 
+    def _started(self, job: Job) -> None:
+        with self._lock:
+            key = (job.story_id, job.branch)
+            self._pending[key] = self._pending.get(key, 0) + 1
+
+    def _ended(self, job: Job) -> None:
+        with self._lock:
+            key = (job.story_id, job.branch)
+            left = self._pending.get(key, 0) - 1
+            if left > 0:
+                self._pending[key] = left
+            else:
+                self._pending.pop(key, None)
+
     def run(self, jobs: Sequence[Job], *, on_result: Callable[[JobResult], None] | None = None) -> list[JobResult]:
         pool = ActorPool(self.actors)
         for index, job in enumerate(jobs):
+            self._started(job)
             pool.submit(lambda actor, item: actor.run.remote(*item), (index, job))
         out: list[JobResult | None] = [None] * len(jobs)
-        while pool.has_next():
-            index, row = pool.get_next_unordered()
-            out[index] = row
-            if on_result is not None:
-                on_result(row)
+        try:
+            while pool.has_next():
+                index, row = pool.get_next_unordered()
+                self._ended(jobs[index])
+                out[index] = row
+                if on_result is not None:
+                    on_result(row)
+        except KeyboardInterrupt:
+            _as_sigterm()
+            raise
         return [r for r in out if r is not None]
 
     def submit(self, job: Job) -> Future[JobResult]:
@@ -224,9 +271,11 @@ class RayPool:
             slot = min(range(len(self.actors)), key=self._in_hand.__getitem__)
             self._in_hand[slot] += 1
             actor = self.actors[slot]
+        self._started(job)
         future = cast("Future[JobResult]", actor.run_one.remote(job).future())
 
         def finished(_: Future[JobResult]) -> None:
+            self._ended(job)
             with self._lock:
                 if slot < len(self._in_hand):
                     self._in_hand[slot] -= 1
@@ -235,13 +284,92 @@ class RayPool:
         return future
 
     def close(self) -> None:
+        """Kill the workers; release the leases of the jobs they were running (on this machine); stop a Ray
+        started here. Jobs cut short continue where their logs stop when run again."""
         lock = getattr(self, "_lock", None) or threading.Lock()
         with lock:
             actors, self.actors = getattr(self, "actors", []), []
             self._in_hand = []
+            pending, self._pending = list(getattr(self, "_pending", {})), {}
+        pids = _pids(actors) if pending else None
         for actor in actors:
             ray.kill(actor, no_restart=True)
+        if pending:
+            release_killed(self._spec.db_url, pending, pids)
         self._unshare(len(actors))
         if self._owns and ray.is_initialized():
             ray.shutdown()
             self._owns = False
+
+
+_sigterm: list[Callable[[int, Any], Any]] = []  # the process's own SIGTERM handler, once one arrived during a wait
+
+
+def _keeping_sigterm(start: Callable[[], Any]) -> None:
+    """Run ``start`` (``ray.init``, which makes SIGTERM a bare ``sys.exit``), then put back the SIGTERM handler the
+    process had: the CLI's ends a command as Ctrl-C does (exit 143), so this pool is closed and its leases freed.
+    A handler's exception raised inside a Ray wait reaches us as a plain ``KeyboardInterrupt``: the handler is
+    wrapped to note its signal, and ``_as_sigterm`` raises the handler's own exception again."""
+    if threading.current_thread() is not threading.main_thread():
+        start()
+        return
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        start()
+    finally:
+        if callable(handler):
+            own = handler
+
+            def noted(signum: int, frame: Any) -> Any:
+                _sigterm[:] = [own]
+                return own(signum, frame)
+
+            signal.signal(signal.SIGTERM, noted)
+        elif handler is not None:
+            signal.signal(signal.SIGTERM, handler)
+
+
+def _as_sigterm() -> None:
+    """Inside ``except KeyboardInterrupt``: if it was a SIGTERM, raise what the process's handler raises for it."""
+    if _sigterm:
+        own = _sigterm.pop()
+        own(signal.SIGTERM, None)
+
+
+def _pids(actors: Sequence[Any]) -> set[int] | None:
+    """The workers' process ids (asked while they run jobs), or None if some worker did not answer in time."""
+    refs = [a.pid.remote() for a in actors]
+    try:
+        return set(ray.get(refs, timeout=3))
+    except (ray.exceptions.RayError, TimeoutError):  # GetTimeoutError is both
+        return None
+
+
+def release_killed(db_url: str, keys: Sequence[tuple[str, str]], pids: set[int] | None, *,
+                   within: float = 5.0) -> list[tuple[str, str]]:
+    """Release the leases on ``keys`` that killed workers held on this machine, as soon as each worker's
+    process is gone (``ray.kill`` returns before it is), within ``within`` seconds; the keys released.
+    ``pids``: the workers' pids, so a lease held by any other live process is left alone (None: unknown,
+    every live holder on this host is waited for). Holders on other machines keep theirs until the TTL."""
+    from codirector.store.db import make_engine
+
+    engine = make_engine(db_url)
+    leases, host = Leases(engine), socket.gethostname()
+    released: list[tuple[str, str]] = []
+    left = list(dict.fromkeys(keys))
+    deadline = time.monotonic() + within
+    try:
+        while left:
+            for key in list(left):
+                info = leases.get(*key)
+                if info is None or info.host != host or (pids is not None and info.pid not in pids):
+                    left.remove(key)  # free, another machine's (its TTL), or another process's
+                elif leases.clear_gone(*key) is not None:
+                    released.append(key)
+                    left.remove(key)
+            if not left or time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
+    finally:
+        engine.dispose()
+    return released
