@@ -66,6 +66,33 @@ BUILTIN: dict[str, Price] = {
     "gpt-image-2.6-sunburst": Price(input_per_million=8.00, text_input_per_million=5.00, output_per_million=30.00,
                                     source=_CHECKED),
 }
+# fal list prices, USD, for the default app id of each fal preset (generators.hosted.fal_presets), read from the
+# app's page https://fal.ai/models/<app id>/llms.txt (checked 2026-12-07), priced per second of video asked for:
+# - kling-video/v2.1/standard/image-to-video: "$0.28 for 5 s, $0.056 for every additional second" = $0.056/s exactly
+#   (0.28 / 5), so per second is exact for the 5 s and 10 s it makes.
+# - wan/v2.2-a14b/image-to-video: $0.08/s at 720p (the default; 580p $0.06, 480p $0.04), seconds counted at 16 fps.
+# - bytedance/seedance/v1/pro/fast/image-to-video: "each 1080p 5 second video costs roughly $0.243" (1080p is the
+#   default and the largest; other sizes are billed by tokens at $1.0 per 1M): $0.243 / 5 = $0.0486/s, an upper bound.
+# - minimax/hailuo-02/standard/image-to-video: $0.045/s at 768P (the default; 512P about $0.017/s).
+# - veo3/image-to-video: $0.20/s audio off; veo3.1/fast/image-to-video: $0.10/s audio off at 720p/1080p (the
+#   preset sends generate_audio = false; audio on is $0.40 and $0.15).
+# Not priced (no price found on their fal pages from here): kling-video/v2.6/pro/image-to-video,
+# veo3.1/image-to-video, vidu/q1/reference-to-video, and the image edit apps (qwen-image-edit-plus, flux-pro/kontext
+# multi, nano-banana/edit): their cost is unknown, never 0. Set [prices."APP ID"] per_image / per_second for them.
+def _fal(app: str) -> str:
+    return f"built-in, https://fal.ai/models/{app}/llms.txt, checked 2026-12-07"
+
+
+_FAL_PRICES = {
+    "fal-ai/kling-video/v2.1/standard/image-to-video": 0.056,
+    "fal-ai/wan/v2.2-a14b/image-to-video": 0.08,
+    "fal-ai/bytedance/seedance/v1/pro/fast/image-to-video": 0.0486,
+    "fal-ai/minimax/hailuo-02/standard/image-to-video": 0.045,
+    "fal-ai/veo3/image-to-video": 0.20,
+    "fal-ai/veo3.1/fast/image-to-video": 0.10,
+}
+BUILTIN.update({app: Price(per_second=usd, source=_fal(app)) for app, usd in _FAL_PRICES.items()})
+
 # Local backends that cost nothing to run: a zero price, stated (not "unpriced").
 FREE_BACKENDS = ("preview", "storyboard", "animatic", "open_clip")
 FREE = Price(source="built-in: local and free")
