@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import signal
 import sys
 import traceback
@@ -57,7 +58,7 @@ class _Group(TyperGroup):
         except KeyboardInterrupt as e:
             stopped = "terminated" if isinstance(e, Terminated) else "interrupted"
             typer.echo(f"{stopped}; the log holds everything up to the last complete step — "
-                       "`codirector resume STORY` continues", err=True)
+                       f"{_continue_hint(ctx.obj or {})}", err=True)
             raise typer.Exit(TERMINATED if isinstance(e, Terminated) else INTERRUPTED) from None
         except OSError as e:  # the system refused a file or folder the user named (or the home)
             _print_detail(ctx, e)
@@ -65,6 +66,28 @@ class _Group(TyperGroup):
             _print_error(f"{where}: {e.strerror or e}",
                          "check that the path exists, that you may write there, and that the disk has room")
             raise typer.Exit(FILE_ERROR) from None
+
+
+def _continue_hint(obj: dict[str, Any]) -> str:
+    """What continues the interrupted work: the command the running command noted (``commands.common.
+    remember_continue``), with the ``--home`` it was given, or where to find the story when none was noted."""
+    hint = obj.get("continue")
+    if not hint:
+        return "`codirector stories` lists the story, and `codirector resume STORY` continues it"
+    if obj.get("home"):
+        hint = hint.replace("codirector ", f"codirector --home {shlex.quote(str(obj['home']))} ", 1)
+    return f"`{hint}` continues"
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"codirector {version('codirector')}")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            typer.echo("codirector (not installed: no version)")
+        raise typer.Exit()
 
 
 def _print_detail(ctx: Any, e: BaseException) -> None:
@@ -134,7 +157,7 @@ app = typer.Typer(
     name="codirector",
     help=(
         "Turn a story into a coherent multi-shot video, with a queryable, replayable record of how.\n\n"
-        "Start with `codirector demo` (offline, about a minute). Example session:\n\n"
+        "Start with `codirector demo` (offline, under a minute). Example session:\n\n"
         "  codirector init\n\n"
         "  codirector run examples/stories/lighthouse.yaml --profile preview\n\n"
         "  codirector history lighthouse Mia_red_scarf"
@@ -174,6 +197,11 @@ def _global(
         bool,
         typer.Option("--verbose", "-v", help="Show the log lines and warnings of the libraries underneath "
                      "(model hub, diffusers, open_clip) and the traceback behind an error."),
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, expose_value=True,
+                     help="Print the installed version and exit."),
     ] = False,
 ) -> None:
     _configure_output(verbose)

@@ -4,6 +4,7 @@ and the progress display. Nothing heavy is imported at module level (rich and th
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,6 +38,12 @@ def studio_of(ctx: typer.Context) -> Studio:
     if "studio" not in obj:
         obj["studio"] = Studio(home=obj.get("home"), db=obj.get("db"), blobs=obj.get("blobs"), cache=obj.get("cache"))
     return obj["studio"]  # type: ignore[no-any-return]
+
+
+def command(*words: object) -> str:
+    """A command line to paste back into a shell: each word quoted where it must be (``shlex.quote``), so a
+    story id or branch name with spaces, quotes or ``$`` comes back as the same argument."""
+    return " ".join(shlex.quote(str(w)) for w in words)
 
 
 def emit_json(value: Any) -> None:
@@ -81,12 +88,42 @@ def wait_seconds(wait: bool) -> float | None:
     return float("inf") if wait else None
 
 
-class RichProgress:
+def remember_continue(ctx: typer.Context | None, hint: str) -> None:
+    """The command that continues this invocation's work, for the message of a Ctrl-C (``cli.py`` prints it)."""
+    if ctx is not None:
+        ctx.ensure_object(dict)["continue"] = hint
+
+
+class _Begun:
+    """Implements the engine's optional ``Progress.begin``: notes which branch is being run, so that Ctrl-C
+    can say the exact command that continues it (``director``: the brief's, whose ``resume`` continues all)."""
+
+    def __init__(self, ctx: typer.Context | None, director: bool) -> None:
+        self._ctx = ctx
+        self._director = director
+
+    def begin(self, story: str, branch: str, total: int) -> None:
+        from codirector.engine.jobs import continue_command
+
+        remember_continue(self._ctx, continue_command(story, "main" if self._director else branch))
+
+    def shot(self, shot: int, total: int, prompt: str) -> None:
+        pass
+
+    def step(self, what: str) -> None:
+        pass
+
+    def done(self, shot: int) -> None:
+        pass
+
+
+class RichProgress(_Begun):
     """Shot bar plus the current step (keyframe round, model call, analysis) and how long it has taken.
 
     Implements the engine's ``Progress`` protocol (and its optional ``begin``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, ctx: typer.Context | None = None, director: bool = False) -> None:
+        super().__init__(ctx, director)
         import time
 
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
@@ -116,6 +153,7 @@ class RichProgress:
         self._progress.__exit__(*exc)
 
     def begin(self, story: str, branch: str, total: int) -> None:
+        super().begin(story, branch, total)
         self._label = f"{story}/{branch}"
         self._task = None
 
@@ -135,10 +173,11 @@ class RichProgress:
 
 
 @contextmanager
-def progress(*, quiet: bool) -> Iterator[RichProgress | None]:
-    """Progress bars on stderr, or nothing at all (``--json`` keeps stdout and stderr clean)."""
+def progress(*, quiet: bool, ctx: typer.Context | None = None, director: bool = False) -> Iterator[_Begun | None]:
+    """Progress bars on stderr, or nothing at all (``--json`` keeps stdout and stderr clean). With ``ctx``,
+    the branch being run is noted for the message of a Ctrl-C (``remember_continue``)."""
     if quiet:
-        yield None
+        yield None if ctx is None else _Begun(ctx, director)
         return
-    with RichProgress() as shown:
+    with RichProgress(ctx, director) as shown:
         yield shown

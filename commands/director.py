@@ -13,10 +13,12 @@ from codirector.commands.common import (
     BudgetOpt,
     JsonOpt,
     StoryFormatOpt,
+    command,
     console,
     emit_json,
     note,
     progress,
+    remember_continue,
     studio_of,
 )
 
@@ -33,6 +35,8 @@ def report_direction(result: DirectorResult) -> None:
     for text in result.notes:
         note(text)
     from rich.table import Table
+
+    from codirector.engine.views.export import video_name
 
     table = Table("pull", "branch", "strategy", "narrative", "aesthetic", "execution", "efficacy s/n/a", "rank", "cost")
     spend = result.spend
@@ -51,8 +55,8 @@ def report_direction(result: DirectorResult) -> None:
                       if spend.unpriced else ""))
     best, sid = result.best_branch, result.story_id
     if best:
-        typer.echo(f"best: {best}   next: codirector audit {sid} --branch {best}   |   "
-                   f"codirector export {sid} --branch {best} -o {sid}.mp4")
+        typer.echo(f"best: {best}   next: {command('codirector', 'audit', sid, '--branch', best)}   |   "
+                   f"{command('codirector', 'export', sid, '--branch', best, '-o', video_name(sid, best))}")
 
 
 def direct(
@@ -80,7 +84,7 @@ def direct(
     Example: codirector direct examples/briefs/dewline_serum.yaml --profile preview --iterations 4
     """
     studio = studio_of(ctx)
-    with progress(quiet=as_json) as shown:
+    with progress(quiet=as_json, ctx=ctx, director=True) as shown:
         result = studio.direct(brief, iterations=iterations, profile=profile, config=config, c=c, seed=seed,
                                story_id=story_id, policy=policy, progress=shown, budget=budget, parallel=parallel,
                                workers=workers, ray=ray, gpus_per_worker=gpus_per_worker)
@@ -164,12 +168,14 @@ def demo(
     out: Annotated[str, typer.Option("--out", "-o", help="Folder for the outputs.")] = "codirector-demo",
     as_json: JsonOpt = False,
 ) -> None:
-    """The offline showcase (about half a minute): run an 8-shot story, branch it, replay it, write the results.
+    """The offline showcase (under a minute): run an 8-shot story, branch it, replay it, write the results.
 
     Writes an MP4 per branch, the HTML audit, keyframe contact sheets and the entity lineage.
     Example: codirector demo --out codirector-demo
     """
     studio = studio_of(ctx)
+    again = ["codirector", "demo"] + ([] if out == "codirector-demo" else ["--out", out])
+    remember_continue(ctx, command(*again))  # a demo run again continues the one it stopped
     with progress(quiet=as_json) as shown:
         summary = studio.demo(out, progress=shown)
     if as_json:

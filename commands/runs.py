@@ -13,9 +13,11 @@ from codirector.commands.common import (
     PricesOpt,
     StoryFormatOpt,
     WaitOpt,
+    command,
     emit_json,
     note,
     progress,
+    remember_continue,
     studio_of,
     wait_seconds,
 )
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
 def report_run(result: RunResult | DirectorResult, as_json: bool) -> None:
     """What a run (or, for a brief, a director run) did, or its ``--json``."""
     from codirector.engine.director.direction import DirectorResult
+    from codirector.engine.views.export import video_name
 
     if as_json:
         emit_json(result.to_json())
@@ -40,14 +43,15 @@ def report_run(result: RunResult | DirectorResult, as_json: bool) -> None:
     for text in result.notes:
         note(text)
     c = result.calls
-    typer.echo(f"{result.story_id}/{result.branch}: {'complete' if result.completed else 'stopped'} at position "
-               f"{result.head} ({result.written} events written, {result.matched} matched from the log; model calls: "
-               f"{c.live} made, {c.matched + c.reused} answered by the recording)")
+    sid, b = result.story_id, result.branch
+    typer.echo(f"{sid}/{b}: {'complete' if result.completed else 'stopped'} at position "
+               f"{result.head} ({result.written} events written, {result.matched} matched from the log; model calls "
+               f"of this run: {c.live} made, {c.matched + c.reused} served by the recording)")
     unpriced = f"; unpriced: {', '.join(sorted(c.unpriced))}" if c.unpriced else ""
     typer.echo(f"cost: ${c.spent_usd:.4f} spent; the recording saved ${c.saved_usd:.4f}{unpriced}   "
-               f"(codirector cost {result.story_id} --branch {result.branch})")
-    typer.echo(f"next: codirector memory {result.story_id} --branch {result.branch}   |   "
-               f"codirector export {result.story_id} --branch {result.branch} -o {result.story_id}.mp4")
+               f"({command('codirector', 'cost', sid, '--branch', b)})")
+    typer.echo(f"next: {command('codirector', 'memory', sid, '--branch', b)}   |   "
+               f"{command('codirector', 'export', sid, '--branch', b, '-o', video_name(sid, b))}")
 
 
 def run(
@@ -81,7 +85,7 @@ def run(
               codirector run --story lighthouse --branch storm
     """
     studio = studio_of(ctx)
-    with progress(quiet=as_json) as shown:
+    with progress(quiet=as_json, ctx=ctx) as shown:
         if story is not None or branch is not None:
             if story is None or branch is None or story_file is not None:
                 raise typer.BadParameter("to run a branch give --story STORY --branch NAME and no story file")
@@ -109,8 +113,11 @@ def resume(
 
     Example: codirector resume lighthouse --budget 5
     """
+    from codirector.engine.jobs import continue_command
+
     studio = studio_of(ctx)
-    with progress(quiet=as_json) as shown:
+    remember_continue(ctx, continue_command(story, branch))
+    with progress(quiet=as_json, ctx=ctx, director=branch == "main") as shown:
         result = studio.resume(story, branch, progress=shown, wait=wait_seconds(wait), budget=budget, prices=prices)
     report_run(result, as_json)
 
@@ -164,7 +171,7 @@ def branch(
         return
     typer.echo(f"created {story}/{name} from {parent} at position {created.fork_position} (before shot {from_shot})"
                + (f" with {len(overrides)} override(s)" if overrides else ""))
-    typer.echo(f"next: codirector run --story {story} --branch {name}")
+    typer.echo(f"next: {command('codirector', 'run', '--story', story, '--branch', name)}")
 
 
 def replay(

@@ -9,6 +9,7 @@ import typer
 
 if TYPE_CHECKING:
     from codirector.engine.views.cost import CostRow
+    from codirector.engine.views.evidence import ShotAudit
 
 from codirector.commands.common import BranchOpt, JsonOpt, PricesOpt, console, emit_json, short, studio_of
 
@@ -88,16 +89,23 @@ def audit(
     branch: BranchOpt = "main",
     html_out: Annotated[str | None, typer.Option("--html", help="Also write a self-contained HTML report "
                                                  "here.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Under each shot's line, its evidence: the vector "
+                                          "shortlist with scores, every keyframe round's decision and reasons, "
+                                          "the motion and next-shot prompt rewrites, memory updates with their "
+                                          "frames, rejected answers.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Every continuity decision, per shot, with its evidence (retrieval, rounds, memory updates, prompts).
+    """Every continuity decision, per shot: one line each, or with --verbose the evidence under it.
 
-    Example: codirector audit lighthouse --html lighthouse-audit.html
+    Examples: codirector audit lighthouse --verbose
+              codirector audit lighthouse --html lighthouse-audit.html
     """
     report = studio_of(ctx).audit(story, branch, html=html_out)
     if as_json:
         emit_json(report.to_json())
         return
+    from rich.markup import escape
+
     con = console()
     con.print(f"[bold]{report.title}[/bold] ({story}/{branch}): {len(report.shots)} of {report.planned_shots} shots")
     for note in report.notes:
@@ -111,6 +119,9 @@ def audit(
                   f"updates: {', '.join(u.label() for u in s.memory_updates) or '-'}"
                   + (f"; [red]{len(s.rejected)} rejected answers[/red]" if s.rejected else "")
                   + _shot_cost(report.cost.row(s.shot) if report.cost else None))
+        if verbose:
+            for line in evidence_lines(s):
+                con.print(f"    {escape(line)}")
     if report.cost is not None and report.cost.unpriced:
         typer.echo("unpriced: " + "; ".join(_usage_line(m, report.cost.unpriced_usage.get(m, {}))
                                             for m in report.cost.unpriced))
@@ -118,11 +129,41 @@ def audit(
         con.print(f"wrote {report.html}")
 
 
+def evidence_lines(s: ShotAudit) -> list[str]:
+    """What ``audit --verbose`` prints under a shot's line: the evidence behind each decision, in log order."""
+    lines: list[str] = []
+    for r in s.retrievals:
+        shortlist = ", ".join(f"{c.entity} {c.score:.2f} ({c.via})" for c in r.candidates) or "-"
+        meaning = "" if r.scores_meaningful else " (untrained embedder: scores carry no meaning)"
+        lines.append(f"retrieval r{r.round}: query {r.query!r}; shortlist {shortlist}{meaning}")
+        lines.append(f"  reused: {', '.join(r.retrieved_existing) or '-'}; new: "
+                     f"{', '.join(e.name for e in r.new_entities) or '-'}; references sent: "
+                     f"{', '.join(x.entity for x in r.references) or '-'}")
+    for k in s.rounds:
+        reasons = "; ".join(k.reasons) or "-"
+        lines.append(f"round {k.round}: {k.decision or '-'} ({reasons}); prompt {k.prompt!r}")
+        if k.refined_keyframe_prompt:
+            lines.append(f"  refined to {k.refined_keyframe_prompt!r}")
+    if s.selected is not None:
+        lines.append(f"selected: round {s.selected.round} ({s.selected.how}): {s.selected.why}")
+    if s.motion is not None:
+        lines.append(f"motion: {s.motion.before!r} -> {s.motion.after!r}")
+    for u in s.memory_updates:
+        frame = "" if u.frame_index is None else f" from frame {u.frame_index}"
+        lines.append(f"memory: {u.label()} {u.kind}{frame} (position {u.position})")
+    if s.next_prompt is not None and s.next_prompt.after:
+        lines.append(f"next shot {s.next_prompt.shot}: {s.next_prompt.before!r} -> {s.next_prompt.after!r}")
+    for j in s.rejected:
+        lines.append(f"rejected: {j.agent} attempt {j.attempt}: {'; '.join(j.errors)}")
+    return lines
+
+
 def _shot_cost(row: CostRow | None) -> str:
     if row is None:
         return ""
     unpriced = f" + {row.unpriced_calls} unpriced" if row.unpriced_calls else ""
-    return f"; cost ${row.usd:.4f}{unpriced}" if row.calls else f"; cost $0 ({row.reused_calls} shared calls)"
+    return (f"; cost ${row.usd:.4f}{unpriced}" if row.calls
+            else f"; cost $0 ({row.reused_calls} calls served by the recording)")
 
 
 def _usage_line(model: str, usage: dict[str, float]) -> str:
@@ -147,7 +188,7 @@ def cost(
         return
     from rich.table import Table
 
-    table = Table(by, "calls", "USD", "unpriced calls", "from the recording", "would have cost")
+    table = Table(by, "calls", "USD", "unpriced calls", "served by the recording", "would have cost")
     for r in report.rows:
         table.add_row("story" if r.key is None else str(r.key), str(r.calls), f"{r.usd:.6f}",
                       str(r.unpriced_calls or ""), str(r.reused_calls or ""), f"{r.saved_usd:.6f}" if r.reused_calls
@@ -159,7 +200,9 @@ def cost(
     if report.shared_calls:
         con.print(f"shared with the parent: {report.shared_calls} calls that cost it ${report.shared_usd:.6f} "
                   "(not spent again)")
-    con.print(f"served by the recording: {report.reused_calls} calls, which would have cost ${report.saved_usd:.6f}")
+    shared = f" ({report.shared_calls} of them shared with the parent)" if report.shared_calls else ""
+    con.print(f"served by the recording: {report.reused_calls} calls{shared}, which would have cost "
+              f"${report.saved_usd:.6f}")
     for m in report.unpriced:
         typer.echo(f"unpriced: {_usage_line(m, report.unpriced_usage.get(m, {}))}; give it a price in "
                    f'[prices."{m}"] (--prices FILE)')

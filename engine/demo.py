@@ -42,14 +42,32 @@ def bundled_story(name: str = DEMO_STORY) -> Path:
     return Path(str(path))
 
 
-def _free_story_id(ws: Workspace, base: str) -> str:
+def _demo_story_id(ws: Workspace, base: str) -> str:
+    """The first of ``base``, ``base-2``, ... that is free or holds a demo stopped before its branch finished
+    (Ctrl-C): running the demo again continues that one instead of leaving it "in progress" beside a new one."""
     taken = ws.story_ids()
-    if base not in taken:
-        return base
-    n = 2
-    while f"{base}-{n}" in taken:
+    n = 1
+    while True:
+        sid = base if n == 1 else f"{base}-{n}"
+        if sid not in taken or not _finished(ws, sid):
+            return sid
         n += 1
-    return f"{base}-{n}"
+
+
+def _finished(ws: Workspace, sid: str) -> bool:
+    """Whether the demo story ``sid`` got as far as a complete branch (or is not a demo at all: kept)."""
+    info = ws.store.story(sid)
+    if info.title != _demo_title():
+        return True  # someone's own story under this id: never touched
+    if DEMO_BRANCH not in {b.name for b in info.branches}:
+        return False
+    return fold_run_state(ws.store.read(sid, DEMO_BRANCH)).story_completed
+
+
+def _demo_title() -> str:
+    import yaml
+
+    return str(yaml.safe_load(bundled_story().read_text(encoding="utf-8")).get("title", ""))
 
 
 @dataclass
@@ -105,7 +123,7 @@ def run_demo(ws: Workspace, out_dir: str | Path = "codirector-demo", *, home: st
     started = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    sid = _free_story_id(ws, "lighthouse-demo")
+    sid = _demo_story_id(ws, "lighthouse-demo")
     timings: dict[str, float] = {}
 
     t = time.perf_counter()
@@ -114,7 +132,8 @@ def run_demo(ws: Workspace, out_dir: str | Path = "codirector-demo", *, home: st
     timings["run"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    create_branch(ws, sid, from_shot=5, name=DEMO_BRANCH, overrides={"shots.5.keyframe": DEMO_OVERRIDE})
+    if DEMO_BRANCH not in {b.name for b in ws.store.story(sid).branches}:  # (made already by a stopped demo)
+        create_branch(ws, sid, from_shot=5, name=DEMO_BRANCH, overrides={"shots.5.keyframe": DEMO_OVERRIDE})
     branch_run = execute(ws, sid, DEMO_BRANCH, backends=backends, progress=progress)
     timings["branch"] = time.perf_counter() - t
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import socket
 import time
 from collections.abc import Callable
@@ -90,8 +91,8 @@ class Job:
 def continue_command(story_id: str, branch: str) -> str:
     """The command that continues ``branch`` of ``story_id`` where its log stops."""
     if branch == MAIN:
-        return f"codirector resume {story_id}"
-    return f"codirector run --story {story_id} --branch {branch}"
+        return f"codirector resume {shlex.quote(story_id)}"  # quoted: pasted back into a shell, it is one word
+    return f"codirector run --story {shlex.quote(story_id)} --branch {shlex.quote(branch)}"
 
 
 @dataclass

@@ -28,6 +28,7 @@ from codirector.errors import (
     BranchBusy,
     BranchNotFound,
     IntegrityViolation,
+    InvalidArgument,
     RunStateError,
     StoryNotFound,
     VersionConflict,
@@ -50,17 +51,35 @@ MAIN = "main"
 MAX_NAME = 200
 
 
+# Bidirectional-text controls: a name holding one displays in another order than it is stored (U+202E
+# shows "main\u202egnp.exe" as "mainexe.png"), so a label could pose as another. Refused in names.
+BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# Branches that listings hide (engine.loop: a replay's scratch branch, a forgotten story's mark); "did you
+# mean" hints never offer them.
+HIDDEN_BRANCH_PREFIXES = ("replay~", "forgotten~")
+
+
+def unsafe_character(value: str) -> str | None:
+    """The first control or bidirectional-text character in ``value`` (as it would be named), else None."""
+    for c in value:
+        if c in BIDI_CONTROLS:
+            return f"bidirectional-text control U+{ord(c):04X}"
+        if unicodedata.category(c) in ("Cc", "Cs"):
+            return f"control character {c!r}"
+    return None
+
+
 def check_name(value: str, what: str) -> str:
-    """A story id or branch name, or ``CodirectorError`` saying what is wrong with it."""
+    """A story id or branch name, or ``InvalidArgument`` saying what is wrong with it."""
     if not isinstance(value, str) or not value.strip():
-        raise RunStateError(f"{what} must be a non-empty string, got {value!r}")
+        raise InvalidArgument(f"{what} must be a non-empty string, got {value!r}")
     if len(value) > MAX_NAME:
-        raise RunStateError(f"{what} is {len(value)} characters long; the limit is {MAX_NAME}")
-    bad = [c for c in value if unicodedata.category(c) in ("Cc", "Cs")]
+        raise InvalidArgument(f"{what} is {len(value)} characters long; the limit is {MAX_NAME}")
+    bad = unsafe_character(value)
     if bad:
-        raise RunStateError(
-            f"{what} {value!r} contains control character {bad[0]!r}",
-            hint="use printable characters only (quotes, slashes and spaces are fine)",
+        raise InvalidArgument(
+            f"{what} {value!r} contains {bad}",
+            hint="use printable characters only, with no direction controls (quotes, slashes and spaces are fine)",
         )
     return value
 
@@ -373,6 +392,8 @@ class EventStore:
         if row is not None:
             return branch_info(row)
         known = conn.execute(select(BRANCHES.c.name).where(BRANCHES.c.story_id == story_id)).scalars().all()
+        if not name.startswith(HIDDEN_BRANCH_PREFIXES):
+            known = [k for k in known if not k.startswith(HIDDEN_BRANCH_PREFIXES)]
         raise BranchNotFound(
             f"story {story_id!r} has no branch {name!r}", hint=did_you_mean(name, known, "branch")
         )

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from codirector.events.keyframe import AlignmentReport
+from codirector.store.event_store import unsafe_character
 
 MAX_NEW_ENTITIES = 4
 MAX_ENTITY_UPDATES = 4
@@ -77,6 +78,9 @@ def check_memory_controller(out: MemoryControllerOutput, *, known: Collection[st
     for e in out.new_entities:
         if not e.name.strip():
             problems.append("a new entity has an empty name")
+            continue
+        if unsafe_character(e.name):
+            problems.append(f"new entity name {e.name!r} contains a {unsafe_character(e.name)}; use plain text")
             continue
         if e.name in known:
             problems.append(f"{e.name!r} already exists in memory: list it in retrieved_existing instead")
@@ -150,6 +154,9 @@ def check_video_analyzer(out: VideoAnalyzerOutput, *, known: Collection[str], fr
     for u in out.entity_updates:
         if not u.name.strip():
             problems.append("an entity update has an empty name")
+            continue
+        if unsafe_character(u.name):
+            problems.append(f"entity update name {u.name!r} contains a {unsafe_character(u.name)}; use plain text")
             continue
         if u.name in known:
             problems.append(f"{u.name!r} is already in memory; do not repeat it (only new entities, new angles "

@@ -63,6 +63,9 @@ if TYPE_CHECKING:
 
 MAX_ITERATIONS = 36
 AD_JUDGE_FRAMES = 24
+PLAN_DERIVED_SCORES = ("judge scores here are derived from the brief's plan by the preview profile's rules, not from "
+                       "looking at the videos: they show the bandit at work, not the ads' quality (real judges: "
+                       "--profile openai or local)")
 
 
 def branch_name(iteration: int, arms: dict[str, str]) -> str:
@@ -140,6 +143,8 @@ def resume_direction(
         if backends is None:
             backends = build_backends(cfg)
         notes.extend(backends.notes)
+        if getattr(backends.vlm, "reads_hints", False):  # the preview's plan-driven VLM also plays the judge
+            notes.append(PLAN_DERIVED_SCORES)
         known = recorded_answers(events)
         if budget is not None and budget.capped:
             budget.count_story(store, story_id, skip=is_scratch)

@@ -24,6 +24,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from codirector.engine.loop.formats import NATIVE, format_named, read_story_data
 from codirector.errors import StoryFileError, did_you_mean
+from codirector.store.event_store import unsafe_character
 
 KINDS = ("character", "prop", "background", "other")
 
@@ -35,8 +36,9 @@ class _Strict(BaseModel):
 def _name(value: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError("must be a non-empty name")
-    if any(ord(c) < 32 for c in value):
-        raise ValueError("must not contain control characters")
+    bad = unsafe_character(value)
+    if bad:  # a control, or a bidirectional-text control that makes a label read as another
+        raise ValueError(f"must not contain a {bad}")
     return value.strip()
 
 

@@ -42,9 +42,13 @@ def output_path(out: str | Path, story_id: str, branch: str) -> Path:
     (or ends with a slash). A slash or control character of a name becomes ``_`` in the file name."""
     path = Path(out)
     if path.is_dir() or str(out).endswith(("/", os.sep)):
-        stem = "".join("_" if c in "/\\" or not c.isprintable() else c for c in f"{story_id}-{branch}")
-        return path / f"{stem}.mp4"
+        return path / video_name(story_id, branch)
     return path
+
+
+def video_name(story_id: str, branch: str) -> str:
+    """``STORY-BRANCH.mp4``, a file name (a slash or control character of a name becomes ``_``)."""
+    return "".join("_" if c in "/\\" or not c.isprintable() else c for c in f"{story_id}-{branch}") + ".mp4"
 
 
 def export_branch(ws: Workspace, story_id: str, branch: str, out: str | Path) -> ExportResult:

@@ -46,7 +46,7 @@ def test_the_tree_groups_errors_by_what_the_caller_can_do_and_keeps_every_exit_c
     codes = {errors.ConfigError: 2, errors.StoryFileError: 2, errors.NotFound: 3, errors.StoryNotFound: 3,
              errors.VersionConflict: 4, errors.IntegrityViolation: 5, errors.StoreError: 6, errors.StoreBusy: 6,
              errors.AgentOutputInvalid: 7, errors.BackendError: 8, errors.ReplayDivergence: 9,
-             errors.RunStateError: 10, errors.AlreadyExists: 10, errors.InvalidArgument: 10, errors.BranchBusy: 11}
+             errors.RunStateError: 10, errors.AlreadyExists: 10, errors.InvalidArgument: 2, errors.BranchBusy: 11}
     assert {cls: cls.exit_code for cls in codes} == codes
     kinds = {errors.InputError: (errors.ConfigError, errors.StoryFileError, errors.InvalidArgument,
                                  errors.BranchNotFound, errors.EntityNotFound, errors.StoryNotFound),
@@ -67,12 +67,12 @@ def test_bad_option_values_name_the_value_and_what_is_valid(home: Path) -> None:
     fails([*h, "branch", "pier", "--from-shot", "1", "--name", "x", "--set", "shots.1.keyframe"], 2,
           "--set 'shots.1.keyframe'", "shots.N.keyframe=TEXT")
     fails([*h, "branch", "pier", "--from-shot", "one", "--name", "x"], 2, "'--from-shot'", "integer")
-    fails([*h, "branch", "pier", "--from-shot", "1", "--name", "x", "--set", "shot.1.prompt=y"], 10,
+    fails([*h, "branch", "pier", "--from-shot", "1", "--name", "x", "--set", "shot.1.prompt=y"], 2,
           "cannot set 'shot.1.prompt'", "fix: use shots.N.keyframe=TEXT")
-    fails([*h, "branch", "pier", "--from-shot", "5", "--name", "x"], 10, "--from-shot must be between 1 and 1")
-    fails([*h, "memory", "pier", "--at-shot", "0"], 10, "--at-shot must be 1 or more")
-    fails([*h, "log", "pier", "--type", "ShotStarteed"], 10, "unknown event type 'ShotStarteed'", "ShotStarted")
-    fails([*h, "run", "--story", "pier", "--branch", "main"], 10, "the main branch is continued by `resume`",
+    fails([*h, "branch", "pier", "--from-shot", "5", "--name", "x"], 2, "--from-shot must be between 1 and 1")
+    fails([*h, "memory", "pier", "--at-shot", "0"], 2, "--at-shot must be 1 or more")
+    fails([*h, "log", "pier", "--type", "ShotStarteed"], 2, "unknown event type 'ShotStarteed'", "ShotStarted")
+    fails([*h, "run", "--story", "pier", "--branch", "main"], 2, "the main branch is continued by `resume`",
           "fix: codirector resume pier")
 
 
@@ -120,4 +120,4 @@ def test_ctrl_c_says_how_to_continue(home: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(Studio, "resume", interrupted)
     result = runner.invoke(app, ["--home", str(home), "resume", "pier"])
     assert result.exit_code == 130 and "Traceback" not in result.output
-    assert "interrupted" in result.output and "codirector resume STORY" in result.output
+    assert "interrupted" in result.output and f"`codirector --home {home} resume pier` continues" in result.output
