@@ -22,6 +22,9 @@ RayOpt = Annotated[str | None, typer.Option("--ray", help="Join this Ray cluster
                                             "ray://head:10001); several machines need --db postgresql://… and "
                                             "--blobs s3://….")]
 GpusOpt = Annotated[float, typer.Option("--gpus-per-worker", help="GPUs each worker takes (0: one CPU each).")]
+ConcurrencyOpt = Annotated[int | None, typer.Option(
+    "--concurrency", help="Keep N stories in flight in this process (hosted models wait on the provider, not the "
+    "CPU); each provider's max_in_flight still caps its jobs. Not with --workers/--ray.")]
 
 
 def _line(row: JobResult) -> str:
@@ -46,6 +49,7 @@ def batch(
     story_format: StoryFormatOpt = None,
     budget: BudgetOpt = None,
     as_json: JsonOpt = False,
+    concurrency: ConcurrencyOpt = None,
 ) -> None:
     """Run every story and brief under the paths, one job per story (a brief runs as `direct`).
 
@@ -53,6 +57,7 @@ def batch(
     and skips finished ones. --budget caps each story.
     Examples: codirector batch examples/stories --profile preview
               codirector batch stories/ briefs/ --workers 4 --gpus-per-worker 1
+              codirector batch campaign/ --config fal.toml --concurrency 16
     """
     studio = studio_of(ctx)
 
@@ -65,7 +70,8 @@ def batch(
 
     result = studio.batch(paths, profile=profile, config=config, seed=seed, max_rounds=max_rounds, prefix=prefix,
                           story_format=story_format, budget=budget, workers=workers, ray=ray,
-                          gpus_per_worker=gpus_per_worker, on_result=shown, on_progress=None if as_json else moved)
+                          gpus_per_worker=gpus_per_worker, on_result=shown, on_progress=None if as_json else moved,
+                          concurrency=concurrency)
     if as_json:
         emit_json(result.to_json())
     else:

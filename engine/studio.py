@@ -295,20 +295,23 @@ class Studio:
               prefix: str | None = None, story_format: str | None = None, budget: float | None = None,
               workers: int | None = None, ray: str | None = None, gpus_per_worker: float = 0.0,
               backends: Backends | None = None, on_result: Callable[[JobResult], None] | None = None,
-              on_progress: Callable[[JobProgress], None] | None = None) -> BatchResult:
+              on_progress: Callable[[JobProgress], None] | None = None,
+              concurrency: int | None = None) -> BatchResult:
         """Every story and brief under ``paths``, one job each (``codirector batch``): in this process one
-        after another, or on Ray workers with ``workers``/``ray`` (started only if some story is unfinished);
-        ``budget`` caps each story; ``on_progress``: each running job's shot and stage."""
-        from codirector.engine.scale import check_pool, open_pool
+        after another, ``concurrency`` at once on threads of this process (hosted models), or on Ray workers
+        with ``workers``/``ray`` (started only if some story is unfinished); ``budget`` caps each story;
+        ``on_progress``: each running job's shot and stage."""
+        from codirector.engine.scale import check_concurrency, check_pool, open_pool
         from codirector.engine.scale.batch import collect, run_batch
 
         items = collect(paths, prefix=prefix, story_format=story_format)  # every file checked before any write
+        check_concurrency(concurrency, workers, ray, backends=backends)
         check_pool(self.spec, workers=workers, address=ray, gpus_per_worker=gpus_per_worker)
         self._ensure_initialised()
 
         def pool() -> Pool:
             return open_pool(self.spec, ws=self.workspace, workers=workers, address=ray,
-                             gpus_per_worker=gpus_per_worker, backends=backends)
+                             gpus_per_worker=gpus_per_worker, backends=backends, concurrency=concurrency)
 
         result = run_batch(self.workspace, items, pool, profile=profile, config=config, seed=seed,
                            max_rounds=max_rounds, story_format=story_format, budget_usd=budget,

@@ -84,6 +84,11 @@ class Workspace:
     def vectors_dir(self) -> Path:
         return self.cache_dir / "vectors"
 
+    def release_leases(self) -> None:
+        """Give back every lease this Workspace holds now (from another thread: an interrupted pool's driver)."""
+        for held in list(self._held.values()):
+            held.release()
+
     def close(self) -> None:
         self.store.close()
 

@@ -128,18 +128,43 @@ def ray_pool_or_none(spec: WorkspaceSpec, *, workers: int | None = None, address
 def open_pool(
     spec: WorkspaceSpec, *, ws: Workspace | None = None, workers: int | None = None, address: str | None = None,
     gpus_per_worker: float = 0.0, backends: Backends | None = None, budget: Budget | None = None,
-    env: dict[str, str] | None = None,
+    env: dict[str, str] | None = None, concurrency: int | None = None,
 ) -> Pool:
     """The in-process pool (no ``workers`` and no ``address``), else a Ray pool; ``ConfigError`` when Ray
     is missing or the cluster cannot reach the storage. ``env``: more environment for the Ray workers.
     ``budget``: one account for every job (and the caller's own calls): shared in this process, or, on
-    Ray, kept by one actor while the pool is open (``budget`` is linked to it until ``close``)."""
+    Ray, kept by one actor while the pool is open (``budget`` is linked to it until ``close``).
+    ``concurrency``: N jobs at once on threads of this process (``engine.scale.threads``: hosted models)."""
+    check_concurrency(concurrency, workers, address, budget=budget, backends=backends)
+    if concurrency is not None and concurrency > 1:
+        from codirector.engine.scale.threads import ThreadPool
+
+        return ThreadPool(spec, concurrency)
     if not wants_ray(workers, address):
         from codirector.engine.scale.local import LocalPool
 
         return LocalPool(ws if ws is not None else spec.open(), backends=backends, budget=budget)
     check_ray_options(workers, gpus_per_worker)
     return _ray_pool(spec, workers=workers, address=address, gpus_per_worker=gpus_per_worker, env=env, budget=budget)
+
+
+def check_concurrency(concurrency: int | None, workers: int | None, address: str | None, *,
+                      budget: Budget | None = None, backends: Backends | None = None) -> None:
+    """``--concurrency`` is a number of jobs at once in this process, and not with Ray or one shared account."""
+    if concurrency is None:
+        return
+    if concurrency < 1:
+        raise InvalidArgument(f"--concurrency must be at least 1, got {concurrency}",
+                              hint="--concurrency N keeps N stories in flight in this process")
+    if concurrency > 1 and wants_ray(workers, address):
+        raise InvalidArgument("--concurrency runs jobs on threads of this process; --workers/--ray run them on Ray",
+                              hint="choose one: --concurrency N for hosted models, --workers N for GPUs or machines")
+    if concurrency > 1 and budget is not None and budget.capped:
+        raise InvalidArgument("--concurrency with one --budget for the whole command is not supported yet",
+                              hint="use --workers N for one cap over many workers, or run without --budget")
+    if concurrency > 1 and backends is not None:
+        raise InvalidArgument("--concurrency builds backends on each thread; it takes no given backends object",
+                              hint="configure the backends with --profile/--config instead")
 
 
 def open_ray_pool(spec: WorkspaceSpec, *, workers: int | None = None, address: str | None = None,
