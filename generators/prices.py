@@ -66,6 +66,20 @@ BUILTIN: dict[str, Price] = {
     "gpt-image-2.6-sunburst": Price(input_per_million=8.00, text_input_per_million=5.00, output_per_million=30.00,
                                     source=_CHECKED),
 }
+# Google's Gemini API list prices (ai.google.dev/gemini-api/docs/pricing; the page was not reachable from here: the
+# numbers are the page's as transcribed on 2026-09-20 by api-evangelist/gemini, plans/gemini-plans-pricing.yml,
+# checked 2026-12-07). Veo 3.1 Standard with audio: $0.40 per second at 720p and 1080p ($0.60 at 4k: set
+# [prices."veo-3.1-generate-001"] per_second = 0.6 if you ask for 4k). Gemini 3 Pro Image: $0.134 per 1K/2K image
+# ($0.24 at 4K). gemini-3.1-flash-image (Nano Banana 2, the google profile's keyframes): $0.067 per 1K image, the
+# figure of its preview in Puter's cost map (github.com/HeyPuter/puter pull 2562), not read on Google's page: check it.
+_GOOGLE = "built-in, ai.google.dev/gemini-api/docs/pricing as transcribed 2026-09-20, checked 2026-12-07"
+BUILTIN.update({
+    "veo-3.1-generate-001": Price(per_second=0.40, source=_GOOGLE),
+    "gemini-3.5-flash": Price(input_per_million=1.50, output_per_million=9.00, source=_GOOGLE),
+    "gemini-3-pro-image": Price(per_image=0.134, source=_GOOGLE),
+    "gemini-3.1-flash-image": Price(per_image=0.067, source="built-in, Puter's cost map for the preview (2026-02); "
+                                    "not confirmed on Google's pricing page"),
+})
 # fal list prices, USD, for the default app id of each fal preset (generators.hosted.fal_presets), read from the
 # app's page https://fal.ai/models/<app id>/llms.txt (checked 2026-12-07), priced per second of video asked for:
 # - kling-video/v2.1/standard/image-to-video: "$0.28 for 5 s, $0.056 for every additional second" = $0.056/s exactly

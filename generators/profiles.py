@@ -59,6 +59,15 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "video": {"backend": "fal", "model": "fal-ai/kling-video/v2.1/standard/image-to-video"},
         "embedder": _REAL_EMBEDDER,
     },
+    # Google: the agents on Gemini through its OpenAI-compatible endpoint, keyframes from a Gemini image model,
+    # clips from Veo; one key (GEMINI_API_KEY) for all three (generators.hosted.google).
+    "google": {
+        "vlm": {"backend": "openai", "model": "gemini-3.5-flash",
+                "base_url": "https://generativelanguage.googleapis.com/v1beta/openai/", "api_key_env": "GEMINI_API_KEY"},
+        "image": {"backend": "google", "model": "gemini-3.1-flash-image"},
+        "video": {"backend": "google", "model": "veo-3.1-generate-001"},
+        "embedder": _REAL_EMBEDDER,
+    },
     "local": {
         "vlm": {"backend": "openai", "model": "qwen2.5vl:7b", "base_url": "http://localhost:11434/v1",
                 "api_key_env": "OLLAMA_API_KEY"},
@@ -166,6 +175,11 @@ class RunTable:
     duplicate_threshold: float = 0.93
     agent_attempts: int = 3
     frames_for_analysis: int = 8
+    # where an evolved state the memory controller proposes (a new entity with a base_entity) takes
+    # its first view from: "keyframe", the shot's selected keyframe (what the shot shows; the keyframe
+    # is drawn from its base's view), or "reference", an image generated before the keyframe. A story
+    # recorded without this key ran with "reference" (``RunSettings.from_table``).
+    evolved_view: str = "keyframe"
 
 
 RUN_DEFAULTS: dict[str, Any] = asdict(RunTable())
@@ -173,11 +187,6 @@ RUN_DEFAULTS: dict[str, Any] = asdict(RunTable())
 SECRET_KEYS = ("api_key", "apikey", "token", "secret", "password", "authorization")
 SECTIONS = ("vlm", "image", "video", "embedder", "run")
 
-    # where an evolved state the memory controller proposes (a new entity with a base_entity) takes
-    # its first view from: "keyframe", the shot's selected keyframe (what the shot shows; the keyframe
-    # is drawn from its base's view), or "reference", an image generated before the keyframe. A story
-    # recorded without this key ran with "reference" (``RunSettings.from_table``).
-    evolved_view: str = "keyframe"
 
 @dataclass
 class RunConfig:

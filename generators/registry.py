@@ -94,6 +94,18 @@ def _register_builtins(reg: Callable[[BackendInfo], None]) -> None:
                     "fal queue API: image-to-video apps (Kling, Wan, Seedance, Hailuo, Veo, Vidu references)",
                     "FAL_KEY (or api_key_env) and network access", f"{h}.fal:check",
                     references=f"{h}.fal_presets:video_reference_limit"))
+    reg(BackendInfo("video", "openai-videos", f"{h}.openai_videos:OpenAIVideosGenerator",
+                    "the /v1/videos shape on a gateway (LiteLLM proxy, aggregators): the keyframe as input_reference",
+                    "a gateway base_url (not OpenAI's host: Sora was shut down), OPENAI_API_KEY (or api_key_env)",
+                    f"{h}.openai_videos:check"))
+    reg(BackendInfo("video", "google", f"{h}.google:GoogleVideoGenerator",
+                    "Veo on the Gemini API (predictLongRunning): the keyframe as first frame, up to 3 reference views",
+                    "GEMINI_API_KEY (or api_key_env) and network access", f"{h}.google:check",
+                    references=f"{h}.google:video_reference_limit"))
+    reg(BackendInfo("image", "google", f"{h}.google:GoogleImageGenerator",
+                    "Gemini image models (Nano Banana) via generateContent, memory's views as inline images",
+                    "GEMINI_API_KEY (or api_key_env) and network access", f"{h}.google:check_image",
+                    references=f"{h}.google:image_reference_limit"))
     reg(BackendInfo("embedder", "open_clip", f"{g}.embedder:OpenClipEmbedder",
                     "open_clip text and image embeddings (a pretrained tag or a local checkpoint)",
                     "the weights on disk (or network for a tag); 'none' = random weights",

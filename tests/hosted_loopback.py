@@ -297,3 +297,179 @@ def fal_config(path: Path, server: JobServer, model: str = KLING, extra: str = "
              extra, "[run]", *(f"{k} = {json.dumps(v)}" for k, v in table.items())]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+# ---------------------------------------------------------------------------- /v1/videos gateways
+
+OPENAI_TEST_KEY = "sk-gateway-test-SECRET-1234"
+
+
+def parse_multipart(content_type: str, body: bytes) -> tuple[dict[str, str], dict[str, bytes]]:
+    """The fields and files of a ``multipart/form-data`` body."""
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
+    message = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+    fields: dict[str, str] = {}
+    files: dict[str, bytes] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True) or b""
+        if part.get_filename():
+            files[str(name)] = payload
+        else:
+            fields[str(name)] = payload.decode()
+    return fields, files
+
+
+class OpenAIVideosServer(JobServer):
+    """The ``/v1/videos`` shape (``generators.hosted.openai_videos``' docstring) under ``/v1``.
+
+    ``report_cost``: a USD figure sent as ``x-litellm-response-cost`` with a completed video's status.
+    """
+
+    key_header = "authorization"
+    expected_auth = f"Bearer {OPENAI_TEST_KEY}"
+
+    def __init__(self, job_seconds: float = 0.2) -> None:
+        super().__init__(job_seconds)
+        self.report_cost: float | None = None
+
+    def is_submit(self, seen: Seen) -> bool:
+        return seen.method == "POST" and seen.path.split("?", 1)[0].rstrip("/") == "/v1/videos"
+
+    def route(self, seen: Seen) -> tuple[int, Any, dict[str, str]]:
+        if not self.authorised(seen):
+            return 401, {"error": {"message": "Incorrect API key provided", "code": "invalid_api_key"}}, {}
+        path = seen.path.split("?", 1)[0].rstrip("/")
+        if self.is_submit(seen):
+            return self.submit(seen)
+        match = re.match(r"^/v1/videos/([0-9a-f]+)(/content)?$", path)
+        if match is None or seen.method != "GET":
+            return 404, {"error": {"message": f"no route {seen.method} {path}"}}, {}
+        job_id = match.group(1)
+        job = self.jobs.get(job_id)
+        if job is None or job_id in self.forgotten:
+            return 404, {"error": {"message": f"Video {job_id} not found", "code": "not_found"}}, {}
+        if match.group(2):
+            if not job.done(time.monotonic()) or job.failure:
+                return 404, {"error": {"message": "video content is not available", "code": "not_found"}}, {}
+            return self.file(job_id)
+        return 200, *self.video_object(job)
+
+    def video_object(self, job: Job) -> tuple[dict[str, Any], dict[str, str]]:
+        now = time.monotonic()
+        state = {"IN_QUEUE": "queued", "IN_PROGRESS": "in_progress", "COMPLETED": "completed"}[job.state(now)]
+        headers: dict[str, str] = {}
+        error = None
+        if state == "completed" and job.failure:
+            state, error = "failed", {"code": "moderation_blocked", "message": job.failure}
+        elif state == "completed" and self.report_cost is not None:
+            headers["x-litellm-response-cost"] = str(self.report_cost)
+        return {"id": job.id, "object": "video", "model": job.model, "status": state, "error": error,
+                "progress": 100 if state in ("completed", "failed") else 10, "created_at": 0,
+                "seconds": job.body.get("seconds"), "size": job.body.get("size"), "prompt": job.body.get("prompt")}, \
+            headers
+
+    def submit(self, seen: Seen) -> tuple[int, Any, dict[str, str]]:
+        fault = self.pending_submit_fault()
+        if fault is not None:
+            status, headers = fault
+            return status, {"error": {"message": "Rate limit reached" if status == 429 else "Server error"}}, \
+                dict(headers)
+        ctype = seen.headers.get("content-type", "")
+        if ctype.startswith("multipart/form-data"):
+            fields, files = parse_multipart(ctype, seen.body)
+            body: dict[str, Any] = dict(fields)
+            image = files.get("input_reference")
+        else:
+            body = dict(seen.json or {})
+            ref = body.pop("input_reference", None) or {}
+            image = decode_data_uri(ref["image_url"]) if isinstance(ref, dict) and ref.get("image_url") else None
+        if not body.get("model") or not body.get("prompt"):
+            return 400, {"error": {"message": "model and prompt are required", "code": "invalid_request"}}, {}
+        job = self.new_job(str(body["model"]), body, image, [])
+        return 200, self.video_object(job)[0], {}
+
+
+# ---------------------------------------------------------------------------- Google (Gemini API)
+
+GEMINI_TEST_KEY = "AIza-test-SECRET-9012"
+
+
+class GoogleServer(JobServer):
+    """The Gemini API under ``/v1beta``: Veo's ``predictLongRunning`` operations, their files, and the image
+    models' ``generateContent`` (``generators.hosted.google``' docstring)."""
+
+    key_header = "x-goog-api-key"
+    expected_auth = GEMINI_TEST_KEY
+
+    def __init__(self, job_seconds: float = 0.2) -> None:
+        super().__init__(job_seconds)
+        self.images: list[Job] = []  # generateContent calls (answered at once)
+
+    def is_submit(self, seen: Seen) -> bool:
+        return seen.method == "POST" and seen.path.split("?", 1)[0].endswith(":predictLongRunning")
+
+    def route(self, seen: Seen) -> tuple[int, Any, dict[str, str]]:
+        if not self.authorised(seen):
+            return 403, {"error": {"code": 403, "message": "API key not valid.", "status": "PERMISSION_DENIED"}}, {}
+        path = seen.path.split("?", 1)[0]
+        match = re.match(r"^/v1beta/models/([^/:]+):(predictLongRunning|generateContent)$", path)
+        if match is not None and seen.method == "POST":
+            fault = self.pending_submit_fault()
+            if fault is not None:
+                status, headers = fault
+                return status, {"error": {"code": status, "message": "Resource has been exhausted" if status == 429
+                                          else "Internal error", "status": "RESOURCE_EXHAUSTED" if status == 429
+                                          else "INTERNAL"}}, dict(headers)
+            if match.group(2) == "predictLongRunning":
+                return self.start_video(match.group(1), seen.json or {})
+            return self.image(match.group(1), seen.json or {})
+        match = re.match(r"^/v1beta/files/([0-9a-f]+):download$", path)
+        if match is not None and seen.method == "GET":
+            return self.file(match.group(1))
+        match = re.match(r"^/v1beta/models/([^/]+)/operations/([0-9a-f]+)$", path)
+        if match is None or seen.method != "GET":
+            return 404, {"error": {"code": 404, "message": f"no route {seen.method} {path}", "status": "NOT_FOUND"}}, {}
+        return self.operation(match.group(1), match.group(2))
+
+    def start_video(self, model: str, body: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        instance = (body.get("instances") or [{}])[0]
+        if not instance.get("prompt"):
+            return 400, {"error": {"code": 400, "message": "prompt is required", "status": "INVALID_ARGUMENT"}}, {}
+        image = base64.b64decode(instance["image"]["bytesBase64Encoded"]) if instance.get("image") else None
+        refs = [base64.b64decode(r["image"]["bytesBase64Encoded"]) for r in instance.get("referenceImages") or []]
+        job = self.new_job(model, body, image, refs)
+        return 200, {"name": f"models/{model}/operations/{job.id}"}, {}
+
+    def operation(self, model: str, job_id: str) -> tuple[int, Any, dict[str, str]]:
+        job = self.jobs.get(job_id)
+        name = f"models/{model}/operations/{job_id}"
+        if job is None or job_id in self.forgotten:
+            return 404, {"error": {"code": 404, "message": f"Operation {name} not found", "status": "NOT_FOUND"}}, {}
+        if not job.done(time.monotonic()):
+            return 200, {"name": name}, {}
+        answer: dict[str, Any] = {"@type": "type.googleapis.com/google.ai.generativelanguage.v1beta."
+                                  "PredictLongRunningResponse"}
+        if job.failure:
+            answer["generateVideoResponse"] = {"raiMediaFilteredCount": 1, "raiMediaFilteredReasons": [job.failure]}
+        else:
+            uri = f"{self.url}/v1beta/files/{job.id}:download?alt=media"
+            answer["generateVideoResponse"] = {"generatedSamples": [{"video": {"uri": uri}}]}
+        return 200, {"name": name, "done": True, "response": answer}, {}
+
+    def image(self, model: str, body: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        parts = ((body.get("contents") or [{}])[0]).get("parts") or []
+        prompt = " ".join(str(p["text"]) for p in parts if "text" in p)
+        refs = [base64.b64decode(p["inline_data"]["data"]) for p in parts if "inline_data" in p]
+        job = self.new_job(model, {**body, "prompt": prompt}, None, refs, kind="image")
+        job.submitted -= job.seconds  # answered at once
+        self.images.append(job)
+        if job.failure:
+            return 200, {"candidates": [{"finishReason": "IMAGE_SAFETY", "finishMessage": job.failure}],
+                         "usageMetadata": {"promptTokenCount": 12, "totalTokenCount": 12}}, {}
+        data = base64.b64encode(self.output_of(job)).decode()
+        return 200, {"candidates": [{"content": {"role": "model", "parts": [
+            {"inlineData": {"mimeType": "image/png", "data": data}}]}, "finishReason": "STOP"}],
+            "usageMetadata": {"promptTokenCount": 12, "candidatesTokenCount": 1290, "totalTokenCount": 1302}}, {}
