@@ -33,6 +33,7 @@ class BackendInfo:
     needs: str
     check: str | None = None  # "module:callable" -> Readiness (or a plugin's (usable, why)); cheap, no downloads
     references: str | None = None  # "module:callable" -> how many memory views a request may carry (pure, cheap)
+    capabilities: str | None = None  # "module:callable" (options) -> jobs.Capabilities | None (pure, cheap)
 
 
 @dataclass(frozen=True)
@@ -89,11 +90,13 @@ def _register_builtins(reg: Callable[[BackendInfo], None]) -> None:
     reg(BackendInfo("image", "fal", f"{h}.fal:FalImageGenerator",
                     "fal queue API: multi-reference edit models (Qwen-Image-Edit, FLUX Kontext, Gemini image)",
                     "FAL_KEY (or api_key_env) and network access", f"{h}.fal:check_image",
-                    references=f"{h}.fal_presets:image_reference_limit"))
+                    references=f"{h}.fal_presets:image_reference_limit",
+                    capabilities=f"{h}.fal_presets:image_capabilities"))
     reg(BackendInfo("video", "fal", f"{h}.fal:FalVideoGenerator",
                     "fal queue API: image-to-video apps (Kling, Wan, Seedance, Hailuo, Veo, Vidu references)",
                     "FAL_KEY (or api_key_env) and network access", f"{h}.fal:check",
-                    references=f"{h}.fal_presets:video_reference_limit"))
+                    references=f"{h}.fal_presets:video_reference_limit",
+                    capabilities=f"{h}.fal_presets:video_capabilities"))
     reg(BackendInfo("video", "openai-videos", f"{h}.openai_videos:OpenAIVideosGenerator",
                     "the /v1/videos shape on a gateway (LiteLLM proxy, aggregators): the keyframe as input_reference",
                     "a gateway base_url (not OpenAI's host: Sora was shut down), OPENAI_API_KEY (or api_key_env)",
@@ -215,3 +218,19 @@ def reference_limit(kind: str, table: dict[str, Any]) -> int:
         return 0
     options = {k: v for k, v in table.items() if k != "backend"}
     return int(_resolve(reg.references)(options))
+
+
+def capabilities(kind: str, name: str, options: dict[str, Any] | None = None) -> Any:
+    """The ``jobs.Capabilities`` of backend ``kind``/``name`` with ``options`` (its table minus ``backend``), where
+    the backend declares them; ``None`` when it does not or its options cannot say (no model, a bad table).
+
+    Pure and cheap like ``reference_limit``: no backend is built, nothing is imported beyond the declaring module.
+    """
+    _load()
+    reg = _REGISTRY.get((kind, name))
+    if reg is None or reg.capabilities is None:
+        return None
+    try:
+        return _resolve(reg.capabilities)(dict(options or {}))
+    except ConfigError:
+        return None
