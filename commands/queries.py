@@ -158,12 +158,15 @@ def backends(
     if as_json:
         emit_json(report.to_json())
         return
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table("kind", "backend", "usable here", "needs", "what it is")
     for b in report:
         mark = "*" if b.selected else ""
-        table.add_row(b.kind, b.name + mark, ("yes: " if b.usable else "no: ") + b.status, b.needs, b.summary)
+        what = b.summary + (f"\ncan take: {b.capabilities.summary()}" if b.capabilities else "")
+        table.add_row(b.kind, b.name + mark, escape(("yes: " if b.usable else "no: ") + b.status), b.needs,
+                      escape(what))
     console().print(table)
     if report.checked_profile:
         typer.echo("* = used by the selected profile/config")
@@ -181,6 +184,8 @@ def _preflight_table(ctx: typer.Context, profile: str | None, config: str | None
         table = Table("kind", "backend", "model", "state", "what was found / the fix")
         for c in report.checks:
             found = c.detail + (f"\nfix: {c.fix}" if c.fix and not c.ready else "")
+            if c.capabilities and c.capabilities.summary() not in c.detail:
+                found += f"\ncan take: {c.capabilities.summary()}"
             state = c.state if c.ready else "NOT READY"
             table.add_row(c.kind, escape(c.backend), escape(c.model or ""), state, escape(found))  # "[embedder]"
         console().print(table)

@@ -85,7 +85,8 @@ def backends_report(profile: str | None = None, config: str | os.PathLike[str] |
                 selected = True
                 options = {k: v for k, v in table.items() if k != "backend"}
         ok, why = registry.usable(b.kind, b.name, options)
-        rows.append(BackendStatus(b.kind, b.name, b.summary, b.needs, ok, why, selected))
+        rows.append(BackendStatus(b.kind, b.name, b.summary, b.needs, ok, why, selected,
+                                  registry.capabilities(b.kind, b.name, options)))
     return BackendsReport(rows, checked_profile=cfg is not None)
 
 

@@ -146,10 +146,12 @@ class BackendStatus:
     usable: bool
     status: str  # "ready", or why it cannot run here
     selected: bool
+    capabilities: Any = None  # jobs.Capabilities of the configured model, where the backend declares them
 
     def to_json(self) -> dict[str, Any]:
+        caps = self.capabilities.to_json() | {"summary": self.capabilities.summary()} if self.capabilities else None
         return {"kind": self.kind, "name": self.name, "summary": self.summary, "needs": self.needs,
-                "usable": self.usable, "status": self.status, "selected": self.selected}
+                "usable": self.usable, "status": self.status, "selected": self.selected, "capabilities": caps}
 
 
 @dataclass

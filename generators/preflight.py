@@ -46,6 +46,7 @@ class Check:
     detail: str
     fix: str | None = None
     fallback: str | None = None  # the backend the run uses instead (then ``ready`` is the fallback's)
+    capabilities: Any = None  # jobs.Capabilities of the configured model, where the backend declares them
 
     @property
     def label(self) -> str:
@@ -59,7 +60,9 @@ class Check:
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "backend": self.backend, "model": self.model, "ready": self.ready,
-                "state": self.state, "detail": self.detail, "fix": self.fix, "fallback": self.fallback}
+                "state": self.state, "detail": self.detail, "fix": self.fix, "fallback": self.fallback,
+                "capabilities": self.capabilities.to_json() | {"summary": self.capabilities.summary()}
+                if self.capabilities else None}
 
 
 @dataclass(frozen=True)
@@ -161,8 +164,9 @@ def _backend_readiness(kind: str, options: dict[str, Any]) -> Check:
         found = registry.readiness(kind, name, options)
     except ConfigError as e:  # an unknown backend name
         return Check(kind, name, model, False, e.message, fix=e.hint or "see `codirector backends`")
+    caps = registry.capabilities(kind, name, options)
     if found.ready or not found.fallback:
-        return Check(kind, name, model, found.ready, found.detail, found.fix)
+        return Check(kind, name, model, found.ready, found.detail, found.fix, capabilities=caps)
     instead = registry.readiness(kind, found.fallback, {})
     detail = found.detail if instead.ready else f"{found.detail}; and its fallback {found.fallback!r}: {instead.detail}"
     return Check(kind, name, model, instead.ready, detail, found.fix if not instead.ready else None, found.fallback)

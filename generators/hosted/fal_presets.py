@@ -80,8 +80,8 @@ PRESETS: tuple[Preset, ...] = (
     # Kling 2.0 master, 2.1 standard/pro/master, 2.5 turbo standard/pro image-to-video: image_url (required),
     # duration "5" | "10" (a string), negative_prompt, cfg_scale; no seed and no aspect ratio (the image's);
     # 2.1 pro and 2.5 turbo pro also take tail_image_url (a last frame), unused. Output: video.url.
-    Preset("kling", "video", ("fal-ai/kling-video/v2/master/image-to-video",
-                              "fal-ai/kling-video/v2.1/standard/image-to-video",
+    Preset("kling", "video", ("fal-ai/kling-video/v2.1/standard/image-to-video",
+                              "fal-ai/kling-video/v2/master/image-to-video",
                               "fal-ai/kling-video/v2.1/pro/image-to-video",
                               "fal-ai/kling-video/v2.1/master/image-to-video",
                               "fal-ai/kling-video/v2.5-turbo/standard/image-to-video",
@@ -183,7 +183,9 @@ def preset_for(kind: str, model: str, arguments: dict[str, Any] | None = None) -
         known = [p for q in PRESETS if q.kind == kind for p in q.prefixes]
         raise ConfigError(
             f"[{kind}] model {model!r} has no built-in fal preset",
-            hint=f"add a [{kind}.arguments] table saying which field takes the image (see README, 'Hosted models'); "
+            hint=f"add a [{kind}.arguments] table naming the app's fields, at least "
+            + ("image_field (e.g. \"image_url\")" if kind == "video" else "references_field (e.g. \"image_urls\")")
+            + " (see README, 'Hosted models'); "
             + did_you_mean(model, known, "app id with a preset"))
     return base
 
@@ -256,3 +258,23 @@ def video_reference_limit(options: dict[str, Any]) -> int:
 
 def image_reference_limit(options: dict[str, Any]) -> int:
     return reference_limit("image", options)
+
+
+def capabilities(kind: str, options: dict[str, Any]) -> Capabilities | None:
+    """What the model of a fal ``[kind]`` table can take (its preset's, or its arguments table's); ``None`` when the
+    table names no model or one without a preset (``backends`` shows the check's reason instead)."""
+    model = options.get("model")
+    if not isinstance(model, str) or not model:
+        return None
+    try:
+        return preset_for(kind, model, options.get("arguments")).capabilities
+    except ConfigError:
+        return None
+
+
+def video_capabilities(options: dict[str, Any]) -> Capabilities | None:
+    return capabilities("video", options)
+
+
+def image_capabilities(options: dict[str, Any]) -> Capabilities | None:
+    return capabilities("image", options)
