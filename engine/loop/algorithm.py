@@ -163,11 +163,11 @@ class Loop:
             how = "best_of"
         chosen = ctx.writer.one(KeyframeSelected(round=selected.round, blob=selected.blob, how=how, why=why).at(t))
         keyframe = ctx.image_input(f"shot {t} keyframe", selected.blob)
+        self._views_from_keyframe(t, selected, chosen.id)
 
         m = m0
         if not (s.no_synergy or s.no_refine):
             ctx.progress.step("refine motion prompt")
-        self._views_from_keyframe(t, selected, chosen.id)
             out, _ = agents.motion_refiner(ctx.agents, keyframe=keyframe, keyframe_prompt=selected.prompt,
                                            motion_prompt=m0, shot=t, plan={**plan, "motion": m0})
             m = out.refined_video_motion_prompt
@@ -181,10 +181,6 @@ class Loop:
         ctx.writer.one(done.at(t))
         ctx.progress.done(t)
 
-    def _relevant_first(self, names: list[str]) -> list[Any]:
-        """Memory for a prompt: the shot's entities and their families first (long memories get cut)."""
-        mem = self.ctx.memory
-        first: list[str] = []
     def _views_from_keyframe(self, t: int, selected: Candidate, cause: str) -> None:
         """The evolved states registered for shot t without a view (``[run] evolved_view = "keyframe"``)
         enter memory from what the shot shows: its selected keyframe becomes their first view."""
@@ -195,6 +191,10 @@ class Loop:
             add_view(ctx, entity=name, view=ctx.image_input(name, selected.blob),
                      source=ViewSource(kind="keyframe", shot=t, round=selected.round), shot=t, cause=cause)
 
+    def _relevant_first(self, names: list[str]) -> list[Any]:
+        """Memory for a prompt: the shot's entities and their families first (long memories get cut)."""
+        mem = self.ctx.memory
+        first: list[str] = []
         for n in names:
             if n in mem:
                 for related in [*mem.base_chain(n), *mem.descendants(n)]:
@@ -292,6 +292,9 @@ class Loop:
                             origin="video_analyzer", shot=t, view=view, source=source, cause=analyzed.id)
 
 
+__all__ = ["Candidate", "Loop", "add_view", "select_best"]
+
+
 def _one_view_per_entity(views: list[ImageInput]) -> list[ImageInput]:
     """The keyframe's references, the first (best-matching) view of each entity only, in their order."""
     seen: set[str] = set()
@@ -301,6 +304,3 @@ def _one_view_per_entity(views: list[ImageInput]) -> list[ImageInput]:
             seen.add(v.label)
             out.append(v)
     return out
-
-
-__all__ = ["Candidate", "Loop", "add_view", "select_best"]
