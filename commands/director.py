@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from codirector.commands.batch import GpusOpt, RayOpt, WorkersOpt
+from codirector.commands.batch import ConcurrencyOpt, GpusOpt, RayOpt, WorkersOpt
 from codirector.commands.common import (
     BranchOpt,
     BudgetOpt,
@@ -76,6 +76,7 @@ def direct(
     gpus_per_worker: GpusOpt = 0.0,
     budget: BudgetOpt = None,
     as_json: JsonOpt = False,
+    concurrency: ConcurrencyOpt = None,
 ) -> None:
     """Co-Director: explore creative directions for an ad brief with a bandit, one story branch per pull.
 
@@ -87,7 +88,7 @@ def direct(
     with progress(quiet=as_json, ctx=ctx, director=True) as shown:
         result = studio.direct(brief, iterations=iterations, profile=profile, config=config, c=c, seed=seed,
                                story_id=story_id, policy=policy, progress=shown, budget=budget, parallel=parallel,
-                               workers=workers, ray=ray, gpus_per_worker=gpus_per_worker)
+                               workers=workers, ray=ray, gpus_per_worker=gpus_per_worker, concurrency=concurrency)
     if as_json:
         emit_json(result.to_json())
     else:
@@ -139,6 +140,7 @@ def bench(
     gpus_per_worker: GpusOpt = 0.0,
     budget: BudgetOpt = None,
     as_json: JsonOpt = False,
+    concurrency: ConcurrencyOpt = None,
 ) -> None:
     """Run and judge every story under every method; print the paper's Table 1/2 layout.
 
@@ -151,7 +153,7 @@ def bench(
     with progress(quiet=as_json) as shown:
         result = studio.bench(stories_dir, methods=chosen, profile=profile, config=config, out_dir=out,
                               progress=shown, story_format=story_format, budget=budget, workers=workers, ray=ray,
-                              gpus_per_worker=gpus_per_worker)
+                              gpus_per_worker=gpus_per_worker, concurrency=concurrency)
     if as_json:
         emit_json(result.to_json())
         return

@@ -243,9 +243,11 @@ class Studio:
                story_id: str | None = None, policy: str = "ucb", epsilon: float = 0.1,
                backends: Backends | None = None, progress: Progress | None = None,
                budget: float | None = None, parallel: int = 1, workers: int | None = None,
-               ray: str | None = None, gpus_per_worker: float = 0.0) -> DirectorResult:
+               ray: str | None = None, gpus_per_worker: float = 0.0,
+               concurrency: int | None = None) -> DirectorResult:
         """Explore creative directions for an ad brief, one branch per pull (``codirector direct``);
-        ``parallel`` pulls per round, run on Ray workers with ``workers``/``ray`` (DESIGN §10). ``budget``
+        ``parallel`` pulls per round, run on Ray workers with ``workers``/``ray`` (DESIGN §10), or on
+        ``concurrency`` threads of this process (hosted models). ``budget``
         caps the whole brief, on workers too (one account for the pool: ``engine.scale.ray_pool``)."""
         from codirector.engine.director.direction import direct
         from codirector.engine.scale import ray_pool_or_none
@@ -255,7 +257,7 @@ class Studio:
         self._ensure_initialised()
         meter = spending(budget, config)
         with ray_pool_or_none(self.spec, workers=workers, address=ray, gpus_per_worker=gpus_per_worker,
-                              budget=meter) as pool:
+                              budget=meter, concurrency=concurrency) as pool:
             result = direct(self.workspace, brief_file, iterations=iterations, profile=profile, config=config, c=c,
                             seed=seed, story_id=story_id, policy=policy, epsilon=epsilon, backends=backends,
                             progress=progress, budget=meter, parallel=parallel, pool=pool)
@@ -275,7 +277,7 @@ class Studio:
               config: str | os.PathLike[str] | None = None, backends: Backends | None = None,
               out_dir: str | os.PathLike[str] | None = None, progress: Progress | None = None,
               story_format: str | None = None, budget: float | None = None, workers: int | None = None,
-              ray: str | None = None, gpus_per_worker: float = 0.0) -> BenchResult:
+              ray: str | None = None, gpus_per_worker: float = 0.0, concurrency: int | None = None) -> BenchResult:
         """Every story under every method, evaluated: the paper's Table 1/2 layout (``codirector bench``);
         with ``workers``/``ray`` the runs and judgements are jobs on Ray workers (the same table); ``budget``
         caps the whole bench either way."""
@@ -285,7 +287,7 @@ class Studio:
         self._ensure_initialised()
         meter = spending(budget, config)
         with ray_pool_or_none(self.spec, workers=workers, address=ray, gpus_per_worker=gpus_per_worker,
-                              budget=meter) as pool:
+                              budget=meter, concurrency=concurrency) as pool:
             return bench(self.workspace, stories_dir, methods=methods, profile=profile, config=config,
                          backends=backends, out_dir=out_dir, progress=progress, story_format=story_format,
                          budget=meter, pool=pool)

@@ -113,12 +113,16 @@ def check_pool(spec: WorkspaceSpec, *, workers: int | None = None, address: str 
 
 @contextmanager
 def ray_pool_or_none(spec: WorkspaceSpec, *, workers: int | None = None, address: str | None = None,
-                     gpus_per_worker: float = 0.0, budget: Budget | None = None) -> Iterator[Pool | None]:
-    """A Ray pool for the block when ``workers`` or ``address`` is given (closed after it), else None."""
-    if not wants_ray(workers, address):
+                     gpus_per_worker: float = 0.0, budget: Budget | None = None,
+                     concurrency: int | None = None) -> Iterator[Pool | None]:
+    """A Ray pool for the block when ``workers`` or ``address`` is given, threads of this process with
+    ``concurrency`` above 1 (closed after it), else None (the caller runs its jobs in turn)."""
+    check_concurrency(concurrency, workers, address, budget=budget)
+    if not wants_ray(workers, address) and not (concurrency or 1) > 1:
         yield None
         return
-    pool = open_pool(spec, workers=workers, address=address, gpus_per_worker=gpus_per_worker, budget=budget)
+    pool = open_pool(spec, workers=workers, address=address, gpus_per_worker=gpus_per_worker, budget=budget,
+                     concurrency=concurrency)
     try:
         yield pool
     finally:

@@ -17,7 +17,7 @@ from codirector.engine.studio import Studio
 
 from hosted_loopback import FAL_TEST_KEY, FalServer, fal_config
 from processes import ForkServer, cli_env
-from support import write_story
+from support import counting_config, write_story
 
 runner = CliRunner()
 
@@ -105,3 +105,20 @@ def test_ctrl_c_stops_a_concurrent_batch_and_the_next_one_continues_at_once(
         assert len(server.submits()) == 6  # the three in flight were collected, the three second shots submitted
     finally:
         server.close()
+
+
+def test_direct_on_threads_writes_what_one_at_a_time_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CODIRECTOR_PLUGINS", "codirector_test_plugins")
+    monkeypatch.setenv("CODIRECTOR_TEST_CALL_LOG", str(tmp_path / "calls.log"))
+    config = str(counting_config(tmp_path / "counting.toml"))
+    brief = str(Path(__file__).resolve().parents[2] / "examples" / "briefs" / "dewline_serum.yaml")
+    logs = []
+    for name, extra in (("threads", ["--concurrency", "2"]), ("alone", [])):
+        home = str(tmp_path / name)
+        result = runner.invoke(cli, ["--home", home, "direct", brief, "--iterations", "2", "--parallel", "2",
+                                     "--config", config, "--json", *extra])
+        assert result.exit_code == 0, result.output
+        studio = Studio(home)
+        logs.append({b.name: [(e.type, e.shot, e.payload.get("blob")) for e in studio.log("dewline_serum", b.name)]
+                     for b in studio.store.story("dewline_serum").branches})
+    assert logs[0] == logs[1] and len(logs[0]) >= 3  # main and both pulls, event for event
