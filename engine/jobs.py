@@ -9,8 +9,9 @@
 Invariants:
 - A job is data (ids and numbers, no handles), so it can travel to another process or machine.
 - Running a job is idempotent: it continues the branch from the log under the branch's lease
-  (waiting for a dead holder's lease to expire), so running it twice, or again after its worker
-  died at any point, gives the same log, and a recorded answer is never requested again.
+  (a dead holder's lease is taken over at once on its own machine, else waited out to its TTL),
+  so running it twice, or again after its worker died at any point, gives the same log, and a
+  recorded answer is never requested again.
 - A worker builds each distinct set of backends once (keyed by the recorded backend tables) and
   reuses it for every later job: model weights load once per worker, not once per story.
 - A job's own failure (a ``CodirectorError``: bad model output, a budget reached) is returned as a

@@ -7,7 +7,8 @@ Invariants:
   config (``engine.jobs.Worker``): model weights load once per worker, not once per story.
 - Failure handling is Ray's own: actors restart without limit (``max_restarts=-1``) and a call
   lost with its worker is retried (``max_task_retries=-1``). A retried job resumes its branch under
-  the branch lease (waiting out a dead holder's TTL), so it never repeats a recorded call.
+  the branch lease (a dead worker's lease on this machine is taken over at once; another machine's is
+  waited out to its TTL), so it never repeats a recorded call.
 - Distribution is Ray's: ``run`` (a batch, from one thread) hands the jobs to Ray's ``ActorPool``;
   ``submit`` (one job, from any thread: ``ActorPool`` is not thread-safe) calls the worker with the
   fewest jobs in hand, chosen under a lock, and Ray queues the call there if that worker is busy.
