@@ -100,15 +100,15 @@ def _register_builtins(reg: Callable[[BackendInfo], None]) -> None:
     reg(BackendInfo("video", "openai-videos", f"{h}.openai_videos:OpenAIVideosGenerator",
                     "the /v1/videos shape on a gateway (LiteLLM proxy, aggregators): the keyframe as input_reference",
                     "a gateway base_url (not OpenAI's host: Sora was shut down), OPENAI_API_KEY (or api_key_env)",
-                    f"{h}.openai_videos:check"))
+                    f"{h}.openai_videos:check", capabilities=f"{h}.openai_videos:video_capabilities"))
     reg(BackendInfo("video", "google", f"{h}.google:GoogleVideoGenerator",
                     "Veo on the Gemini API (predictLongRunning): the keyframe as first frame, up to 3 reference views",
                     "GEMINI_API_KEY (or api_key_env) and network access", f"{h}.google:check",
-                    references=f"{h}.google:video_reference_limit"))
+                    references=f"{h}.google:video_reference_limit", capabilities=f"{h}.google:video_capabilities"))
     reg(BackendInfo("image", "google", f"{h}.google:GoogleImageGenerator",
                     "Gemini image models (Nano Banana) via generateContent, memory's views as inline images",
                     "GEMINI_API_KEY (or api_key_env) and network access", f"{h}.google:check_image",
-                    references=f"{h}.google:image_reference_limit"))
+                    references=f"{h}.google:image_reference_limit", capabilities=f"{h}.google:image_capabilities"))
     reg(BackendInfo("embedder", "open_clip", f"{g}.embedder:OpenClipEmbedder",
                     "open_clip text and image embeddings (a pretrained tag or a local checkpoint)",
                     "the weights on disk (or network for a tag); 'none' = random weights",

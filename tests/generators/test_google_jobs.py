@@ -201,6 +201,9 @@ def test_retired_models_a_bad_duration_and_a_missing_key_are_named_before_anythi
     assert not found.ready and found.detail == "GEMINI_API_KEY is not set"
     assert registry.reference_limit("video", {"backend": "google", "model": VEO}) == 3
     assert registry.reference_limit("video", {"backend": "google", "model": "veo-3.1-lite-generate-001"}) == 0
+    caps = registry.capabilities("video", "google", {"model": VEO})
+    assert caps.references == 3 and caps.durations == (4.0, 6.0, 8.0) and caps.priced_by == "second"
+    assert registry.capabilities("image", "google", {}).priced_by == "image"
     with pytest.raises(Exception, match="2026-06-30"):
         google.veo_options("veo-3.0-generate-001", None, "GEMINI_API_KEY", None, None, None, None, None, None, None,
                            1.0, 1.0, None, today=date(2026, 12, 7))

@@ -214,3 +214,6 @@ def test_the_pre_flight_names_a_bad_duration_and_a_missing_key(monkeypatch: pyte
     found = registry.readiness("video", "openai-videos", {"model": MODEL, "base_url": "http://127.0.0.1:9/v1",
                                                           "durations": [5, 10], "duration": 5, "api_key_env": "X_KEY"})
     assert not found.ready and found.detail == "X_KEY is not set"
+    caps = registry.capabilities("video", "openai-videos", {"model": MODEL, "base_url": "http://127.0.0.1:9/v1",
+                                                            "durations": [5, 10]})
+    assert caps.durations == (5.0, 10.0) and caps.first_frame and caps.priced_by == "second"
