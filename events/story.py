@@ -52,7 +52,7 @@ class ShotPlanRevised(Event):
     before: str | list[Any]
     after: str | list[Any]
     reason: str
-    keeps_continuity: bool = False
+    keeps_continuity: bool = Field(default=False, exclude_if=lambda kept: not kept)  # False: stored as before
 
 
 class BranchCreated(Event):

@@ -219,11 +219,13 @@ def _completed(f: ShotFold, e: ShotCompleted, ev: RecordedEvent) -> None:
 
 
 def _with_registrations(s: ShotAudit) -> ShotAudit:
-    """Each clip-frame view joined to the registration it came with (the entity it evolved into)."""
-    updates = list(s.memory_updates)
+    """Each view added in the shot (a clip frame; the selected keyframe, for a state the shot first shows)
+    joined to the registration it came with (the entity it evolved into)."""
+    updates, views = list(s.memory_updates), list(s.new_views)
     for reg in s.registrations:
         updates = [replace(u, registration=reg) if u.entity == reg.name else u for u in updates]
-    return replace(s, memory_updates=tuple(updates))
+        views = [replace(v, registration=reg) if v.entity == reg.name else v for v in views]
+    return replace(s, memory_updates=tuple(updates), new_views=tuple(views))
 
 
 def fold_shots(events: Iterable[RecordedEvent], start: ShotFold | None = None, *,

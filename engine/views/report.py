@@ -152,6 +152,12 @@ def _shot(s: ShotAudit, images: _Images) -> str:
         sel = s.selected
         parts.append(f"<p class=selected><b>Selected: round {sel.round} ({_e(sel.how)})</b> &mdash; "
                      f"{_e(sel.why)}</p>")
+    for v in (v for v in s.new_views if v.kind == "keyframe"):  # a state this shot first shows
+        reg = v.registration
+        base = f" (evolves from {_e(reg.base_entity)})" if reg and reg.base_entity else ""
+        parts.append(f"<div class='refs from-keyframe' data-entity='{_e(v.entity)}'><p><b>{_e(v.entity)}</b>{base} "
+                     f"enters memory with this keyframe (round {_e(v.round)}) as its view</p>"
+                     f"<p>{_e(reg.description if reg else None)}</p></div>")
     if s.motion:
         parts.append(f"<h3>Motion prompt</h3><p class=before>before: {_e(s.motion.before)}</p>"
                      f"<p class=after>after: {_e(s.motion.after)}</p>")

@@ -93,8 +93,11 @@ def test_audit_json_has_every_field_for_every_shot(tmp_path: Path) -> None:
     assert shot4["rounds"][0]["refined_keyframe_prompt"] == REGEN["refined_keyframe_prompt"]
     assert [r["round"] for r in shot4["retrievals"]] == [1, 2]
     assert data["shots"][0]["rejected"][0]["agent"] == "memory_controller"
-    scarf = [u for s in data["shots"] for u in s["memory_updates"] if u["entity"] == "Mia_red_scarf"]
-    assert scarf and scarf[0]["base_entity"] == "Mia" and scarf[0]["frame_index"] is not None
+    # the scarf enters memory at shot 4, the shot that first shows it, with shot 4's selected keyframe as its view
+    scarf = [(s["shot"], v) for s in data["shots"] for v in s.get("new_views", []) if v["entity"] == "Mia_red_scarf"]
+    assert [(shot, v["kind"], v["base_entity"], v["blob"]) for shot, v in scarf] == \
+        [(4, "keyframe", "Mia", shot4["selected"]["blob"])]
+    assert not [u for s in data["shots"] for u in s["memory_updates"] if u["entity"] == "Mia_red_scarf"]
 
 
 def test_html_report_renders_in_headless_chromium(tmp_path: Path, browser: str) -> None:

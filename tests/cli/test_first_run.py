@@ -38,7 +38,7 @@ def test_demo_end_to_end_and_its_pages_in_a_browser(tmp_path: Path, browser: str
     assert result.exit_code == 0, result.output
     text = result.output
     assert "replay of main: identical" in text and "0 model calls" in text
-    assert "lineage: Mia -> Mia_red_scarf (shot 3) -> Mia_red_scarf_back (shot 5)" in text
+    assert "lineage: Mia -> Mia_red_scarf (shot 4) -> Mia_red_scarf_back (shot 6)" in text  # the shots that show them
     assert "codirector --home" in text and "history lighthouse-demo Mia_red_scarf" in text
     assert "--profile openai" in text
     for name in ("main.mp4", "storm.mp4", "audit.html", "contact-main.png", "contact-storm.png", "lineage.svg"):

@@ -44,7 +44,6 @@ def shot_events(events, shot):  # type: ignore[no-untyped-def]
 
 
 REGISTER = ["call:embed", "call:image", "EntityRegistered", "call:embed", "ViewAdded"]  # reference generated
-FROM_CLIP = ["call:embed", "EntityRegistered", "call:embed", "ViewAdded"]  # view cut from the clip
 RETRIEVE_SHOT1 = ["call:embed", "call:vlm:memory_controller", *REGISTER, *REGISTER, "MemoryRetrieved"]
 TAIL = ["call:vlm:motion_refiner", "MotionPromptRefined", "call:video", "VideoGenerated"]
 
@@ -55,7 +54,7 @@ def test_accept_in_round_one(studio: Studio, tmp_path: Path) -> None:
     assert shape(shot_events(events, 1)) == [
         "ShotPlanned", "ShotStarted", *RETRIEVE_SHOT1,
         "call:image", "KeyframeGenerated", "call:vlm:keyframe_analyzer", "KeyframeJudged", "KeyframeSelected",
-        *TAIL, "call:vlm:video_analyzer", "VideoAnalyzed", *FROM_CLIP, "ShotCompleted",
+        *TAIL, "call:vlm:video_analyzer", "VideoAnalyzed", "ShotCompleted",  # shot 2's new state is not in clip 1
     ]
     selected = next(e for e in events if e.type == "KeyframeSelected" and e.shot == 1)
     assert selected.payload["how"] == "accepted" and selected.payload["round"] == 1
@@ -69,7 +68,7 @@ def test_regen_same_desc_then_accept(studio: Studio, tmp_path: Path) -> None:
     assert shape(s1)[2 + len(RETRIEVE_SHOT1):] == [
         "call:image", "KeyframeGenerated", "call:vlm:keyframe_analyzer", "KeyframeJudged",
         "call:image", "KeyframeGenerated", "call:vlm:keyframe_analyzer", "KeyframeJudged", "KeyframeSelected",
-        *TAIL, "call:vlm:video_analyzer", "VideoAnalyzed", *FROM_CLIP, "ShotCompleted",
+        *TAIL, "call:vlm:video_analyzer", "VideoAnalyzed", "ShotCompleted",
     ]
     gens = [e.payload for e in s1 if e.type == "KeyframeGenerated"]
     assert gens[0]["prompt"] == gens[1]["prompt"]  # same description ...
@@ -166,3 +165,72 @@ def test_ablations_change_the_loop_as_the_paper_says(studio: Studio, tmp_path: P
     assert not [e for e in noref if e.type == "MotionPromptRefined"]
     analyzed = [e.payload for e in noref if e.type == "VideoAnalyzed"]
     assert analyzed[0]["next_prompt_after"] == analyzed[0]["next_prompt_before"]
+
+
+def test_an_evolved_state_enters_memory_at_its_shot_with_that_shots_keyframe(studio: Studio, tmp_path: Path) -> None:
+    """Ada_hat is declared on shot 2: shot 2's memory controller proposes it (base Ada), shot 2's keyframe is
+    drawn from Ada's view, and the keyframe it selects becomes Ada_hat's first view."""
+    _, events = run(studio, tmp_path, ScriptedVLM(), shots=3)
+    assert not [e for e in events if e.type == "EntityRegistered" and e.shot == 1 and e.payload["name"] == "Ada_hat"]
+    s2 = shot_events(events, 2)
+    kinds = shape(s2)
+    assert kinds[:kinds.index("KeyframeGenerated") + 1] == [
+        "ShotPlanned", "ShotStarted", "call:embed", "call:vlm:memory_controller",
+        "call:embed", "EntityRegistered", "MemoryRetrieved",  # registered before the keyframe, no image made
+        "call:image", "KeyframeGenerated",
+    ]
+    i = kinds.index("KeyframeSelected")
+    assert kinds[i:i + 3] == ["KeyframeSelected", "call:embed", "ViewAdded"]
+    registered = next(e for e in s2 if e.type == "EntityRegistered")
+    assert (registered.payload["name"], registered.payload["base_entity"], registered.payload["origin"]) == \
+        ("Ada_hat", "Ada", "memory_controller")
+    retrieved = next(e for e in s2 if e.type == "MemoryRetrieved").payload
+    assert [(p["name"], p["base_entity"]) for p in retrieved["new_entities"]] == [("Ada_hat", "Ada")]
+    ada_view = studio.memory("pier", at_shot=1).get("Ada").views[0]
+    refs = {r["entity"]: r["blob"] for r in retrieved["references"]}
+    assert set(refs) == {"Ben", "Ada"} and refs["Ada"] == ada_view.blob  # Ada_hat is drawn from its base's view
+    selected, view = s2[i], s2[i + 2]
+    assert view.causation_id == selected.id
+    assert view.payload["entity"] == "Ada_hat" and view.payload["blob"] == selected.payload["blob"]
+    assert view.payload["source"] == {"kind": "keyframe", "shot": 2, "round": 1, "frame_index": None}
+    hat = studio.memory("pier").get("Ada_hat")
+    assert (hat.shot, [(v.kind, v.shot) for v in hat.views]) == (2, [("keyframe", 2)])
+    # shot 3 ... and on: Ada_hat's own view is what memory sends
+    assert not studio.memory("pier", at_shot=2).get("Ada_hat").views  # as shot 2's keyframe saw it: no view yet
+    assert not [e for e in events if e.type == "VideoAnalyzed" and e.payload["entity_updates"]]
+
+
+def test_an_evolved_state_from_shot_1_on_the_last_shot_and_without_synergy(studio: Studio, tmp_path: Path) -> None:
+    """No video analysis (--no-synergy; or the last shot, which has none): the state still enters at its shot."""
+    story = write_story(tmp_path / "pier.yaml", shots=2)
+    studio.run(story, config=fast_config(tmp_path / "fast.toml"), story_id="nosyn", no_synergy=True,
+               backends=scripted_backends())
+    hat = studio.memory("nosyn").get("Ada_hat")
+    assert (hat.shot, hat.origin, [(v.kind, v.shot, v.round) for v in hat.views]) == \
+        (2, "memory_controller", [("keyframe", 2, 1)])
+    last = next(e for e in studio.log("nosyn") if e.type == "KeyframeSelected" and e.shot == 2)
+    assert hat.views[0].blob == last.payload["blob"]
+
+
+def test_evolved_view_reference_generates_the_image_before_the_keyframe(studio: Studio, tmp_path: Path) -> None:
+    """[run] evolved_view = "reference" (how stories recorded before the key ran): a generated reference image."""
+    _, events = run(studio, tmp_path, ScriptedVLM(), evolved_view="reference")
+    s2 = shot_events(events, 2)
+    kinds = shape(s2)
+    assert kinds[2:kinds.index("MemoryRetrieved") + 1] == [
+        "call:embed", "call:vlm:memory_controller", "call:embed", *REGISTER[1:], "MemoryRetrieved"]
+    view = next(e for e in s2 if e.type == "ViewAdded")
+    assert view.payload["source"] == {"kind": "reference", "shot": 2, "round": 1, "frame_index": None}
+    retrieved = next(e for e in s2 if e.type == "MemoryRetrieved").payload
+    assert {r["entity"] for r in retrieved["references"]} == {"Ben", "Ada_hat"}
+    assert studio.memory("pier").get("Ada_hat").views[0].kind == "reference"
+
+
+def test_a_bad_evolved_view_is_refused_before_the_story_is_recorded(studio: Studio, tmp_path: Path) -> None:
+    from codirector.errors import ConfigError
+
+    story = write_story(tmp_path / "pier.yaml", shots=2)
+    with pytest.raises(ConfigError, match="evolved_view must be one of 'keyframe', 'reference', got 'clip'"):
+        studio.run(story, config=fast_config(tmp_path / "fast.toml", evolved_view="clip"),
+                   backends=scripted_backends())
+    assert "pier" not in studio.workspace.story_ids()

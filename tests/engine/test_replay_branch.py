@@ -100,14 +100,18 @@ def test_branch_from_shot_5_shares_shots_1_to_4_and_then_differs(studio: Studio,
     calls = [e for e in own if e.type == "ModelCalled"]
     assert counting.total == len(calls) > 0 and all(e.shot >= 5 for e in calls)  # no call for shots 1-4
     started = next(e for e in own if e.type == "ShotStarted")
-    assert (started.shot, started.payload["keyframe_prompt"]) == (5, new_prompt)
+    # the new prompt keeps the line the loop's video analyzer added to shot 5's prompt after shot 4
+    kept = f"{new_prompt} Keep the look of Mia_red_scarf from the previous shot."
+    assert (started.shot, started.payload["keyframe_prompt"]) == (5, kept)
+    revised = next(e for e in own if e.type == "ShotPlanRevised")
+    assert (revised.payload["after"], revised.payload["keeps_continuity"]) == (new_prompt, True)
 
     d = studio.diff("lighthouse", "main", "storm")
     assert d.parted_at_position == fork and d.first_differing_shot == 5
     assert [s.same for s in d.shots][:5] == [True] * 4 + [False]
     # (a later shot can come out the same again: shot 7 has the same prompt, references and seed in both)
-    assert d.shots[4].in_b is not None and d.shots[4].in_b.keyframe_prompt == new_prompt
-    assert d.to_json()["shots"][4]["storm"]["keyframe_prompt"] == new_prompt  # --json keys by branch name
+    assert d.shots[4].in_b is not None and d.shots[4].in_b.keyframe_prompt == kept
+    assert d.to_json()["shots"][4]["storm"]["keyframe_prompt"] == kept  # --json keys by branch name
 
     # a branch of the branch
     studio.branch("lighthouse", from_shot=7, name="storm-night", parent="storm",
@@ -132,3 +136,123 @@ def test_branch_errors_name_the_problem(studio: Studio, tmp_path: Path) -> None:
         studio.branch("pier", from_shot=2, name="x", overrides={"shot.2.prompt": "y"})
     with pytest.raises(InvalidArgument, match="only shots 2..2 run on the new branch"):
         studio.branch("pier", from_shot=2, name="x", overrides={"shots.1.keyframe": "y"})
+
+
+def test_a_branch_can_change_what_a_shot_uses_and_evolves(studio: Studio, tmp_path: Path) -> None:
+    """"What if Ada wore a kilt instead": shot 2's uses and evolves replaced on a branch, checked like a story
+    file; the new state enters memory at shot 2 with shot 2's keyframe, and the parent keeps its hat."""
+    story = write_story(tmp_path / "pier.yaml", shots=4)
+    studio.run(story, config=fast_config(tmp_path / "f.toml"), backends=scripted_backends())
+    kilt = "a tall woman with grey hair and a blue raincoat, now in a green tartan kilt"
+    studio.branch("pier", from_shot=2, name="kilt", overrides={
+        "shots.2.uses": "[Ada_kilt, Ben]",
+        "shots.2.evolves": f'[{{name: Ada_kilt, base_entity: Ada, description: "{kilt}"}}]',
+        "shots.4.uses": '["Ada_kilt"]',  # JSON is YAML too
+    })
+    own = studio.store.read_own("pier", "kilt")
+    revised = [(e.shot, e.payload["field"], e.payload["before"], e.payload["after"]) for e in own
+               if e.type == "ShotPlanRevised"]
+    assert revised == [
+        (2, "uses", ["Ada_hat", "Ben"], ["Ada_kilt", "Ben"]),
+        (2, "evolves", [{"name": "Ada_hat", "base_entity": "Ada",
+                         "description": "a tall woman with grey hair and a blue raincoat, now in a green hat"}],
+         [{"name": "Ada_kilt", "base_entity": "Ada", "description": kilt}]),
+        (4, "uses", ["Ada_hat"], ["Ada_kilt"]),
+    ]
+    assert studio.run_branch("pier", "kilt", backends=scripted_backends()).completed
+    memory = studio.memory("pier", "kilt")
+    assert "Ada_hat" not in memory.names() and "Ada_hat" in studio.memory("pier").names()
+    ada_kilt = memory.get("Ada_kilt")
+    assert (ada_kilt.base_entity, ada_kilt.shot, ada_kilt.description) == ("Ada", 2, kilt)
+    selected2 = next(e for e in studio.log("pier", "kilt") if e.type == "KeyframeSelected" and e.shot == 2)
+    assert [(v.kind, v.shot, v.blob) for v in ada_kilt.views] == [("keyframe", 2, selected2.payload["blob"])]
+    shot4 = next(e for e in studio.log("pier", "kilt") if e.type == "MemoryRetrieved" and e.shot == 4).payload
+    assert shot4["retrieved_existing"] == ["Ada_kilt"]
+    assert [(r["entity"], r["blob"]) for r in shot4["references"]] == [("Ada_kilt", selected2.payload["blob"])]
+    roles = [m.role for m in studio.history("pier", "Ada_kilt", branch="kilt").events]
+    assert roles[:3] == ["revised_use", "revised_evolution", "revised_use"] and "registered" in roles
+    assert studio.replay("pier", "kilt").identical
+
+
+def test_branch_uses_and_evolves_are_checked_as_a_story_file_before_anything_is_written(
+    studio: Studio, tmp_path: Path
+) -> None:
+    from codirector.errors import InvalidArgument
+
+    story = write_story(tmp_path / "pier.yaml", shots=4)
+    studio.run(story, config=fast_config(tmp_path / "f.toml"), backends=scripted_backends())
+    head = studio.store.branch("pier", "main").head_position
+    evolves = '[{name: Ada_kilt, base_entity: Ada, description: "Ada in a kilt"}]'
+    refused = {
+        r"cannot set shots\.2\.uses: the branch's plan: shots\[1\]\.uses\[0\] \(shot 2\): 'Ada_kilt' is not "
+        r"declared": {"shots.2.uses": "[Ada_kilt, Ben]"},
+        r"shots\[1\]\.evolves\[0\] \(shot 2\): base_entity 'Nobody' is not declared before shot 2":
+            {"shots.2.evolves": "[{name: Ada_kilt, base_entity: Nobody, description: x}]"},
+        # shot 4 still uses the hat the override took away
+        r"shots\[3\]\.uses\[0\] \(shot 4\): 'Ada_hat' is not declared":
+            {"shots.2.uses": "[Ada_kilt, Ben]", "shots.2.evolves": evolves},
+        r"shots\[1\]\.evolves\[0\]\.description \(shot 2\): missing":
+            {"shots.2.evolves": "[{name: Ada_kilt, base_entity: Ada}]"},
+        r"shots\[1\]\.uses \(shot 2\): must be a non-empty name": {"shots.2.uses": "['  ', Ben]"},
+        r"shots\.2\.uses: expected a list, got 'Ada'": {"shots.2.uses": "Ada"},
+        r"shots\.2\.evolves: .* is not a YAML or JSON list": {"shots.2.evolves": "[{name: Ada_kilt"},
+        r"cannot set 'shots\.2\.group'": {"shots.2.group": "C"},
+    }
+    for message, overrides in refused.items():
+        with pytest.raises(InvalidArgument, match=message):
+            studio.branch("pier", from_shot=2, name="kilt", overrides=overrides)
+    assert [b.name for b in studio.store.story("pier").branches] == ["main"]
+    assert studio.store.branch("pier", "main").head_position == head
+
+
+def test_a_replaced_prompt_keeps_the_loops_continuity_line(studio: Studio, tmp_path: Path) -> None:
+    """A later shot's new prompt is refined by the video analyzer that runs on the branch; an override
+    recorded before overrides kept it (keeps_continuity false) still replaces it, as it did then."""
+    from codirector.events import BranchCreated, ShotPlanRevised
+
+    story = write_story(tmp_path / "pier.yaml", shots=3)
+    studio.run(story, config=fast_config(tmp_path / "f.toml"), backends=scripted_backends())
+    studio.branch("pier", from_shot=2, name="dusk", overrides={"shots.3.keyframe": "Ben alone at dusk"})
+    assert studio.run_branch("pier", "dusk", backends=scripted_backends()).completed
+    started3 = next(e for e in studio.log("pier", "dusk") if e.type == "ShotStarted" and e.shot == 3)
+    assert started3.payload["keyframe_prompt"] == "Ben alone at dusk Keep the look of Ben from the previous shot."
+
+    main = studio.log("pier")
+    fork = next(e for e in main if e.type == "ShotStarted" and e.shot == 2).position - 1
+    created = BranchCreated(name="old", parent="main", fork_position=fork, from_shot=2,
+                            overrides={"shots.3.keyframe": "Ben alone at dusk"}).at(2)
+    studio.store.create_branch("pier", "old", parent="main", at_position=fork, events=[
+        created, ShotPlanRevised(field="keyframe", before="x", after="Ben alone at dusk",
+                                 reason="branch override").at(3, cause=created.id)])
+    assert studio.run_branch("pier", "old", backends=scripted_backends()).completed
+    started3 = next(e for e in studio.log("pier", "old") if e.type == "ShotStarted" and e.shot == 3)
+    assert started3.payload["keyframe_prompt"] == "Ben alone at dusk"
+
+
+def test_a_story_recorded_before_evolved_view_existed_runs_and_replays_as_it_was_recorded(
+    studio: Studio, tmp_path: Path
+) -> None:
+    """Its StoryCreated has no [run] evolved_view, and its video analyzer (the old preview's answer) gave
+    shot 2's state from clip 1: resume and replay reproduce that; a new state gets a generated reference."""
+    from codirector.engine.loop.runs import execute, prepare_story, record_story
+
+    story = write_story(tmp_path / "pier.yaml", shots=3)
+    sid, _, new = prepare_story(story, config=fast_config(tmp_path / "f.toml"))
+    del new.event.settings["run"]["evolved_view"]
+    record_story(studio.workspace, sid, new)
+    old_answer = {"entity_updates": [{"name": "Ada_hat", "frame_index": 0, "base_entity": "Ada",
+                                      "description": "a tall woman with grey hair and a blue raincoat, now in a green "
+                                                     "hat"}],
+                  "refined_next_shot": {"keyframe_prompt": "Ada in a green hat beside Ben"}}
+    assert execute(studio.workspace, sid, backends=scripted_backends(ScriptedVLM().enqueue("video_analyzer",
+                                                                                           old_answer))).completed
+    hat = studio.memory(sid).get("Ada_hat")
+    assert (hat.shot, hat.origin, [v.kind for v in hat.views]) == (1, "video_analyzer", ["video_frame"])
+    report = studio.replay(sid)
+    assert report.identical and report.model_calls == 0
+    # a branch of it keeps the semantics it was recorded with: a state new on the branch gets a reference image
+    studio.branch(sid, from_shot=2, name="kilt", overrides={
+        "shots.2.uses": "[Ada_kilt, Ben]",
+        "shots.2.evolves": "[{name: Ada_kilt, base_entity: Ada, description: Ada in a kilt}]"})
+    assert studio.run_branch(sid, "kilt", backends=scripted_backends()).completed
+    assert [(v.kind, v.shot) for v in studio.memory(sid, "kilt").get("Ada_kilt").views] == [("reference", 2)]

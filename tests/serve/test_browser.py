@@ -113,7 +113,7 @@ def test_every_page_in_chromium(served, driver, tmp_path) -> None:  # type: igno
     assert "shot=5" in driver.current_url and driver.execute_script("return window.__notReloaded") == 1
     links = driver.execute_script(
         "return [...document.querySelectorAll('svg.lineage path.link')].map(p => p.dataset.from + '>' + p.dataset.to)")
-    assert links == ["Mia>Mia_red_scarf"]  # Mia_red_scarf_back comes later, at shot 5's video analysis
+    assert links == ["Mia>Mia_red_scarf"]  # Mia_red_scarf_back comes later, at shot 6, the shot that shows it
     screenshot(driver, tmp_path, "memory")
     driver.find_element("css selector", "svg.lineage g[data-entity=Mia_red_scarf]").find_element(
         "xpath", "..").click()  # each entity's history one click away

@@ -67,7 +67,10 @@ def test_timeline_shows_every_shot_with_its_evidence(served) -> None:  # type: i
             assert f"/thumb/{r.blob}?w=160" in html
     assert attrs(html, "data-decision").count("accept") == sum(len(s.rounds) for s in audit.shots)
     scarf = re.search(r'data-entity="Mia_red_scarf">.*?</figure>', html, re.S)
-    assert scarf and "Mia_red_scarf (from Mia)" in scarf.group(0) and "clip frame" in scarf.group(0)
+    # the scarf enters memory at shot 4 with that shot's selected keyframe as its view
+    assert scarf and "Mia_red_scarf (from Mia)" in scarf.group(0) and "selected keyframe" in scarf.group(0)
+    shot4 = html[html.index('data-shot="4"'):html.index('data-shot="5"')]
+    assert 'data-entity="Mia_red_scarf"' in shot4
 
 
 def test_timeline_weight_is_bounded(served) -> None:  # type: ignore[no-untyped-def]
