@@ -148,6 +148,10 @@ def evidence_lines(s: ShotAudit) -> list[str]:
         lines.append(f"selected: round {s.selected.round} ({s.selected.how}): {s.selected.why}")
     if s.motion is not None:
         lines.append(f"motion: {s.motion.before!r} -> {s.motion.after!r}")
+    if s.video is not None and s.video.server:
+        lines.append(f"clip: {s.video.backend} {s.video.model} from server {s.video.server} (job {s.video.job_id})")
+    for j in s.video.lost_jobs if s.video is not None else ():
+        lines.append(f"  lost job {j.job_id} on {j.server or '?'}, queued again: {j.reason}")
     for u in s.memory_updates:
         frame = "" if u.frame_index is None else f" from frame {u.frame_index}"
         lines.append(f"memory: {u.label()} {u.kind}{frame} (position {u.position})")

@@ -262,6 +262,10 @@ def resolve(profile: str | None = None, config_path: str | Path | None = None,
             raise ConfigError(f"{path}: unknown key {unknown[0]!r}",
                               hint="top-level keys are profile, [vlm], [image], [video], [embedder], [run], [prices]")
         PriceTable.from_file(path)  # a bad [prices] table is refused before anything runs
+        for section in ("image", "video"):  # a table's workflow file is relative to the config; recorded absolute
+            table = data.get(section)
+            if isinstance(table, dict) and isinstance(table.get("workflow"), str):
+                table["workflow"] = str((path.parent / Path(table["workflow"]).expanduser()).absolute())
     name = profile or data.get("profile") or "preview"
     if name not in PROFILES:
         raise ConfigError(f"unknown profile {name!r}", hint=did_you_mean(name, PROFILES, "profile"))

@@ -97,6 +97,14 @@ def _register_builtins(reg: Callable[[BackendInfo], None]) -> None:
                     "FAL_KEY (or api_key_env) and network access", f"{h}.fal:check",
                     references=f"{h}.fal_presets:video_reference_limit",
                     capabilities=f"{h}.fal_presets:video_capabilities"))
+    reg(BackendInfo("image", "comfyui", f"{h}.comfyui:ComfyImageGenerator",
+                    "your ComfyUI servers: an API-format edit workflow (Qwen-Image-Edit, Kontext), [image.bind]",
+                    "a ComfyUI server (base_url, or a list: a pool) with the workflow's nodes and weights",
+                    f"{h}.comfyui:check_image"))
+    reg(BackendInfo("video", "comfyui", f"{h}.comfyui:ComfyVideoGenerator",
+                    "your ComfyUI servers: an API-format image-to-video workflow (Wan 2.2 I2V) bound by [video.bind]",
+                    "a ComfyUI server (base_url, or a list: a pool) with the workflow's nodes and weights",
+                    f"{h}.comfyui:check", references=f"{h}.comfyui:reference_limit"))
     reg(BackendInfo("video", "openai-videos", f"{h}.openai_videos:OpenAIVideosGenerator",
                     "the /v1/videos shape on a gateway (LiteLLM proxy, aggregators): the keyframe as input_reference",
                     "a gateway base_url (not OpenAI's host: Sora was shut down), OPENAI_API_KEY (or api_key_env)",

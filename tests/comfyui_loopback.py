@@ -260,8 +260,9 @@ class ComfyServer:
     def upload(self, body: bytes, ctype: str) -> tuple[int, Any, str]:
         message = email.parser.BytesParser().parsebytes(b"Content-Type: " + ctype.encode() + b"\r\n\r\n" + body)
         fields: dict[str, Any] = {}
-        for part in message.get_payload() if message.is_multipart() else []:
-            name = part.get_param("name", header="content-disposition")
+        parts: list[Any] = list(message.get_payload()) if message.is_multipart() else []
+        for part in parts:
+            name = str(part.get_param("name", header="content-disposition"))
             fields[name] = (part.get_filename(), part.get_payload(decode=True))
         if "image" not in fields or not fields["image"][0]:
             return 400, b"", "text/plain"

@@ -119,8 +119,20 @@ class NextPrompt:
 
 
 @dataclass(frozen=True)
+class LostJob:
+    """A provider job of the clip's call that its provider lost, and was submitted again (``ProviderJobLost``)."""
+
+    job_id: str
+    server: str | None
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"job_id": self.job_id, "server": self.server, "reason": self.reason}
+
+
+@dataclass(frozen=True)
 class Clip:
-    """The shot's clip (``VideoGenerated``)."""
+    """The shot's clip (``VideoGenerated``); for a provider job, the server it came from and any job lost on the way."""
 
     blob: str
     frames: int
@@ -128,10 +140,14 @@ class Clip:
     backend: str
     model: str
     motion_prompt: str
+    server: str | None = None  # the server (a pool's member) that made it, from the call's ``job`` answer
+    job_id: str | None = None
+    lost_jobs: tuple[LostJob, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {"blob": self.blob, "frames": self.frames, "fps": self.fps, "backend": self.backend,
-                "model": self.model, "motion_prompt": self.motion_prompt}
+                "model": self.model, "motion_prompt": self.motion_prompt, "server": self.server,
+                "job_id": self.job_id, "lost_jobs": [j.to_json() for j in self.lost_jobs]}
 
 
 @dataclass(frozen=True)

@@ -287,7 +287,7 @@ class Pool:
             try:
                 length = self.server(url).queue_length()
             except (Unreachable, BackendError) as e:
-                self.mark_out(url, str(e))
+                self.mark_out(url, e.why if isinstance(e, Unreachable) else e.message)
                 failures.append(str(e))
                 continue
             self.mark_in(url)
