@@ -22,6 +22,7 @@ from codirector.engine.views.evidence import (
     Change,
     Clip,
     KeyframeRound,
+    LostJob,
     NextPrompt,
     Planned,
     Registration,
@@ -44,6 +45,7 @@ from codirector.events import (
     MemoryRetrieved,
     ModelCalled,
     MotionPromptRefined,
+    ProviderJobLost,
     RecordedEvent,
     ShotCompleted,
     ShotPlanned,
@@ -100,13 +102,16 @@ class ShotFold:
     shots: dict[int, ShotAudit] = field(default_factory=dict)
     meaningless: bool = False
     calls: dict[int, tuple[int, float]] = field(default_factory=dict)  # shot -> (model calls, seconds) so far
+    lost: dict[str, tuple[LostJob, ...]] = field(default_factory=dict)  # request key -> its provider jobs lost
+    clip_jobs: dict[int, tuple[str | None, str | None, tuple[LostJob, ...]]] = field(default_factory=dict)
 
     def edit(self, ev: RecordedEvent, change: Callable[[ShotAudit], ShotAudit]) -> None:
         if ev.shot is not None:
             self.shots[ev.shot] = change(self.shots.get(ev.shot) or ShotAudit(ev.shot))
 
     def copy(self) -> ShotFold:
-        return ShotFold(dict(self.types_by_id), dict(self.shots), self.meaningless, dict(self.calls))
+        return ShotFold(dict(self.types_by_id), dict(self.shots), self.meaningless, dict(self.calls), dict(self.lost),
+                        dict(self.clip_jobs))
 
     def records(self) -> tuple[ShotAudit, ...]:
         """Every shot's audit so far, by shot number (each clip-frame view joined to its registration,
@@ -173,7 +178,8 @@ def _motion(f: ShotFold, e: MotionPromptRefined, ev: RecordedEvent) -> None:
 
 @AUDIT.on(VideoGenerated)
 def _video(f: ShotFold, e: VideoGenerated, ev: RecordedEvent) -> None:
-    clip = Clip(e.blob, e.frames, e.fps, e.backend, e.model, e.motion_prompt)
+    server, job_id, lost = f.clip_jobs.get(ev.shot or 0, (None, None, ()))
+    clip = Clip(e.blob, e.frames, e.fps, e.backend, e.model, e.motion_prompt, server, job_id, lost)
     f.edit(ev, lambda s: replace(s, video=clip))
 
 
@@ -211,6 +217,14 @@ def _called(f: ShotFold, e: ModelCalled, ev: RecordedEvent) -> None:
     if ev.shot is not None:  # counted beside the record (the most frequent event: no record rebuilt per call)
         calls, seconds = f.calls.get(ev.shot, (0, 0.0))
         f.calls[ev.shot] = (calls + 1, round(seconds + float(e.duration_ms) / 1000, 3))
+        job = e.response.get("job") if e.kind == "video" and isinstance(e.response, dict) else None
+        if isinstance(job, dict):  # the provider job the clip came from (a pool names its server)
+            f.clip_jobs[ev.shot] = (job.get("server"), job.get("job_id"), f.lost.get(e.request_key, ()))
+
+
+@AUDIT.on(ProviderJobLost)
+def _lost(f: ShotFold, e: ProviderJobLost, ev: RecordedEvent) -> None:
+    f.lost[e.request_key] = (*f.lost.get(e.request_key, ()), LostJob(e.job_id, e.server, e.reason))
 
 
 @AUDIT.on(ShotCompleted)
