@@ -20,12 +20,14 @@ from __future__ import annotations
 import email.parser
 import io
 import json
+import shutil
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -33,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 from hosted_loopback import clip_from_image
+from support import FAST_RUN
 
 CORE_CLASSES = frozenset({
     "LoadImage", "CLIPTextEncode", "KSampler", "KSamplerAdvanced", "VAEDecode", "VAEEncode", "VAELoader",
@@ -324,3 +327,45 @@ def value_not_in_list(node: str, cls: str, field_name: str, value: str, allowed:
                                "extra_info": {"input_name": field_name, "input_config": None,
                                               "received_value": value}}],
                    "dependent_outputs": ["9"], "class_type": cls}}
+
+
+# ---------------------------------------------------------------------------- configs for the tests
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "comfyui"
+
+VIDEO_BIND = {"prompt": "6.inputs.text", "negative": "7.inputs.text", "image": "52.inputs.image",
+              "seed": "57.inputs.noise_seed", "width": "50.inputs.width", "height": "50.inputs.height",
+              "frames": "50.inputs.length", "fps": "60.inputs.fps"}
+IMAGE_BIND = {"prompt": "111.inputs.prompt", "image": "78.inputs.image",
+              "references": ["106.inputs.image", "108.inputs.image"], "seed": "3.inputs.seed",
+              "width": "112.inputs.width", "height": "112.inputs.height"}
+
+
+def toml_value(v: Any) -> str:
+    return json.dumps(v)
+
+
+def comfy_config(folder: Path, servers: list[ComfyServer] | list[str], *, images: bool = False,
+                 video_bind: dict[str, Any] | None = None, extra: str = "", **run: object) -> Path:
+    """A config whose [video] (and with ``images``, [image]) runs the example workflows on ``servers``."""
+    flows = folder / "workflows"
+    flows.mkdir(exist_ok=True)
+    for name in ("wan22_i2v_api.json", "qwen_image_edit_2509_api.json"):
+        shutil.copy(EXAMPLES / name, flows / name)
+    urls = [s if isinstance(s, str) else s.url for s in servers]
+    base = toml_value(urls[0] if len(urls) == 1 else urls)
+    timing = "poll_seconds = 0.02\nlost_after = 0.3\nconnect_timeout = 1.0\n"
+    lines = ['profile = "preview"', "[vlm]", 'backend = "counting"', "[embedder]", 'backend = "counting"']
+    if images:
+        lines += ["[image]", 'backend = "comfyui"', f"base_url = {base}",
+                  'workflow = "workflows/qwen_image_edit_2509_api.json"', 'output = "60"', timing, "[image.bind]",
+                  *(f"{k} = {toml_value(v)}" for k, v in IMAGE_BIND.items())]
+    else:
+        lines += ["[image]", 'backend = "counting"']
+    lines += ["[video]", 'backend = "comfyui"', f"base_url = {base}", 'workflow = "workflows/wan22_i2v_api.json"',
+              'output = "61"', 'negative = "blurry"', timing, extra, "[video.bind]",
+              *(f"{k} = {toml_value(v)}" for k, v in (video_bind or VIDEO_BIND).items())]
+    lines += ["[run]", *(f"{k} = {json.dumps(v)}" for k, v in {**FAST_RUN, **run}.items())]
+    path = folder / "comfy.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path

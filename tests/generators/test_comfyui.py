@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from comfyui_loopback import ComfyServer, value_not_in_list
+from comfyui_loopback import EXAMPLES, VIDEO_BIND, ComfyServer, comfy_config, value_not_in_list
 from typer.testing import CliRunner
 
 from codirector.cli import app as cli
@@ -28,15 +28,7 @@ from codirector.generators.hosted.comfyui import load_workflow
 
 from support import FAST_RUN, write_story
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "comfyui"
 runner = CliRunner()
-
-VIDEO_BIND = {"prompt": "6.inputs.text", "negative": "7.inputs.text", "image": "52.inputs.image",
-              "seed": "57.inputs.noise_seed", "width": "50.inputs.width", "height": "50.inputs.height",
-              "frames": "50.inputs.length", "fps": "60.inputs.fps"}
-IMAGE_BIND = {"prompt": "111.inputs.prompt", "image": "78.inputs.image",
-              "references": ["106.inputs.image", "108.inputs.image"], "seed": "3.inputs.seed",
-              "width": "112.inputs.width", "height": "112.inputs.height"}
 
 
 @pytest.fixture
@@ -45,36 +37,6 @@ def comfy(monkeypatch: pytest.MonkeyPatch) -> Iterator[ComfyServer]:
     monkeypatch.setenv("CODIRECTOR_PLUGINS", "codirector_test_plugins")
     yield server
     server.close()
-
-
-def toml_value(v: Any) -> str:
-    return json.dumps(v)
-
-
-def comfy_config(folder: Path, servers: list[ComfyServer] | list[str], *, images: bool = False,
-                 video_bind: dict[str, Any] | None = None, extra: str = "", **run: object) -> Path:
-    """A config whose [video] (and with ``images``, [image]) runs the example workflows on ``servers``."""
-    flows = folder / "workflows"
-    flows.mkdir(exist_ok=True)
-    for name in ("wan22_i2v_api.json", "qwen_image_edit_2509_api.json"):
-        shutil.copy(EXAMPLES / name, flows / name)
-    urls = [s if isinstance(s, str) else s.url for s in servers]
-    base = toml_value(urls[0] if len(urls) == 1 else urls)
-    timing = "poll_seconds = 0.02\nlost_after = 0.3\nconnect_timeout = 1.0\n"
-    lines = ['profile = "preview"', "[vlm]", 'backend = "counting"', "[embedder]", 'backend = "counting"']
-    if images:
-        lines += ["[image]", 'backend = "comfyui"', f"base_url = {base}",
-                  'workflow = "workflows/qwen_image_edit_2509_api.json"', 'output = "60"', timing, "[image.bind]",
-                  *(f"{k} = {toml_value(v)}" for k, v in IMAGE_BIND.items())]
-    else:
-        lines += ["[image]", 'backend = "counting"']
-    lines += ["[video]", 'backend = "comfyui"', f"base_url = {base}", 'workflow = "workflows/wan22_i2v_api.json"',
-              'output = "61"', 'negative = "blurry"', timing, extra, "[video.bind]",
-              *(f"{k} = {toml_value(v)}" for k, v in (video_bind or VIDEO_BIND).items())]
-    lines += ["[run]", *(f"{k} = {json.dumps(v)}" for k, v in {**FAST_RUN, **run}.items())]
-    path = folder / "comfy.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def invoke(*args: str) -> tuple[int, str]:
