@@ -152,6 +152,9 @@ def evidence_lines(s: ShotAudit) -> list[str]:
         lines.append(f"clip: {s.video.backend} {s.video.model} from server {s.video.server} (job {s.video.job_id})")
     for j in s.video.lost_jobs if s.video is not None else ():
         lines.append(f"  lost job {j.job_id} on {j.server or '?'}, queued again: {j.reason}")
+    if s.video is not None and s.video.references:
+        lines.append("clip references (memory's views sent with the keyframe): "
+                     + ", ".join(f"{name} ({blob[:12]})" for name, blob in s.video.references))
     for u in s.memory_updates:
         frame = "" if u.frame_index is None else f" from frame {u.frame_index}"
         lines.append(f"memory: {u.label()} {u.kind}{frame} (position {u.position})")

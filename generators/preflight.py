@@ -173,9 +173,30 @@ def _backend_readiness(kind: str, options: dict[str, Any]) -> Check:
 
 
 def preflight(cfg: RunConfig, today: date | None = None) -> Preflight:
-    """Check every backend ``cfg`` names (cheap: see the module docstring), as of ``today`` (default the UTC date)."""
-    return Preflight(cfg.profile, cfg.source,
-                     [check_backend(kind, cfg.table(kind), today) for kind in registry.KINDS])
+    """Check every backend ``cfg`` names (cheap: see the module docstring), as of ``today`` (default the UTC date),
+    and that the run's frame size is one the image and video models can make (``fits_run_size``)."""
+    checks = [fits_run_size(check_backend(kind, cfg.table(kind), today), cfg) for kind in registry.KINDS]
+    return Preflight(cfg.profile, cfg.source, checks)
+
+
+def fits_run_size(found: Check, cfg: RunConfig) -> Check:
+    """``found``, made a problem when its backend declares aspect ratios and ``[run]`` width x height has none of them
+    (a hosted model makes only the ratios it lists: the loop's frames would not match its output)."""
+    if not found.ready or found.kind not in ("image", "video"):
+        return found
+    from codirector.generators.jobs import aspect_ratio
+
+    options = cfg.table(found.kind)
+    caps = registry.capabilities(found.kind, str(options.pop("backend", "")), options)
+    allowed = tuple(getattr(caps, "aspect_ratios", ()) or ())
+    width, height = int(cfg.run.get("width", 0) or 0), int(cfg.run.get("height", 0) or 0)
+    if not allowed or "auto" in allowed or width <= 0 or height <= 0 or aspect_ratio(width, height, allowed):
+        return found
+    return replace(found, ready=False,
+                   detail=f"the run's frames are {width}x{height}, an aspect ratio {found.model or found.backend!r} "
+                   f"does not make (it makes {', '.join(allowed)})",
+                   fix=f"set [run] width and height to one of those ratios (e.g. 16:9 is 512x288 or 832x480), or "
+                   f"choose another [{found.kind}] model")
 
 
 def require_ready(cfg: RunConfig, today: date | None = None) -> Preflight:

@@ -179,7 +179,8 @@ def _motion(f: ShotFold, e: MotionPromptRefined, ev: RecordedEvent) -> None:
 @AUDIT.on(VideoGenerated)
 def _video(f: ShotFold, e: VideoGenerated, ev: RecordedEvent) -> None:
     server, job_id, lost = f.clip_jobs.get(ev.shot or 0, (None, None, ()))
-    clip = Clip(e.blob, e.frames, e.fps, e.backend, e.model, e.motion_prompt, server, job_id, lost)
+    clip = Clip(e.blob, e.frames, e.fps, e.backend, e.model, e.motion_prompt, server, job_id, lost,
+                tuple((r.entity, r.blob) for r in e.references))
     f.edit(ev, lambda s: replace(s, video=clip))
 
 

@@ -143,11 +143,13 @@ class Clip:
     server: str | None = None  # the server (a pool's member) that made it, from the call's ``job`` answer
     job_id: str | None = None
     lost_jobs: tuple[LostJob, ...] = ()
+    references: tuple[tuple[str, str], ...] = ()  # (entity, view blob): memory's views sent with the keyframe
 
     def to_json(self) -> dict[str, Any]:
         return {"blob": self.blob, "frames": self.frames, "fps": self.fps, "backend": self.backend,
                 "model": self.model, "motion_prompt": self.motion_prompt, "server": self.server,
-                "job_id": self.job_id, "lost_jobs": [j.to_json() for j in self.lost_jobs]}
+                "job_id": self.job_id, "lost_jobs": [j.to_json() for j in self.lost_jobs],
+                "references": [{"entity": n, "blob": b} for n, b in self.references]}
 
 
 @dataclass(frozen=True)

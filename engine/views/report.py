@@ -161,6 +161,14 @@ def _shot(s: ShotAudit, images: _Images) -> str:
     if s.motion:
         parts.append(f"<h3>Motion prompt</h3><p class=before>before: {_e(s.motion.before)}</p>"
                      f"<p class=after>after: {_e(s.motion.after)}</p>")
+    if s.video is not None and (s.video.references or s.video.server):
+        clip = s.video
+        where = f" from server {_e(clip.server)} (job {_e(clip.job_id)})" if clip.server else ""
+        refs = "".join(f"<div class=ref><img src='{images.uri(blob, 140)}'><br>{_e(name)}</div>"
+                       for name, blob in clip.references)
+        parts.append(f"<h3>Clip</h3><p>{_e(clip.backend)} {_e(clip.model)}{where}</p>"
+                     + (f"<p>memory's views sent with the keyframe:</p><div class='refs clip-refs'>{refs}</div>"
+                        if refs else ""))
     if s.memory_updates or s.next_prompt:
         parts.append("<h3>After the clip</h3>")
     for u in s.memory_updates:

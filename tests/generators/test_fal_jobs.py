@@ -11,17 +11,19 @@ follow the configured price, and replay asks the provider nothing.
 from __future__ import annotations
 
 import json
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from codirector.cli import app as cli
 from codirector.engine.studio import Studio
 
 from hosted_loopback import FAL_TEST_KEY, KLING, FalServer, decode_data_uri, fal_config
-from support import write_story
+from support import png_bytes, write_story
 
 VIDU = "fal-ai/vidu/q1/reference-to-video"
 runner = CliRunner()
@@ -189,5 +191,44 @@ def test_memory_views_go_to_a_reference_capable_model_and_into_the_key(
         assert [r["blob"] for r in call.payload["request"]["references"]] == [r["blob"] for r in refs]
     code, out = invoke("audit", "pier", "--json")
     assert code == 0
-    audit = json.loads(out)
-    assert "references" in json.dumps(audit) and refs[0]["blob"] in json.dumps(audit)
+    shots = {s["shot"]: s for s in json.loads(out)["shots"]}
+    clip_events = {e.shot: e for e in log if e.type == "VideoGenerated"}
+    for shot, clip in clip_events.items():
+        assert shots[shot]["video"]["references"] == clip.payload["references"]  # the audit lists them
+    code, out = invoke("audit", "pier", "--verbose")
+    assert code == 0 and "clip references (memory's views sent with the keyframe): Ada" in out
+    html = tmp_path / "audit.html"
+    assert invoke("audit", "pier", "--html", str(html))[0] == 0
+    assert html.read_text().count("class='refs clip-refs'") == len(clip_events)
+
+    pytest.importorskip("fastapi")
+    from codirector.serve.app import create_app
+    from codirector.serve.server import StudioServer
+
+    with StudioServer.start(create_app(studio)) as server:  # the studio's shot page shows them too
+        with urllib.request.urlopen(f"{server.url}/shot?story=pier&branch=main&shot=1") as answer:
+            page = answer.read().decode()
+    assert "Memory's views sent with the keyframe" in page and "clip-refs" in page
+
+    # the key changes when a view changes: the same story with another look for Ada sends another request
+    for name, color in (("ada_blue", (20, 40, 200)), ("ada_red", (200, 30, 20))):
+        (tmp_path / f"{name}.png").write_bytes(png_bytes(color))
+        data = yaml.safe_load(write_story(tmp_path / f"{name}.yaml", shots=1, title=name).read_text())
+        data["cast"][0]["reference"] = f"{name}.png"  # Ada's given view
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(data))
+        assert invoke("run", str(tmp_path / f"{name}.yaml"), "--config", str(config))[0] == 0
+    first, other = (next(e for e in Studio(_isolated_home).log(sid) if e.type == "ModelCalled" and e.shot == 1
+                         and e.payload["kind"] == "video") for sid in ("ada_blue", "ada_red"))
+    first_refs = {r["label"]: r["blob"] for r in first.payload["request"]["references"]}
+    other_refs = {r["label"]: r["blob"] for r in other.payload["request"]["references"]}
+    assert first_refs["Ada"] != other_refs["Ada"] and first.payload["request_key"] != other.payload["request_key"]
+
+
+def test_a_frame_size_the_model_does_not_make_is_refused_before_anything_is_written(
+        tmp_path: Path, fal: FalServer, _isolated_home: Path) -> None:
+    story = write_story(tmp_path / "pier.yaml", shots=2)
+    config = fal_config(tmp_path / "veo.toml", fal, model="fal-ai/veo3/image-to-video", width=64, height=48)
+    code, out = invoke("run", str(story), "--config", str(config))
+    assert code == 13, out
+    assert "64x48" in out and "16:9" in out and "[run] width and height" in out
+    assert fal.seen == [] and not Studio(_isolated_home).store.stories()
