@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import socket
 import sqlite3
 import tempfile
@@ -63,9 +64,12 @@ def _ray_env(home: Path, ray_dir: Path, **extra: str) -> dict[str, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(("sig", "exit_code", "said"), [(signal.SIGINT, 130, "interrupted"),
+                                                       (signal.SIGTERM, 143, "terminated")])
 def test_sigint_of_a_batch_on_ray_workers_frees_their_leases_and_the_next_batch_starts_at_once(
-    tmp_path: Path, fork_server: ForkServer, counting_env: Path, ray_dir: Path
+    tmp_path: Path, fork_server: ForkServer, counting_env: Path, ray_dir: Path, sig: int, exit_code: int, said: str
 ) -> None:
+    """Ctrl-C (SIGINT), and SIGTERM as a scheduler sends it (Ray's own SIGTERM handler must not replace the CLI's)."""
     pytest.importorskip("ray", reason='Ray is not installed: pip install "codirector[ray]"')
     cfg = counting_config(tmp_path / "c.toml")
     folder = _folder(tmp_path)
@@ -81,13 +85,14 @@ def test_sigint_of_a_batch_on_ray_workers_frees_their_leases_and_the_next_batch_
         time.sleep(0.1)
     time.sleep(1.5)  # a few progress reads (every 0.5 s) while the workers hang in their first call
     t0 = time.monotonic()
-    batch.send_signal(2)  # SIGINT, as Ctrl-C sends it
+    batch.send_signal(sig)
     code = batch.wait(60)
     stopped = time.monotonic() - t0
     out, err = batch.output()
-    assert code == 130, err
-    assert stopped < 10, f"exit {stopped:.1f} s after SIGINT"
-    assert "interrupted" in err and "resume" in err
+    assert code == exit_code, err
+    signame = signal.Signals(sig).name
+    assert stopped < 10, f"exit {stopped:.1f} s after {signame}"
+    assert said in err and "resume" in err
     assert "Token authentication" not in err + out  # no Ray notice on every run
     for story, host, pid in held:  # progress: each running story's shot and stage, and who runs it
         assert f"{story}/main: shot 1/2, " in err and f"({host} (pid {pid}))" in err, err
@@ -110,7 +115,7 @@ def test_sigint_of_a_batch_on_ray_workers_frees_their_leases_and_the_next_batch_
         solo.run(folder / f"{name}.yaml", config=cfg)
         assert story_log(studio, name) == story_log(solo, name), name
     assert studio.verify().ok
-    print(f"\nbatch --workers 2: exit 130 {stopped:.2f} s after SIGINT, leases freed; the next batch took "
+    print(f"\nbatch --workers 2: exit {code} {stopped:.2f} s after {signame}, leases freed; the next batch took "
           f"{took:.1f} s (logs equal to solo runs)")
 
 
