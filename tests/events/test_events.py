@@ -43,7 +43,7 @@ def test_type_names_are_stable_past_tense_and_unique() -> None:
             "AgentOutputRejected", "DirectionChosen", "RewardObserved", "BranchRanked"} <= set(types)
     for name, cls in types.items():
         assert cls.type == name
-        assert name.endswith(("ed", "Chosen", "Forgotten")), name  # past tense
+        assert name.endswith(("ed", "Chosen", "Forgotten", "Lost")), name  # past tense
     with pytest.raises(TypeError, match="already registered"):
         type("EntityRegistered", (Event,), {"__annotations__": {}})
 

@@ -12,9 +12,11 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import hashlib
+import json
 import types
 import typing
 import uuid
+from pathlib import Path
 from typing import Any, Literal
 
 import pytest
@@ -137,13 +139,14 @@ def test_a_sealed_event_survives_pickling_before_its_payload_is_read() -> None:
         _ = again.no_such_field  # type: ignore[attr-defined]
 
 
-def corpus_digest() -> str:
-    """sha256 over every record and hash ``seal_all`` writes for a fixed corpus of every event type
-    (fixed ids, one hash chain, batches of 7), in order; refused drafts are skipped."""
+def corpus_digests() -> dict[str, str]:
+    """Per event type: sha256 over every record and hash ``seal_all`` writes for a fixed corpus of that type
+    (fixed ids, one hash chain per type, batches of 7), in order; refused drafts are skipped."""
     from codirector.store.appending import seal_all
 
-    drafts = []
+    out = {}
     for cls in sorted(event_types().values(), key=lambda c: c.type):
+        drafts = []
         for i, d in enumerate(drafts_of(cls)):
             draft = Draft(event=d.event, shot=d.shot, causation_id=d.causation_id, id=f"{cls.type}-{i}-ü")
             try:
@@ -151,21 +154,68 @@ def corpus_digest() -> str:
             except TypeError:
                 continue
             drafts.append(draft)
-    total, prev = hashlib.sha256(), GENESIS
-    for start in range(0, len(drafts), 7):
-        batch = drafts[start : start + 7]
-        sealed, rows = seal_all("s", "b", batch, start, prev)
-        for ev, row in zip(sealed, rows, strict=True):
-            total.update(row[5].encode() + b"\n" + ev.hash.encode() + b"\n")
-        prev = rows[-1][6]
-    return total.hexdigest()
+        total, prev = hashlib.sha256(), GENESIS
+        for start in range(0, len(drafts), 7):
+            sealed, rows = seal_all("s", "b", drafts[start : start + 7], start, prev)
+            for ev, row in zip(sealed, rows, strict=True):
+                total.update(row[5].encode() + b"\n" + ev.hash.encode() + b"\n")
+            prev = rows[-1][6]
+        out[cls.type] = total.hexdigest()
+    return out
 
 
 def test_the_records_and_hashes_of_a_fixed_corpus_are_pinned(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Byte-identical to what the code of 2026-11-30 wrote (computed then, before sealing was sped up):
-    any change to the canonical form or the chain would break every existing log's verification."""
+    """Per event type, byte-identical to what the code that pinned it wrote: any change to the canonical form or
+    the chain would break every existing log's verification. A new event type adds its line; a type whose schema
+    gains a field gets a new line (its samples change) and its old records must still re-seal byte for byte
+    (``test_records_written_before_a_schema_change_seal_the_same``)."""
     monkeypatch.setattr("codirector.store.appending.utc_now", lambda: "2026-11-30T00:00:00.000000Z")
-    assert corpus_digest() == PINNED
+    assert corpus_digests() == PINNED
 
 
-PINNED = "7ab9b192e7a9dde3ba28792ebc330676cd71ebdcf1af792678b6a97ed5f7b906"
+def test_records_written_before_a_schema_change_seal_the_same() -> None:
+    """Records the code of 2026-11-30 wrote for the types whose schemas gained fields since (``VideoGenerated``:
+    ``references``; ``ShotPlanRevised``: list values, ``keeps_continuity``) read and re-seal byte for byte."""
+    records = json.loads((Path(__file__).parent / "records_2026_11_30.json").read_text(encoding="utf-8"))
+    assert {json.loads(r)["type"] for r in records} == {"VideoGenerated", "ShotPlanRevised"}
+    for old in records:
+        data = json.loads(old)
+        event = event_types()[data["type"]].model_validate(data["payload"])
+        draft = Draft(event=event, shot=data["shot"], causation_id=data["causation_id"], id=data["id"])
+        _, record = seal(draft, story_id=data["story_id"], branch=data["branch"], position=data["position"],
+                         prev_hash=data["prev_hash"], recorded_at=data["recorded_at"])
+        assert record == old
+
+
+# Pinned 2026-11-30 (the whole corpus, then one digest); per type since 2026-12-07, when ProviderJobSubmitted and
+# ProviderJobLost were added and VideoGenerated / ShotPlanRevised gained optional fields. Every other type's digest
+# was checked equal under the code of 2026-11-30 (58e601b) and of 2026-12-07.
+PINNED = {
+    "AgentOutputRejected": "fed7fecfed3dbefe6b7010405ebbab43baa93fb83385dfd5ecf99f956637fc21",
+    "BranchCreated": "ef53ad9d598d5daf764f25703a5ceffac4ec0abbab726cc2e509cc1c0adaa9f5",
+    "BranchRanked": "8a8a00b882ac352261d7781b794ff68042cfe799c156c795745d43ab484d3285",
+    "BudgetReached": "bd67ff26ac1e19c397b33e3b1fe8fce4449f3a97a85ab8866fa8a6c61363947d",
+    "DirectionChosen": "22ae56343a389b9b4f031f6d4723eb8b635cda86216d42a0f4ff28b6696a9319",
+    "EntityRegistered": "a7821345fb00fac69a6e974acaa5ec1dfd12a8d30b203826afa6677c436e9b6a",
+    "KeyframeGenerated": "e9ad98f117d7e92a3edec16eda288bafd604ed038854955fd1a3a4236f286d19",
+    "KeyframeJudged": "c4ded44c25f413eee0adc560fd300b8f236ee47cc36fae73b6103293a01f86a1",
+    "KeyframeSelected": "ba43a90c06209dc9031d337ad32aa307b4343dfab77b507df560bc8d4ad297b5",
+    "MemoryRetrieved": "78771d26abfb80fe048f2116e33b7c71f4f2173928b3e4476c506f456d8fbdd1",
+    "ModelCalled": "3ab318874aae2cc48fd69f300f32a8579e1647abbaf2644acd312dfa3dfd352f",
+    "MotionPromptRefined": "91bf4c186a1ba56132ffbad85a25e0be7e75d5546e928e5d2809000acc103608",
+    "ProviderJobLost": "80005418c25bae410270b3fcc35341ecbe1d55549b26dcb3f2ed8da5b96053e2",
+    "ProviderJobSubmitted": "9c4b33818dbe006bd399456f8452057823afc760b20b15754d6c7532923a0ded",
+    "RewardObserved": "feb4c653c7184666b5f4bcc85a22c554fd746b75bd8787d76bf742dd58c37cd8",
+    "ShotCompleted": "803448da2e4c90c137e93010a93dfc8b3461059847547d649b1b8314184d25bf",
+    "ShotJudged": "ee49d8afbc830ad3f8ac868fedb56d9378bff69c14c21fb89c67681acfd16281",
+    "ShotPlanRevised": "cc05af2627ae250efddd7bce41cb3d42605d88799c8c9e5e4646042eb57e3d08",
+    "ShotPlanned": "a4edde4a294ad9bad634230a7412d381a385020bc49e40ee05d5527f2293f898",
+    "ShotStarted": "5adb8c930cad953ea6d93741e095273e9d9ff0fdb9872845ae90b5d867ae7939",
+    "StoryCompleted": "b3ed6394eae3ed70133dfda881adb1b259f7965a3601aa54c06ddddfd84968f4",
+    "StoryCreated": "109575f38d69f1c2e9731642c0f716a2fd9657ed84ea4cfaa75d670e6e11ef6d",
+    "StoryForgotten": "8ed29c9908ccca7346e06addd9c838314f5a5491ab5362b2a5930f889511b655",
+    "StoryJudged": "d0c6c88e058c4de850a2ace0fa350cbc64ec42989e65b48e9bd4a82d9591f966",
+    "VideoAnalyzed": "19c620b39bc612a67d6033b1d8dd87695401742308a12366663ed0f7a20cc9d5",
+    "VideoGenerated": "e4b099b117e907f1002680c60ac99270054b3a6efaeb7c22c77db6d700a35d8f",
+    "ViewAdded": "e9680c004ed12c2dee839cd8a8ae0157fc281bf3c84603158ec9cc4d7837a9f4",
+}
