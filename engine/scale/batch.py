@@ -241,7 +241,10 @@ def _advance(ws: Workspace, job: Job, seen: _Seen) -> None:
     for e in ws.store.read(job.story_id, job.branch, after=seen.after):
         seen.after = e.position
         seen.last = _words(e.type)
-        if e.type == "StoryCreated":
+        if e.type == "ModelCalled":
+            agent = e.payload.get("agent")
+            seen.last = f"{e.payload.get('kind', 'a')} model answered" + (f" ({agent})" if agent else "")
+        elif e.type == "StoryCreated":
             spec = e.payload.get("spec") or {}
             seen.total = len(spec.get("shots") or []) or int(spec.get("num_shots") or 0)
         elif e.type == "ShotPlanned" and e.shot is not None:
