@@ -49,7 +49,8 @@ def stories(
             lease = b.lease
             running = "" if lease is None else (
                 f"{lease.host} pid {lease.pid}, heartbeat {lease.heartbeat_age:.0f} s ago"
-                + ("" if lease.live else " (expired: holder gone?)"))
+                + (" (its process has ended: the next run takes over at once)" if lease.gone
+                   else "" if lease.live else " (expired: holder gone?)"))
             table.add_row(s.id if i == 0 else "", s.title if i == 0 else "", b.name, fork,
                           str(b.events), str(b.shots_completed), b.status, running)
     console().print(table)

@@ -43,7 +43,8 @@ def list_stories(ws: Workspace, *, include_replays: bool = False, include_forgot
                  story_id: str | None = None) -> StoryListing:
     """Every story (or only ``story_id``; ``StoryNotFound`` if there is none) with its branches, each
     branch's status and lease (who runs it now; replay scratch branches and forgotten stories hidden).
-    ``running`` is true while a live lease is held; an expired one is still shown. One read per branch."""
+    ``running`` is true while a live lease is held by a process that still exists (a holder on this machine whose
+    process has ended is not running); an expired one is still shown. One read per branch."""
     out = []
     leases = {(x.story_id, x.branch): x for x in ws.leases.all()}
     for story in ws.store.stories() if story_id is None else [ws.store.story(story_id)]:
@@ -64,7 +65,7 @@ def list_stories(ws: Workspace, *, include_replays: bool = False, include_forgot
                 shots_completed=len(shots),
                 status="completed" if done else "ranked" if ranked else (
                     "empty" if b.head_position == 0 else "in progress"),
-                created_at=b.created_at, running=lease is not None and lease.live, lease=lease,
+                created_at=b.created_at, running=lease is not None and lease.live and not lease.gone, lease=lease,
             ))
         out.append(StorySummary(story.id, story.title, story.created_at, branches))
     return StoryListing(out)
