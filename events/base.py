@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from codirector.events.upcasting import upcast
+
 GENESIS = "0" * 64
 
 _REGISTRY: dict[str, type[Event]] = {}
@@ -164,10 +166,8 @@ class RecordedEvent:
     @cached_property
     def event(self) -> Event:
         """The typed domain event, upcast to the current schema version."""
-        from codirector.events.upcasting import upcast
-
         cls = event_class(self.type)
-        return cls.model_validate(upcast(self.type, self.schema_version, self.payload))
+        return cls.model_validate(upcast(self.type, self.schema_version, self.payload, cls.schema_version))
 
     def summary(self) -> dict[str, Any]:
         """The stable JSON form used by ``codirector log --json``."""

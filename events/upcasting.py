@@ -28,11 +28,9 @@ def upcaster(type_name: str, from_version: int) -> Callable[[Upcaster], Upcaster
     return register
 
 
-def upcast(type_name: str, version: int, payload: Payload) -> Payload:
-    """The payload upgraded to the current schema version of ``type_name``."""
-    from codirector.events.base import event_class
-
-    target = event_class(type_name).schema_version
+def upcast(type_name: str, version: int, payload: Payload, target: int) -> Payload:
+    """The payload upgraded from schema ``version`` to ``target`` (the current version of ``type_name``'s class,
+    which the caller passes: this module knows only the upcasters, not the event classes)."""
     if version > target:
         raise IntegrityViolation(
             f"{type_name} payload has schema_version {version}, newer than this code's {target}",
