@@ -43,8 +43,9 @@ from codirector.engine.workspace import Workspace
 from codirector.errors import BudgetExceeded, CodirectorError, InvalidArgument
 from codirector.events import BudgetReached
 from codirector.generators.base import Backends
+from codirector.generators.build import build_backends
 from codirector.generators.preflight import require_ready
-from codirector.generators.profiles import RunConfig, build_backends
+from codirector.generators.profiles import RunConfig
 from codirector.store.event_store import MAIN
 
 BACKEND_KINDS = ("vlm", "image", "video", "embedder")

@@ -2,7 +2,7 @@
 
 ``preflight(cfg)`` asks every backend the config names for its cheap check (``registry.readiness``) and
 returns a ``Preflight``: one ``Check`` per kind, the problems with their fixes, and the notes.
-``require_ready(cfg)`` raises ``NotReady`` listing every problem at once. ``profiles.build_backends``
+``require_ready(cfg)`` raises ``NotReady`` listing every problem at once. ``build.build_backends``
 calls it first, so every path that builds backends from a config (run, resume, run --branch, direct,
 bench, eval; batch and the web studio when they come) is checked the same way, and ``codirector
 backends --check`` shows the same answers as a table.

@@ -63,7 +63,8 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     # clips from Veo; one key (GEMINI_API_KEY) for all three (generators.hosted.google).
     "google": {
         "vlm": {"backend": "openai", "model": "gemini-3.5-flash",
-                "base_url": "https://generativelanguage.googleapis.com/v1beta/openai/", "api_key_env": "GEMINI_API_KEY"},
+                "base_url": "https://generativelanguage.googleapis.com/v1beta/openai/",
+                "api_key_env": "GEMINI_API_KEY"},
         "image": {"backend": "google", "model": "gemini-3.1-flash-image"},
         "video": {"backend": "google", "model": "veo-3.1-generate-001"},
         "embedder": _REAL_EMBEDDER,
@@ -292,35 +293,3 @@ def resolve(profile: str | None = None, config_path: str | Path | None = None,
             base[section].update(table)
     _refuse_secrets(base, source or "config")
     return RunConfig(profile=name, run=run, source=source, prices=dict(data.get("prices", {})), **base)
-
-
-def build_backends(config: RunConfig, *, today: date | None = None) -> Any:
-    """Create the run's backends; a GPU-only video backend falls back to the animatic without CUDA.
-
-    The pre-flight runs first: ``NotReady`` lists every backend that cannot run here, before any is built.
-    A model OpenAI has shut down (as of ``today``, default the UTC date) is one of its problems; one it
-    will shut down is a note.
-    """
-    from codirector.generators import registry
-    from codirector.generators.base import Backends
-    from codirector.generators.preflight import require_ready
-
-    require_ready(config, today)
-    notes: list[str] = [f"{n.message}: {n.fix}" for n in model_notices(config, today) if not n.gone]
-    made: dict[str, Any] = {}
-    for kind in ("vlm", "image", "video", "embedder"):
-        options = config.table(kind)
-        name = options.pop("backend", None)
-        if not name:
-            raise ConfigError(f"[{kind}] has no backend", hint="set backend = \"...\" (see `codirector backends`)")
-        if kind == "video" and name == "diffusers":
-            ok, why = registry.usable(kind, name, options)
-            if not ok:
-                notes.append(f"video backend 'diffusers' is not usable here ({why}); using 'animatic' instead")
-                name, options = "animatic", {}
-        if kind == "embedder" and options.get("allow_random"):
-            ok, why = registry.usable(kind, name, options)
-            if "untrained" in why:
-                notes.append(f"embedder: {options.get('model')} {why}; the run and its audit say so")
-        made[kind] = registry.create(kind, name, options)
-    return Backends(vlm=made["vlm"], image=made["image"], video=made["video"], embedder=made["embedder"], notes=notes)

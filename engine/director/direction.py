@@ -55,7 +55,8 @@ from codirector.events import (
     seal,
 )
 from codirector.generators.base import Backends, ImageInput
-from codirector.generators.profiles import RunConfig, build_backends, resolve
+from codirector.generators.build import build_backends
+from codirector.generators.profiles import RunConfig, resolve
 from codirector.store.event_store import MAIN, EventStore
 
 if TYPE_CHECKING:

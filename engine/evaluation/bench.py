@@ -39,8 +39,9 @@ from codirector.engine.views.cost import Spend, branch_cost
 from codirector.engine.workspace import Workspace
 from codirector.errors import InvalidArgument, RunStateError, StoryFileError, did_you_mean
 from codirector.generators.base import Backends
+from codirector.generators.build import build_backends
 from codirector.generators.preflight import require_ready
-from codirector.generators.profiles import build_backends, resolve
+from codirector.generators.profiles import resolve
 from codirector.store.event_store import MAIN
 
 if TYPE_CHECKING:

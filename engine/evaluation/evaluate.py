@@ -47,7 +47,8 @@ from codirector.events import (
     VideoAnalyzed,
 )
 from codirector.generators.base import Backends
-from codirector.generators.profiles import RunConfig, build_backends, resolve
+from codirector.generators.build import build_backends
+from codirector.generators.profiles import RunConfig, resolve
 from codirector.store.event_store import MAIN
 
 SHOT_FIELDS = ("content_match", "action_match", "camera_match", "overall", "rationale", "sampled_frames")

@@ -34,8 +34,9 @@ from codirector.engine.workspace import Workspace
 from codirector.errors import AlreadyExists, InvalidArgument, RunStateError, StoryNotFound
 from codirector.events import MEMORY_EVENT_TYPES, BranchCreated, RecordedEvent, ShotPlanRevised
 from codirector.generators.base import Backends
+from codirector.generators.build import build_backends
 from codirector.generators.preflight import require_ready
-from codirector.generators.profiles import RunConfig, build_backends, resolve
+from codirector.generators.profiles import RunConfig, resolve
 from codirector.store.event_store import MAIN
 from codirector.store.leases import BranchLease
 

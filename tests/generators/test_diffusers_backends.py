@@ -19,9 +19,10 @@ from PIL import Image
 from codirector.errors import BackendError, ConfigError
 from codirector.generators import diffusers_video
 from codirector.generators.base import ImageInput, ImageRequest, VideoRequest
+from codirector.generators.build import build_backends
 from codirector.generators.diffusers_image import DiffusersImageGenerator
 from codirector.generators.diffusers_video import DiffusersVideoGenerator
-from codirector.generators.profiles import build_backends, resolve
+from codirector.generators.profiles import resolve
 from codirector.generators.video_io import read_frames
 
 from support import png_bytes

@@ -21,6 +21,7 @@ from codirector.engine.recording.writer import RunWriter
 from codirector.errors import BackendError, NotReady
 from codirector.generators import registry
 from codirector.generators.base import Backends, ImageInput, ImageRequest
+from codirector.generators.build import build_backends
 from codirector.generators.openai_images import OpenAIImageGenerator
 from codirector.generators.openai_vlm import OpenAIVLM
 from codirector.generators.preflight import check_backend, preflight, require_ready
@@ -30,7 +31,6 @@ from codirector.generators.profiles import (
     OPENAI_IMAGE_MODEL,
     OPENAI_SHUTDOWNS,
     PROFILES,
-    build_backends,
     model_notice,
     model_notices,
     resolve,
