@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 from functools import partial
 from itertools import accumulate
 from operator import sub
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 
+from codirector.engine.views.entities import Entity, View
 from codirector.engine.views.projection import Projection
 from codirector.engine.views.visible import VisibleVectors
 from codirector.errors import EntityNotFound, RunStateError, did_you_mean
@@ -39,45 +40,6 @@ from codirector.store.snapshots import SnapshotCache
 
 MEMORY_SNAPSHOT_KIND = "memory"
 MEMORY_SNAPSHOT_SCHEMA = 2  # 2: the columnar form of ``MemoryBank.to_json``; 1 (rows) is never read
-
-
-class View(NamedTuple):
-    """One reference image of an entity, and where it came from."""
-
-    blob: str
-    kind: str
-    shot: int | None
-    round: int | None
-    frame_index: int | None
-    position: int
-    branch: str
-    embedding_id: int | None = None
-
-    def source(self) -> dict[str, Any]:
-        return {"kind": self.kind, "shot": self.shot, "round": self.round, "frame_index": self.frame_index}
-
-    def to_dict(self) -> dict[str, Any]:
-        return self._asdict()
-
-
-class Entity(NamedTuple):
-    """One entity state in memory (an evolved state is its own entity with ``base_entity``)."""
-
-    name: str
-    kind: str
-    description: str
-    base_entity: str | None
-    origin: str
-    position: int
-    branch: str
-    shot: int | None
-    text_embedding_id: int | None = None
-    views: tuple[View, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        d = self._asdict()
-        d["views"] = [v._asdict() for v in self.views]
-        return d
 
 
 @dataclass

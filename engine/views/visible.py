@@ -29,7 +29,7 @@ import numpy as np
 from codirector.store.vector_search import VisibleRows
 
 if TYPE_CHECKING:
-    from codirector.engine.views.memory import Entity, View
+    from codirector.engine.views.entities import Entity, View
     from codirector.store.vector_index import VectorIndex
 
 Owner = tuple[str, "View | None"]
