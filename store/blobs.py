@@ -1,7 +1,7 @@
 """Content-addressed blob stores: images, clips, embeddings and large model responses.
 
 One small interface, ``BlobStore`` (``put``, ``get``, ``exists``, ``check``, ``digests``,
-``describe``, ``ensure``), two implementations chosen by URL in one factory, ``open_blobs``:
+``inventory``, ``delete``, ``describe``, ``ensure``), two implementations chosen by URL in one factory, ``open_blobs``:
 - a plain path or ``file://`` URL: ``LocalBlobStore``, files under ``root/ab/cdef...``;
 - ``s3://bucket/prefix``, ``gs://bucket/prefix`` (any fsspec protocol): ``FsspecBlobStore``, the
   same key layout under the prefix. s3fs/gcsfs are extras, imported on first use only, so commands
@@ -18,6 +18,13 @@ Invariants:
   theirs the standard way (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
   ``AWS_DEFAULT_REGION``; for GCS gcsfs's usual sources: ``GOOGLE_APPLICATION_CREDENTIALS``, gcloud's
   application-default login, ``STORAGE_EMULATOR_HOST`` for an emulator), never from the log.
+- A remote store that stalls or errors is retried, never waited on forever: every request has short
+  connect/read timeouts (``CODIRECTOR_BLOB_TIMEOUT`` seconds, default 5, for S3), and a transient failure
+  (a timeout, a dropped connection, HTTP 5xx, 429/SlowDown) is tried again with backoff for up to
+  ``CODIRECTOR_BLOB_RETRY_SECONDS`` (default 60) before a ``StoreError`` naming the store says that
+  ``resume`` continues. A put is safe to repeat (same name, same bytes); a missing blob or one whose bytes
+  do not match its name is damage and is never retried.
+- ``delete`` is only for ``codirector gc`` (unreferenced blobs); nothing else ever removes a blob.
 """
 
 from __future__ import annotations
@@ -25,10 +32,13 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import random
 import re
 import tempfile
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +57,80 @@ _CREDENTIALS = {
     "gcs": "GOOGLE_APPLICATION_CREDENTIALS or `gcloud auth application-default login`; "
            "STORAGE_EMULATOR_HOST for an emulator",
 }
+
+
+# transient failures of a remote store, by exception class name anywhere in the class's MRO or cause chain
+# (botocore, aiohttp, gcsfs and fsspec have no common base; none of them is imported here)
+_TRANSIENT_CLASSES = frozenset({
+    "TimeoutError", "ConnectionError", "HTTPClientError", "EndpointConnectionError", "ConnectTimeoutError",
+    "ReadTimeoutError", "ConnectionClosedError", "IncompleteRead", "ResponseParserError", "ClientPayloadError",
+    "ClientConnectionError", "ServerDisconnectedError", "ClientOSError", "FSTimeoutError", "RetryError",
+})
+_TRANSIENT_CODES = frozenset({
+    "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeoutException",
+    "InternalError", "ServiceUnavailable", "TooManyRequests", "RequestLimitExceeded", "500", "502", "503", "504",
+})
+_TRANSIENT_TEXT = ("SlowDown", "reduce your request rate", "Service Unavailable", "Too Many Requests",
+                   "Internal Server Error", "Bad Gateway", "Gateway Timeout", "timed out")
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """One stored blob as a listing sees it: its name, size in bytes, and when it was written (epoch seconds;
+    None where the store does not say)."""
+
+    digest: str
+    size: int
+    modified: float | None
+
+
+def retry_seconds() -> float:
+    """How long a remote store's transient failures are retried (``CODIRECTOR_BLOB_RETRY_SECONDS``, default 60)."""
+    return _env_seconds("CODIRECTOR_BLOB_RETRY_SECONDS", 60.0)
+
+
+def request_timeout() -> float:
+    """The connect and read timeout of one request to S3 (``CODIRECTOR_BLOB_TIMEOUT``, default 5 s)."""
+    return max(0.5, _env_seconds("CODIRECTOR_BLOB_TIMEOUT", 5.0))
+
+
+def _env_seconds(name: str, default: float) -> float:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {text!r}", hint=f"for example {name}=60") from None
+    if value < 0:
+        raise ConfigError(f"{name} must be a number of seconds, at least 0, got {text!r}")
+    return value
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether a remote store's failure may pass if tried again: a timeout, a lost connection, HTTP 5xx or
+    429/SlowDown. A missing object or a refused permission is not (it would fail the same way)."""
+    seen: set[int] = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, FileNotFoundError | PermissionError | IntegrityViolation | ConfigError):
+            return False
+        if any(cls.__name__ in _TRANSIENT_CLASSES for cls in type(e).__mro__):
+            return True
+        response = getattr(e, "response", None)  # botocore's ClientError
+        if isinstance(response, dict):
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            code = str(response.get("Error", {}).get("Code", ""))
+            if code in _TRANSIENT_CODES or (isinstance(status, int) and (status >= 500 or status == 429)):
+                return True
+        http = getattr(e, "code", None)  # gcsfs's HttpError
+        if isinstance(http, int) and (http >= 500 or http in (408, 429)):
+            return True
+        if any(t in str(e) for t in _TRANSIENT_TEXT):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def digest_of(data: bytes) -> str:
@@ -112,6 +196,14 @@ class BlobStore(ABC):
         """Every blob digest present in the store."""
 
     @abstractmethod
+    def inventory(self) -> Iterator[BlobInfo]:
+        """Every blob present in the store, with its size and when it was written."""
+
+    @abstractmethod
+    def delete(self, digest: str) -> None:
+        """Remove one blob (``codirector gc`` only, for blobs no event names); absent already is fine."""
+
+    @abstractmethod
     def describe(self) -> str:
         """Where the blobs are, safe to print and log (no credentials)."""
 
@@ -152,6 +244,19 @@ class LocalBlobStore(BlobStore):
                 for f in sorted(sub.iterdir()):
                     if not f.name.startswith(".tmp-"):
                         yield sub.name + f.name
+
+    def inventory(self) -> Iterator[BlobInfo]:
+        for digest in self.digests():
+            try:
+                st = self.path(digest).stat()
+            except FileNotFoundError:
+                continue
+            yield BlobInfo(digest, st.st_size, st.st_mtime)
+
+    def delete(self, digest: str) -> None:
+        path = self.path(digest)
+        path.unlink(missing_ok=True)
+        _fsync_dir(path.parent)
 
     def describe(self) -> str:
         return str(self.root)
@@ -208,10 +313,14 @@ class FsspecBlobStore(BlobStore):
             options: dict[str, Any] = {"skip_instance_cache": True}
             if self.protocol in ("s3", "s3a"):
                 options["use_listings_cache"] = False
+                options["config_kwargs"] = s3_client_config()
             try:
-                self._fs = fsspec.filesystem(self.protocol, **options)
+                fs = fsspec.filesystem(self.protocol, **options)
             except (ImportError, ValueError) as e:
                 raise ConfigError(f"cannot open the blob store {self.describe()}: {_scrub(str(e))}") from None
+            if self.protocol in ("s3", "s3a"):
+                fs.retries = 1  # s3fs's own loop has no time bound; ours (``_call``) has
+            self._fs = fs
         return self._fs
 
     @property
@@ -231,6 +340,24 @@ class FsspecBlobStore(BlobStore):
             name = str(path)[skip:].replace("/", "")
             if _DIGEST.match(name):
                 yield name
+
+    def inventory(self) -> Iterator[BlobInfo]:
+        found = self._call("list", self._find_detailed)
+        skip = len(self.root) + 1
+        for path in sorted(found):
+            name = str(path)[skip:].replace("/", "")
+            if _DIGEST.match(name):
+                info = found[path]
+                yield BlobInfo(name, int(info.get("size") or 0), _modified(info))
+
+    def delete(self, digest: str) -> None:
+        try:
+            self._call("delete", self.fs.rm_file, self.key(digest))
+        except FileNotFoundError:
+            pass
+
+    def _find_detailed(self) -> dict[str, dict[str, Any]]:
+        return dict(self.fs.find(self.root, detail=True))
 
     def describe(self) -> str:
         where = f"{self.protocol}://{self.root}"
@@ -261,20 +388,74 @@ class FsspecBlobStore(BlobStore):
         return int(info.get("size", -1)) == size
 
     def _call(self, what: str, fn: Any, *args: Any) -> Any:
-        """``fn(*args)``; a missing object stays ``FileNotFoundError``, other failures become ``StoreError``."""
-        try:
-            return fn(*args)
-        except FileNotFoundError:
-            raise
-        except Exception as e:  # botocore/aiohttp/gcsfs errors have no common base but OSError-ish ones
-            raise StoreError(
-                f"cannot {what} blobs in {self.describe()}: {type(e).__name__}: {_scrub(str(e))}",
+        """``fn(*args)``, tried again with backoff while it fails transiently (``is_transient``) for up to
+        ``retry_seconds()``; a missing object stays ``FileNotFoundError``, other failures become ``StoreError``."""
+        bound = retry_seconds()
+        start = time.monotonic()
+        attempt = 0
+        while True:
+            try:
+                return fn(*args)
+            except FileNotFoundError:
+                raise
+            except Exception as e:  # botocore/aiohttp/gcsfs errors have no common base but OSError-ish ones
+                attempt += 1
+                waited = time.monotonic() - start
+                pause = min(5.0, 0.2 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+                if is_transient(e) and waited + pause < bound:
+                    time.sleep(pause)
+                    continue
+                raise self._failure(what, e, waited if is_transient(e) else None, attempt) from None
+
+    def _failure(self, what: str, e: Exception, waited: float | None, attempts: int) -> StoreError:
+        """The error past the retry bound (``waited``: seconds spent retrying a transient failure) or on a
+        failure that trying again would not mend (``waited`` None)."""
+        cause = f"{type(e).__name__}: {_scrub(str(e))}"
+        if waited is None:
+            return StoreError(
+                f"cannot {what} blobs in {self.describe()}: {cause}",
                 hint="check --blobs / CODIRECTOR_BLOBS, the endpoint and the credentials in the environment "
                      f"({self._credentials_hint()})",
-            ) from None
+            )
+        return StoreError(
+            f"cannot {what} blobs in {self.describe()}: the store did not answer for {waited:.0f} s "
+            f"({attempts} attempts; last {cause})",
+            hint="nothing was recorded past the last complete step; once the blob store answers, "
+                 "`codirector resume STORY` (or the same batch again) continues without repeating a recorded "
+                 "model call. CODIRECTOR_BLOB_RETRY_SECONDS sets how long to retry "
+                 f"(now {retry_seconds():.0f} s); the endpoint and credentials come from {self._credentials_hint()}",
+        )
 
     def _credentials_hint(self) -> str:
         return _CREDENTIALS.get(self._extra or "", "the filesystem's own settings")
+
+
+def s3_client_config() -> dict[str, Any]:
+    """botocore ``Config`` settings for S3 blob stores: short timeouts, so a stalled endpoint is noticed in
+    seconds and retried, and a retry policy of botocore's own unless AWS_MAX_ATTEMPTS / AWS_RETRY_MODE say one."""
+    timeout = request_timeout()
+    config: dict[str, Any] = {"connect_timeout": timeout, "read_timeout": timeout}
+    if not (os.environ.get("AWS_MAX_ATTEMPTS") or os.environ.get("AWS_RETRY_MODE")):
+        config["retries"] = {"total_max_attempts": 2, "mode": "standard"}
+    return config
+
+
+def _modified(info: dict[str, Any]) -> float | None:
+    """A listing entry's write time in epoch seconds (S3 ``LastModified``, GCS ``updated``, local ``mtime``)."""
+    from datetime import datetime
+
+    for key in ("LastModified", "updated", "mtime", "last_modified", "timeCreated", "created"):
+        value = info.get(key)
+        if isinstance(value, datetime):
+            return value.timestamp()
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, str) and value:
+            try:
+                return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                continue
+    return None
 
 
 def open_blobs(url: str | os.PathLike[str]) -> BlobStore:

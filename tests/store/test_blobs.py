@@ -126,6 +126,7 @@ def test_credentials_never_appear_in_descriptions_or_errors(s3_bucket: str, monk
     assert secret not in str(info.value)
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    monkeypatch.setenv("CODIRECTOR_BLOB_RETRY_SECONDS", "0")  # a refused connection is transient: no retries here
     with pytest.raises(StoreError) as down:
         open_blobs(s3_bucket).put(b"x")
     assert "cannot" in down.value.message and secret not in str(down.value)
@@ -146,6 +147,7 @@ def test_gs_errors_name_the_bucket_and_the_emulator(gcs_bucket: str, monkeypatch
     # gcsfs retries a refused connection 6 times with 1+2+4+8+16 s of back-off, a fixed policy: sleep 0 instead
     fast = SimpleNamespace(sleep=lambda seconds: asyncio.sleep(0))
     monkeypatch.setattr(gcsfs.retry, "asyncio", fast)
+    monkeypatch.setenv("CODIRECTOR_BLOB_RETRY_SECONDS", "0")  # and none of ours
     with pytest.raises(StoreError) as down:
         open_blobs(gcs_bucket).put(b"x")
     assert "cannot" in down.value.message and "127.0.0.1:9" in down.value.message
