@@ -22,7 +22,6 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
@@ -32,11 +31,10 @@ from starlette.concurrency import run_in_threadpool
 
 from codirector.errors import InvalidArgument
 from codirector.serve import pages
+from codirector.serve.context import StudioApp, url
 from codirector.serve.security import new_branch_name, whole
 from codirector.store.event_store import MAIN
 
-if TYPE_CHECKING:
-    from codirector.serve.app import StudioApp
 
 async def form_of(request: Request) -> dict[str, str]:
     """The URL-encoded form of a POST (first value of each field); ``InvalidArgument`` if it is not one. Its
@@ -66,8 +64,6 @@ def need_int(form: dict[str, str], name: str) -> int:
 
 def register(app: FastAPI, ctx: StudioApp) -> None:
     """Add the action routes to ``app``."""
-    from codirector.serve.app import url
-
     def timeline(story: str, branch: str) -> Response:
         return RedirectResponse(url("/timeline", story=story, branch=branch), status_code=303)
 

@@ -28,90 +28,24 @@ Invariants:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
 from codirector.engine.studio import Studio
-from codirector.errors import CodirectorError, InputError, NotFound, StateConflict
-from codirector.serve import director_page, live, memory_page, pages
+from codirector.errors import CodirectorError
+from codirector.serve import actions, director_page, live, memory_page, pages
+from codirector.serve.context import HERE, STATIC, StudioApp, url
 from codirector.serve.jobs import Runner
 from codirector.serve.media import IMMUTABLE, Thumbnails, blob_bytes, byte_range, media_type, valid_digest
 from codirector.serve.security import LIMITS, AccessPolicy, Guard, Limits, whole
 
 if TYPE_CHECKING:
     from codirector.engine.scale import Submitter
-
-HERE = Path(str(resources.files("codirector.serve")))
-STATIC = {"studio.css": "text/css; charset=utf-8", "studio.js": "text/javascript; charset=utf-8"}
-CSP = ("default-src 'self'; img-src 'self' data:; media-src 'self'; style-src 'self' 'unsafe-inline'; "
-       "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
-PAGE_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store",
-                "Referrer-Policy": "same-origin", "X-Frame-Options": "DENY"}
-
-
-def url(path: str, **params: Any) -> str:
-    """``path?k=v&...`` with the parameters that are not None, URL-encoded."""
-    query = urlencode({k: v for k, v in params.items() if v is not None})
-    return f"{path}?{query}" if query else path
-
-
-def usd(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"${value:.4f}" if value < 100 else f"${value:,.0f}"
-
-
-def templates() -> Environment:
-    env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]),
-                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.globals.update(url=url, usd=usd, thumb=lambda d, w=320: f"/thumb/{d}?w={w}", blob=lambda d: f"/blob/{d}",
-                       MAIN="main", isfinite=math.isfinite)
-    env.filters["cut"] = lambda text, n=160: "" if text is None else (text if len(text) <= n else text[: n - 1] + "…")
-    return env
-
-
-def status_code(e: CodirectorError) -> int:
-    if isinstance(e, NotFound):
-        return 404
-    if isinstance(e, InputError):
-        return 400
-    if isinstance(e, StateConflict):
-        return 409
-    return 500
-
-
-@dataclass
-class StudioApp:
-    """What the routes share: the Studio pages read through, a factory of Studios for runs, the runner."""
-
-    studio: Studio
-    make_studio: Callable[[], Studio]
-    runner: Runner
-    env: Environment = field(default_factory=templates)
-    thumbs: Thumbnails | None = None
-    stopping: bool = False
-    static: dict[str, bytes] = field(default_factory=dict)
-    limits: Limits = LIMITS
-    streams: live.Slots = field(default_factory=lambda: live.Slots(LIMITS.streams_per_client))
-
-    def render(self, name: str, status: int = 200, **context: Any) -> HTMLResponse:
-        html = self.env.get_template(name).render(jobs=self.runner.jobs(), **context)
-        return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
-
-    def error(self, e: CodirectorError) -> HTMLResponse:
-        return self.render("error.html", status_code(e), message=e.message, hint=e.hint, kind=type(e).__name__)
-
 
 def create_app(studio: Studio, *, policy: AccessPolicy | None = None, runner: Runner | None = None,
                make_studio: Callable[[], Studio] | None = None, pool: Submitter | None = None,
@@ -120,8 +54,6 @@ def create_app(studio: Studio, *, policy: AccessPolicy | None = None, runner: Ru
     ``codirector serve`` passes ``AccessPolicy.for_bind(host, token)``. ``pool``: runs started from
     the page go to its workers (``serve --workers/--ray``) instead of this server's threads. ``limits``
     also set the server's (``serve.server.StudioServer`` reads them from the app)."""
-    from codirector.serve import actions
-
     if make_studio is None:
         home = studio.home
 

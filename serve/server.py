@@ -31,7 +31,7 @@ from fastapi import FastAPI
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from codirector.errors import InvalidArgument
-from codirector.serve.app import StudioApp
+from codirector.serve.context import StudioApp
 from codirector.serve.security import Limits
 
 GRACE_S = 2
