@@ -20,6 +20,7 @@
     └── SystemFailure              something under codirector failed: the stored data, the database, a model
         ├── IntegrityViolation     (5) stored data fails verification (hash chain, blob digest, index)
         ├── StoreError             (6) the database cannot be opened, reached or is not migrated
+        │   └── StoreUnreachable   (6) the database stayed unreachable past the retry bound (resume continues)
         ├── ReplayDivergence       (9) replay needed a model call that the recording does not hold
         └── BackendFailure         a model could not give a usable answer
             ├── BackendError       (8) a backend failed (network, refusal, timeout, weights missing)
@@ -189,6 +190,11 @@ class StoreError(SystemFailure):
     """The database cannot be opened or reached, or is not migrated."""
 
     exit_code = 6
+
+
+class StoreUnreachable(StoreError):
+    """The connection to the database was lost (a restart, a dropped socket, a failover) and it could not be
+    reached again within ``CODIRECTOR_DB_RETRY_SECONDS``; what was written stays, and ``resume`` continues."""
 
 
 class ReplayDivergence(SystemFailure):

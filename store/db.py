@@ -6,18 +6,30 @@ and is what ``codirector init`` runs. Opening a database that is behind head rai
 naming the fix instead of failing later on a missing column. ``connection`` turns a driver's
 ``OperationalError`` (locked, not initialised, unreachable) into a ``StoreError`` that names the fix;
 ``raw_transaction`` does the same for the append's hot path, on the pooled driver connection itself.
+
+A lost PostgreSQL connection (a restart, a dropped socket, a failover, a server still starting) is
+``StoreUnreachable``; ``retrying`` (and the ``retried`` method decorator) run an operation again with
+exponential backoff until it succeeds or ``CODIRECTOR_DB_RETRY_SECONDS`` (default 30) have passed since
+the first failure, then let ``StoreUnreachable`` out (exit 6). Only the outermost retry loop of a thread
+waits: an operation made of retried operations is bounded once, not once per layer. An operation is
+retried only if running it again is safe: reads, lease statements (conditional on the owner), and
+appends, whose unknown outcomes the event store resolves by reading the branch head.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
+import math
 import os
 import sqlite3
+import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event as sa_event
 from sqlalchemy import inspect
@@ -25,11 +37,15 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlmodel import create_engine
 
-from codirector.errors import StoreError
+from codirector.errors import ConfigError, StoreError, StoreUnreachable
 from codirector.store.home import mask_url
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 PING_AFTER_IDLE_S = 2.0  # a pooled PostgreSQL connection idle this long is pinged before reuse
+DEFAULT_RETRY_S = 30.0  # how long a lost database connection is retried (CODIRECTOR_DB_RETRY_SECONDS)
+CONNECT_TIMEOUT_S = 10  # libpq's connect_timeout, unless the URL sets one: a silent host cannot hang a retry
+_log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def _busy_timeout_ms() -> int:
@@ -82,6 +98,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         return engine
     if url.startswith("postgresql"):
+        if "connect_timeout" not in url:
+            connect_args = {"connect_timeout": CONNECT_TIMEOUT_S, **kwargs.get("connect_args", {})}
+            kwargs = {**kwargs, "connect_args": connect_args}
         engine = create_engine(url, **kwargs)
         _ping_after_idle(engine)
         return engine
@@ -190,19 +209,25 @@ def current_revision(engine: Engine) -> str | None:
     """The revision the database is at, or None for an empty database."""
     from alembic.runtime.migration import MigrationContext
 
-    try:
-        with engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
-    except OperationalError as e:
-        if engine.dialect.name == "sqlite":
+    def read() -> str | None:
+        try:
+            with engine.connect() as conn:
+                return MigrationContext.configure(conn).get_current_revision()
+        except OperationalError as e:
+            if is_transient(e, engine):
+                raise _store_error(e, engine) from e
+            if engine.dialect.name == "sqlite":
+                raise StoreError(
+                    f"cannot open the database at {mask_url(str(engine.url))}: {e.orig}",
+                    hint="check --home / CODIRECTOR_HOME (or --db), and that this user may read the file and its "
+                         "folder",
+                ) from e
             raise StoreError(
                 f"cannot open the database at {mask_url(str(engine.url))}: {e.orig}",
-                hint="check --home / CODIRECTOR_HOME (or --db), and that this user may read the file and its folder",
+                hint="check --db / CODIRECTOR_DB, and that the server is running",
             ) from e
-        raise StoreError(
-            f"cannot open the database at {mask_url(str(engine.url))}: {e.orig}",
-            hint="check --db / CODIRECTOR_DB, and that the server is running",
-        ) from e
+
+    return retrying(engine, read, "reading the schema revision")
 
 
 def require_current(engine: Engine) -> None:
@@ -229,6 +254,10 @@ def connection(engine: Engine, *, write: bool = False) -> Iterator[Connection]:
             yield conn
     except OperationalError as e:
         raise _store_error(e, engine) from e
+    except DBAPIError as e:
+        if e.connection_invalidated or is_transient(e, engine):
+            raise _store_error(e, engine) from e
+        raise
 
 
 @contextmanager
@@ -259,12 +288,15 @@ def raw_transaction(engine: Engine) -> Iterator[Any]:
                 dbapi.rollback()
             except Exception:
                 dead = True
-            if dead:
+            if dead:  # and so, after a restart, may be every pooled connection: the next checkouts connect anew
                 proxied.invalidate()
+                engine.dispose(close=False)
             wrapped = e
             if isinstance(e, dialect.loaded_dbapi.Error):  # from the commit: wrap it as SQLAlchemy would
                 wrapped = DBAPIError.instance(None, None, e, dialect.loaded_dbapi.Error, dialect=dialect)
-            if isinstance(wrapped, OperationalError):
+            if dead and isinstance(wrapped, DBAPIError):
+                wrapped.connection_invalidated = True
+            if isinstance(wrapped, OperationalError) or (isinstance(wrapped, DBAPIError) and dead):
                 raise _store_error(wrapped, engine) from wrapped
             if wrapped is not e:
                 raise wrapped from e
@@ -273,9 +305,12 @@ def raw_transaction(engine: Engine) -> Iterator[Any]:
         proxied.close()
 
 
-def _store_error(e: OperationalError, engine: Engine) -> StoreError:
+def _store_error(e: DBAPIError, engine: Engine) -> StoreError:
     text = str(e.orig)
     where = mask_url(str(engine.url))
+    if is_transient(e, engine):
+        return StoreUnreachable(f"lost the connection to the database at {where} ({text.strip()})",
+                                hint="check that the server is running and reachable (--db / CODIRECTOR_DB)")
     if "locked" in text or "busy" in text:
         return StoreError(
             f"the database at {where} is locked by another process ({text})",
@@ -301,3 +336,99 @@ def _user() -> str:
         return pwd.getpwuid(os.geteuid()).pw_name
     except (ImportError, KeyError, AttributeError):
         return "this user"
+
+
+# ---------------------------------------------------------------------------- lost connections, retried
+
+# Failures that say the server or the line is (momentarily) gone, not that the request or the settings are wrong.
+# A failed connect carries no SQLSTATE, so its text tells "refused" (the server restarting) from "no such database".
+_TRANSIENT_SQLSTATES = ("08", "57P01", "57P02", "57P03")  # connection exception; admin/crash shutdown; starting up
+_PERMANENT_TEXT = ("does not exist", "authentication", "password", "pg_hba.conf", "permission denied",
+                   "could not translate host name", "invalid", "role ")
+
+
+def retry_seconds() -> float:
+    """How long a lost database connection is retried: ``CODIRECTOR_DB_RETRY_SECONDS``, else 30."""
+    raw = os.environ.get("CODIRECTOR_DB_RETRY_SECONDS") or ""
+    if not raw:
+        return DEFAULT_RETRY_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"CODIRECTOR_DB_RETRY_SECONDS must be a number of seconds >= 0, got {raw!r}",
+                          hint="set CODIRECTOR_DB_RETRY_SECONDS=30 (0: never retry), or unset it")
+    return value
+
+
+def is_transient(e: BaseException, engine: Engine) -> bool:
+    """Whether ``e`` (a driver error, or SQLAlchemy's wrapping of one) is a lost or refused PostgreSQL connection:
+    running the operation again later may succeed. Never on SQLite, whose lock waits are its busy timeout."""
+    if engine.dialect.name != "postgresql":
+        return False
+    orig: BaseException | None = e
+    if isinstance(e, DBAPIError):
+        if e.connection_invalidated:
+            return True
+        orig = e.orig
+    if not isinstance(orig, engine.dialect.loaded_dbapi.OperationalError):
+        return False
+    state = getattr(orig, "sqlstate", None)
+    if state is not None:
+        return str(state).startswith(_TRANSIENT_SQLSTATES)
+    text = str(orig).lower()
+    return not any(marker in text for marker in _PERMANENT_TEXT)
+
+
+_depth = threading.local()
+
+
+def retrying(engine: Engine, operation: Callable[[], T], what: str) -> T:
+    """``operation()``, run again with exponential backoff (0.05 s doubling to 1 s) while it raises
+    ``StoreUnreachable``, for up to ``retry_seconds()`` after the first failure; then that error, saying for how
+    long and while doing ``what``. Inside another ``retrying`` on this thread it runs once: the outer loop
+    retries the whole. ``operation`` must be safe to run again after a failure at any point."""
+    if getattr(_depth, "n", 0) or engine.dialect.name != "postgresql":
+        return operation()
+    deadline: float | None = None
+    delay = 0.05
+    failures = 0
+    _depth.n = 1
+    try:
+        while True:
+            try:
+                result = operation()
+            except StoreUnreachable as e:
+                now = time.monotonic()
+                if deadline is None:
+                    bound = retry_seconds()
+                    deadline = now + bound
+                    _log.warning("%s: %s; retrying for up to %.0f s", what, e.message, bound)
+                failures += 1
+                if now >= deadline:
+                    raise StoreUnreachable(
+                        f"{e.message}; still unreachable after {failures} tries over {retry_seconds():g} s "
+                        f"({what})",
+                        hint="what was written is kept: once the database is back, `codirector resume STORY` "
+                             "continues (CODIRECTOR_DB_RETRY_SECONDS sets how long a run waits for it)",
+                    ) from e
+                time.sleep(min(delay, deadline - now))
+                delay = min(delay * 2, 1.0)
+                continue
+            if failures:
+                _log.warning("%s: the database answered again after %d failed tries", what, failures)
+            return result
+    finally:
+        _depth.n = 0
+
+
+def retried(method: Callable[..., T]) -> Callable[..., T]:
+    """A method of an object with an ``engine``, run through ``retrying`` (safe to run again: a read, an owner-
+    conditional statement)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> T:
+        return retrying(self.engine, lambda: method(self, *args, **kwargs), method.__qualname__)
+
+    return wrapper

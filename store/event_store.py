@@ -11,11 +11,17 @@ Invariants (each has a test in ``tests/store``):
   ordered by position (1..head, contiguous). Forking copies nothing.
 - Story ids, branch names and every other value travel as bound parameters; no user text is
   ever spliced into SQL.
+- A lost connection (PostgreSQL restarted, a socket dropped) is retried with backoff for a bounded
+  time (``store.db.retrying``), then ``StoreUnreachable``. An append whose commit outcome is unknown
+  is resolved by reading the branch: the event at its last position carrying the sealed batch's last
+  hash (the chain makes it unique) means it landed; else it is tried again with the same sealed rows
+  and expected head, which the claim lets through at most once. Never appended twice, never lost.
 Which rows a lineage sees is ``store.lineage``; cached projection states are ``store.snapshots``.
 """
 
 from __future__ import annotations
 
+import logging
 import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -30,13 +36,14 @@ from codirector.errors import (
     IntegrityViolation,
     InvalidArgument,
     RunStateError,
+    StoreUnreachable,
     StoryNotFound,
     VersionConflict,
     did_you_mean,
 )
 from codirector.events.base import GENESIS, Draft, RecordedEvent, from_record, utc_now
 from codirector.store.appending import BatchSQL, claim_and_insert, seal_all
-from codirector.store.db import connection, make_engine, raw_transaction, require_current, upgrade
+from codirector.store.db import connection, make_engine, raw_transaction, require_current, retried, retrying, upgrade
 from codirector.store.leases import Leases
 from codirector.store.lineage import BranchInfo, Segment, StoryInfo, branch_info, walk, within
 from codirector.store.tables import BranchRow, EventRow, StoryRow
@@ -49,6 +56,7 @@ __all__ = ["MAIN", "BranchInfo", "EventStore", "Segment", "StoryInfo", "check_na
 
 MAIN = "main"
 MAX_NAME = 200
+_log = logging.getLogger(__name__)
 
 
 # Bidirectional-text controls: a name holding one displays in another order than it is stored (U+202E
@@ -127,16 +135,31 @@ class EventStore:
         """Create a story with its ``main`` branch and append ``events`` as positions 1..n."""
         check_name(story_id, "story id")
         now = utc_now()
-        try:
-            with self._begin() as conn:
-                conn.execute(insert(STORIES).values(id=story_id, title=title, created_at=now))
-                conn.execute(
-                    insert(BRANCHES).values(
-                        story_id=story_id, name=MAIN, parent=None, fork_position=0,
-                        head_position=0, head_hash=GENESIS, created_at=now,
+        sealed, rows = seal_all(story_id, MAIN, events, 0, GENESIS) if events else ([], [])
+        unknown = False  # a try lost its connection: its commit may have landed
+
+        def attempt() -> None:
+            nonlocal unknown
+            if unknown and self._created(story_id, sealed):
+                return
+            try:
+                with self._begin() as conn:
+                    conn.execute(insert(STORIES).values(id=story_id, title=title, created_at=now))
+                    conn.execute(
+                        insert(BRANCHES).values(
+                            story_id=story_id, name=MAIN, parent=None, fork_position=0,
+                            head_position=0, head_hash=GENESIS, created_at=now,
+                        )
                     )
-                )
-                sealed = self._append(conn, story_id, MAIN, events, 0, GENESIS)
+                    if rows and not claim_and_insert(conn.connection.dbapi_connection, self._driver, self._sql,
+                                                     story_id, MAIN, 0, GENESIS, rows):
+                        raise _NotClaimed()  # the transaction rolls back
+            except StoreUnreachable:
+                unknown = True
+                raise
+
+        try:
+            retrying(self.engine, attempt, f"creating story {story_id!r}")
         except IntegrityError as e:
             raise RunStateError(
                 f"a story with id {story_id!r} already exists",
@@ -145,6 +168,7 @@ class EventStore:
         self._heads[(story_id, MAIN)] = (len(sealed), sealed[-1].hash) if sealed else (0, GENESIS)
         return sealed
 
+    @retried
     def stories(self) -> list[StoryInfo]:
         """Every story with its branches, oldest first."""
         with self._connect() as conn:
@@ -158,6 +182,7 @@ class EventStore:
             for s in stories
         ]
 
+    @retried
     def story(self, story_id: str) -> StoryInfo:
         """One story, or ``StoryNotFound`` suggesting close ids."""
         with self._connect() as conn:
@@ -172,6 +197,7 @@ class EventStore:
             ).all()
         return StoryInfo(row.id, row.title, row.created_at, tuple(branch_info(b) for b in branches))
 
+    @retried
     def branch(self, story_id: str, name: str = MAIN) -> BranchInfo:
         """One branch, or ``StoryNotFound`` / ``BranchNotFound`` suggesting close names."""
         with self._connect() as conn:
@@ -192,6 +218,28 @@ class EventStore:
     ) -> BranchInfo:
         """Fork ``name`` from ``parent`` after ``at_position``; append ``events`` to it atomically."""
         check_name(name, "branch name")
+        tried: list[RecordedEvent] | None = None  # what the last try sealed, once it lost its connection
+
+        def attempt() -> BranchInfo:
+            nonlocal tried
+            if tried is not None:
+                found = self._forked(story_id, name, parent, at_position, tried)
+                if found is not None:
+                    return found
+            sealed: list[RecordedEvent] = []
+            try:
+                return self._create_branch(story_id, name, parent, at_position, events, sealed)
+            except StoreUnreachable:
+                tried = sealed
+                raise
+
+        info = retrying(self.engine, attempt, f"creating branch {story_id!r}/{name!r}")
+        self._heads[(story_id, name)] = (info.head_position, info.head_hash)
+        return info
+
+    def _create_branch(self, story_id: str, name: str, parent: str, at_position: int, events: Sequence[Draft],
+                       sealed: list[RecordedEvent]) -> BranchInfo:
+        """One try of ``create_branch``, in one transaction; ``sealed`` receives the events it sealed."""
         with self._begin() as conn:
             parent_info = self._branch(conn, story_id, parent)
             if not 0 <= at_position <= parent_info.head_position:
@@ -214,10 +262,39 @@ class EventStore:
                     head_position=at_position, head_hash=fork_hash, created_at=utc_now(),
                 )
             )
-            self._append(conn, story_id, name, events, at_position, fork_hash)
-            info = self._branch(conn, story_id, name)
-        self._heads[(story_id, name)] = (info.head_position, info.head_hash)
-        return info
+            sealed[:] = self._append(conn, story_id, name, events, at_position, fork_hash)
+            return self._branch(conn, story_id, name)
+
+    def _forked(self, story_id: str, name: str, parent: str, at_position: int,
+                sealed: list[RecordedEvent]) -> BranchInfo | None:
+        """The branch, if a try whose outcome is unknown created it: forked from ``parent`` at ``at_position`` with
+        its head at the last event that try sealed (no events: at the fork); else None."""
+        try:
+            info = self.branch(story_id, name)
+        except BranchNotFound:
+            return None
+        ours = info.parent == parent and info.fork_position == at_position and (
+            info.head_hash == sealed[-1].hash if sealed else info.head_position == at_position)
+        return info if ours else None
+
+    def _created(self, story_id: str, sealed: list[RecordedEvent]) -> bool:
+        """Whether a try of ``create_story`` whose outcome is unknown landed: its last event is in the log (no
+        events: the story's ``main`` is there, with nothing on it)."""
+        if sealed:
+            return self._landed(story_id, MAIN, sealed[-1])
+        with self._connect() as conn:
+            head = conn.execute(select(BRANCHES.c.head_position).where(
+                BRANCHES.c.story_id == story_id, BRANCHES.c.name == MAIN)).scalar()
+        return head == 0
+
+    @retried
+    def _landed(self, story_id: str, branch: str, last: RecordedEvent) -> bool:
+        """Whether ``last`` (the last event of a batch whose commit outcome is unknown) is in the branch: the event
+        at its position carries its hash, which chains every event before it, so the whole batch landed."""
+        with self._connect() as conn:
+            found = conn.execute(select(EVENTS.c.hash).where(
+                EVENTS.c.story_id == story_id, EVENTS.c.branch == branch, EVENTS.c.position == last.position)).scalar()
+        return found == last.hash
 
     # ------------------------------------------------------------------ writing
 
@@ -241,11 +318,28 @@ class EventStore:
         remembered = known is not None and known[0] == expected_position
         prev = known[1] if known is not None and remembered else self._head_hash(story_id, branch, expected_position)
         sealed, rows = seal_all(story_id, branch, drafts, expected_position, prev)
+        unknown = False  # a try lost its connection: its commit may have landed
+
+        def attempt() -> bool:
+            """True if a try whose outcome was unknown had landed after all; False when this try committed."""
+            nonlocal unknown
+            if unknown and self._landed(story_id, branch, sealed[-1]):
+                return True
+            try:
+                with raw_transaction(self.engine) as dbapi:
+                    if not claim_and_insert(dbapi, self._driver, self._sql, story_id, branch, expected_position,
+                                            prev, rows, lease_owner):
+                        raise _NotClaimed()
+            except StoreUnreachable:
+                unknown = True
+                raise
+            return False
+
         try:
-            with raw_transaction(self.engine) as dbapi:
-                if not claim_and_insert(dbapi, self._driver, self._sql, story_id, branch, expected_position, prev,
-                                        rows, lease_owner):
-                    raise _NotClaimed()
+            if retrying(self.engine, attempt, f"appending to {story_id}/{branch}"):
+                _log.warning("the commit of %d event(s) to %s/%s at position %d was not acknowledged (the connection "
+                             "was lost); the branch holds them, so they were not written again",
+                             len(rows), story_id, branch, expected_position + 1)
         except _NotClaimed:  # rolled back: nothing was written
             self._heads.pop(key, None)
             if lease_owner is not None:
@@ -285,6 +379,7 @@ class EventStore:
             raise _NotClaimed()  # the caller's transaction rolls back
         return sealed
 
+    @retried
     def _head_hash(self, story_id: str, branch: str, expected: int) -> str:
         """The branch's head hash, or ``VersionConflict`` if its head is not at ``expected``."""
         with self._connect() as conn:
@@ -299,6 +394,7 @@ class EventStore:
 
     # ------------------------------------------------------------------ reading
 
+    @retried
     def read(
         self,
         story_id: str,
@@ -328,6 +424,7 @@ class EventStore:
             rows = conn.execute(query).all()
         return [_row_to_event(r) for r in rows]
 
+    @retried
     def read_own(self, story_id: str, branch: str) -> list[RecordedEvent]:
         """Only the events written to ``branch`` itself (not its parent's prefix)."""
         with self._connect() as conn:
@@ -338,6 +435,7 @@ class EventStore:
             ).all()
         return [_row_to_event(r) for r in rows]
 
+    @retried
     def read_story(self, story_id: str, *, types: Iterable[str] | None = None) -> list[RecordedEvent]:
         """Events of every branch of a story (for projections that span branches, like the index)."""
         with self._connect() as conn:
@@ -347,11 +445,13 @@ class EventStore:
             rows = conn.execute(query.order_by(EVENTS.c.position, EVENTS.c.branch)).all()
         return [_row_to_event(r) for r in rows]
 
+    @retried
     def lineage(self, story_id: str, branch: str = MAIN) -> list[Segment]:
         """The branch's lineage, oldest ancestor first."""
         with self._connect() as conn:
             return self._lineage(conn, story_id, branch)
 
+    @retried
     def count(self, story_id: str | None = None) -> int:
         with self._connect() as conn:
             query = select(func.count()).select_from(EVENTS)
@@ -361,6 +461,7 @@ class EventStore:
 
     # ------------------------------------------------------------------ raw rows, for verify
 
+    @retried
     def raw_rows(self, story_id: str, branch: str) -> list[Row[Any]]:
         """The branch's own rows exactly as stored (record text unparsed), by position."""
         with self._connect() as conn:

@@ -27,6 +27,12 @@ Invariants:
   so a runner that lost its lease writes nothing more after it notices.
 - Leases only save duplicate work: the log's expected-position appends remain the last line of
   defence, so even a runner that lost its lease can never corrupt a branch.
+- A lost database connection is retried (``store.db.retried``: backoff, bounded by
+  ``CODIRECTOR_DB_RETRY_SECONDS``); every lease statement is conditional on its owner, so running it
+  again after an unknown outcome is safe. A lease the heartbeat could not renew within its TTL is
+  treated as lost: the run writes nothing (its appends are fenced on the owner) until ``check``
+  renews it, and if the database stays unreachable past the bound, ``check`` stops the run with
+  ``StoreUnreachable`` saying so (exit 6; ``resume`` continues).
 """
 
 from __future__ import annotations
@@ -48,8 +54,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from codirector.errors import BranchBusy, ConfigError, StoreError
-from codirector.store.db import connection
+from codirector.errors import BranchBusy, ConfigError, StoreError, StoreUnreachable
+from codirector.store.db import connection, retried
 from codirector.store.tables import LeaseRow
 
 LEASES = LeaseRow.__table__  # type: ignore[attr-defined]
@@ -200,6 +206,7 @@ class Leases:
 
         return sqlite.insert(LEASES)
 
+    @retried
     def acquire(self, story_id: str, branch: str, owner: str, ttl: float) -> bool:
         """Take (or renew) the lease for ``owner``; False if another owner holds a live one."""
         now, ttl = self._now, float(ttl)
@@ -223,13 +230,14 @@ class Leases:
             ).first()
             return inserted is not None
 
+    @retried
     def take_over(self, story_id: str, branch: str, gone: str, owner: str, ttl: float) -> bool:
         """Take the lease from the owner ``gone`` (whose process has ended) for ``owner``; False if the row changed."""
         now = self._now
         key = (LEASES.c.story_id == story_id) & (LEASES.c.branch == branch)
         with connection(self.engine, write=True) as conn:
             return bool(conn.execute(
-                sa.update(LEASES).where(key & (LEASES.c.owner == gone))
+                sa.update(LEASES).where(key & ((LEASES.c.owner == gone) | (LEASES.c.owner == owner)))  # again: ours
                 .values(owner=owner, host=socket.gethostname(), pid=os.getpid(), heartbeat_at=now,
                         expires_at=now + float(ttl), acquired_at=now)
             ).rowcount)
@@ -241,6 +249,7 @@ class Leases:
             return None
         return info
 
+    @retried
     def release(self, story_id: str, branch: str, owner: str) -> bool:
         """Delete ``owner``'s lease; False if it no longer held it."""
         with connection(self.engine, write=True) as conn:
@@ -253,6 +262,7 @@ class Leases:
         found = self.all(story_id, branch=branch)
         return found[0] if found else None
 
+    @retried
     def all(self, story_id: str | None = None, *, branch: str | None = None) -> list[LeaseInfo]:
         """Every lease row (live or expired), optionally of one story / branch."""
         query = sa.select(LEASES, self._now.label("now"))
@@ -330,7 +340,16 @@ class BranchLease:
         half its TTL (a paused process, a starved heartbeat) is renewed here first, so a runner
         that slept through its expiry learns it lost the branch before it writes, not after."""
         if not self.taken_over and time.monotonic() - self._renewed > self.ttl / 2:
-            self._renew()
+            try:
+                self._renew()
+            except StoreUnreachable as e:
+                where = f"{self.story_id}/{self.branch}"
+                raise StoreUnreachable(
+                    f"the lease on {where} could not be renewed for {time.monotonic() - self._renewed:.0f} s (its "
+                    f"TTL is {self.ttl:g} s), so it is treated as lost and this run stopped before writing more: "
+                    f"{e.message}",
+                    hint=f"once the database is back, `codirector resume {self.story_id} --branch {self.branch}` "
+                         "continues the branch from its log") from e
         if self.taken_over:
             where = f"{self.story_id}/{self.branch}"
             by = self.lost.holder() if self.lost is not None else "another runner"
@@ -358,7 +377,10 @@ class BranchLease:
                 if not self._renew():
                     return
             except Exception as e:  # a transient database error: try again at the next beat
-                _log.warning("lease heartbeat for %s/%s failed: %s", self.story_id, self.branch, e)
+                late = time.monotonic() - self._renewed
+                lost = (f"; not renewed for {late:.0f} s, past its {self.ttl:g} s TTL: treated as lost, nothing "
+                        "is written until it is renewed" if late > self.ttl else "")
+                _log.warning("lease heartbeat for %s/%s failed: %s%s", self.story_id, self.branch, e, lost)
 
     def __enter__(self) -> BranchLease:
         return self.acquire()

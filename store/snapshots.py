@@ -16,7 +16,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from codirector.events.base import utc_now
-from codirector.store.db import connection, is_read_only
+from codirector.store.db import connection, is_read_only, retried
 from codirector.store.event_store import EventStore
 from codirector.store.lineage import within
 from codirector.store.tables import SnapshotRow
@@ -31,6 +31,7 @@ class SnapshotCache:
         self.store = store
         self.engine = store.engine
 
+    @retried  # a lost connection is retried (store.db); each is a read or an idempotent write
     def save(self, story_id: str, branch: str, kind: str, position: int, schema_version: int, state: str) -> None:
         """Cache a projection's state at ``position``; an existing snapshot there is kept. A database this
         user may only read (``store.db.is_read_only``) caches nothing: queries on a read-only home still work."""
@@ -64,6 +65,7 @@ class SnapshotCache:
         state = self.state(story_id, found[0], kind, found[1])
         return None if state is None else (found[1], state)
 
+    @retried
     def newest(
         self, story_id: str, branch: str, kind: str, *, upto: int, schema_version: int
     ) -> tuple[str, int] | None:
@@ -82,6 +84,7 @@ class SnapshotCache:
             ).first()
         return (row.branch, row.position) if row is not None else None
 
+    @retried
     def state(self, story_id: str, branch: str, kind: str, position: int) -> str | None:
         """The state cached under (``branch``, ``position``), or None if there is none (any more)."""
         with connection(self.engine) as conn:
@@ -93,6 +96,7 @@ class SnapshotCache:
             ).scalar()
         return None if value is None else str(value)
 
+    @retried
     def all(self, story_id: str, kind: str) -> list[tuple[str, int, int, str]]:
         """Every cached state of a story: (branch, position, schema_version, state), by branch and position."""
         with connection(self.engine) as conn:
@@ -103,6 +107,7 @@ class SnapshotCache:
             ).all()
         return [(r.branch, r.position, r.schema_version, r.state) for r in rows]
 
+    @retried
     def drop(self, story_id: str | None = None) -> int:
         """Delete the cached states of one story (or of all); returns how many were deleted."""
         with connection(self.engine, write=True) as conn:
