@@ -20,7 +20,6 @@ Invariants:
 
 from __future__ import annotations
 
-import base64
 import importlib.util
 import json
 import os
@@ -31,6 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from codirector.errors import BackendError, ConfigError
+from codirector.generators.imaging import data_uri
 from codirector.generators.registry import Readiness
 
 OPENAI_URL = "https://api.openai.com/v1"
@@ -62,8 +62,7 @@ def image_mime(data: bytes) -> tuple[str, str]:
 
 def data_url(data: bytes) -> str:
     """An image as a base64 ``data:`` URL with its real MIME type."""
-    mime, _ = image_mime(data)
-    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+    return data_uri(data, image_mime(data)[0])
 
 
 def safe_url(url: str) -> str:

@@ -9,20 +9,22 @@ Invariants:
 - Only media is served (PNG, JPEG, WebP, GIF, MP4, WebM, recognised by their first bytes); any other
   blob (embeddings, recorded answers) is 404 here, as if absent.
 - Blobs are content-addressed, so a response never changes: it is cached by the browser for good
-  (``immutable``), and thumbnails are cached in memory by (digest, width), bounded in count.
+  (``immutable``), and thumbnails (``generators.imaging.thumbnail``) are cached in memory by (digest, width),
+  bounded in count.
 - Thumbnail widths come from a short fixed list, so the cache cannot be grown by asking for odd sizes.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import stat
 import threading
-from collections import OrderedDict
+
+from cachetools import LRUCache
 
 from codirector.errors import IntegrityViolation
+from codirector.generators.imaging import thumbnail
 from codirector.store.blobs import BlobStore, LocalBlobStore, digest_of
 
 DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -94,41 +96,27 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     return (start, end) if 0 <= start <= end else None
 
 
-def thumbnail(data: bytes, width: int) -> bytes:
-    """A JPEG at most ``width`` pixels wide (never enlarged) of an image blob."""
-    from PIL import Image
-
-    source = Image.open(io.BytesIO(data))
-    source.draft("RGB", (width, width * 4))  # JPEG: decode at reduced size
-    im = source.convert("RGB")
-    im.thumbnail((width, width * 4))
-    buf = io.BytesIO()
-    im.save(buf, format="JPEG", quality=80, optimize=True)
-    return buf.getvalue()
-
-
 class Thumbnails:
-    """A bounded, thread-safe cache of thumbnails by (digest, width), filled from the blob store."""
+    """A bounded, thread-safe cache of thumbnails by (digest, width), filled from the blob store: the
+    ``capacity`` most recently used are kept (``cachetools.LRUCache``)."""
 
     def __init__(self, blobs: BlobStore, capacity: int = 2048) -> None:
         self.blobs = blobs
         self.capacity = capacity
-        self._items: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+        self._items: LRUCache[tuple[str, int], bytes] = LRUCache(maxsize=capacity)
         self._lock = threading.Lock()
 
     def get(self, digest: str, width: int) -> bytes | None:
         """The thumbnail, or None when the blob is absent or not an image."""
         key = (digest, width_for(width))
         with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
+            kept = self._items.get(key)
+        if kept is not None:
+            return kept
         data = blob_bytes(self.blobs, digest)
         if data is None or not (media_type(data) or "").startswith("image/"):
             return None
         made = thumbnail(data, key[1])
         with self._lock:
             self._items[key] = made
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
         return made

@@ -21,9 +21,10 @@ Invariants:
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+
+from cachetools import LRUCache
 
 from codirector.engine.results import BranchStatus, StorySummary
 from codirector.engine.studio import Studio
@@ -97,27 +98,26 @@ def _from_shot(studio: Studio, story_id: str, b: BranchStatus) -> int | None:
 class SpendByHead:
     """A branch's spend at the built-in prices, kept by (database, story, branch, head position, head hash): what
     ``Studio.cost`` says of the events up to that head, which never change (see the module docstring).
-    At most ``size`` entries, least recently used dropped first; safe to share between request threads."""
+    At most ``size`` entries, least recently used dropped first (``cachetools.LRUCache``); safe to share between
+    request threads."""
 
     def __init__(self, size: int = 4096) -> None:
         self.size = size
-        self._kept: OrderedDict[tuple[str, str, str, int, str], tuple[float, bool]] = OrderedDict()
+        self._kept: LRUCache[tuple[str, str, str, int, str], tuple[float, bool]] = LRUCache(maxsize=size)
         self._lock = threading.Lock()
 
     def get(self, studio: Studio, story_id: str, head: BranchInfo) -> tuple[float, bool]:
         """(USD spent, whether some of it is unpriced) by ``head.name`` up to ``head.head_position``."""
         key = (studio.home.db_url, story_id, head.name, head.head_position, head.head_hash)
         with self._lock:
-            if key in self._kept:
-                self._kept.move_to_end(key)
-                return self._kept[key]
+            kept = self._kept.get(key)
+        if kept is not None:
+            return kept
         calls = studio.log(story_id, head.name, types=["ModelCalled"], upto=head.head_position)
         cost = studio.cost(story_id, head.name, events=calls)
         spent = (cost.total_usd, bool(cost.unpriced))
         with self._lock:
             self._kept[key] = spent
-            while len(self._kept) > self.size:
-                self._kept.popitem(last=False)
         return spent
 
 

@@ -2,26 +2,29 @@
 
 Both are renderings of projections of the log (the run state and the memory fold): they add no
 facts. The lineage is SVG so that names, states and links stay text a browser (or a test) can
-read; its view thumbnails are inlined, so the file stands alone.
+read; its view thumbnails are inlined, so the file stands alone. The layout (where each node, link and view
+goes) is worked out here; the ``lineage.svg`` template of ``engine.views.templating`` draws it. Every picture
+is made by ``generators.imaging`` (``thumbnail_image``, ``thumbnail``, ``data_uri``).
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import io
+from dataclasses import dataclass
 from pathlib import Path
-
-from PIL import Image, ImageDraw, ImageFont
 
 from codirector.engine.views.memory import MemoryBank
 from codirector.engine.views.state import RunState
+from codirector.generators.imaging import data_uri, thumbnail, thumbnail_image
 from codirector.store.blobs import BlobStore, write_atomically
 
 
 def contact_sheet(state: RunState, blobs: BlobStore, out: str | Path, *, title: str, columns: int = 4,
                   thumb: int = 256) -> Path:
-    """A grid of the selected keyframes, in shot order, each labelled with its shot and prompt."""
+    """A grid of the selected keyframes, in shot order, each labelled with its shot and prompt (a keyframe
+    that is not 16:9 is fitted into its 16:9 cell, centred, never stretched)."""
+    from PIL import Image, ImageDraw, ImageFont
+
     shots = sorted(state.completed)
     rows = max(1, (len(shots) + columns - 1) // columns)
     th = thumb * 9 // 16
@@ -37,9 +40,8 @@ def contact_sheet(state: RunState, blobs: BlobStore, out: str | Path, *, title: 
     for i, shot in enumerate(shots):
         x = pad + (i % columns) * (thumb + pad)
         y = 44 + (i // columns) * (th + label + pad)
-        im = Image.open(io.BytesIO(blobs.get(state.completed[shot]["keyframe_blob"]))).convert("RGB")
-        im = im.resize((thumb, th), Image.Resampling.LANCZOS)
-        sheet.paste(im, (x, y))
+        im = thumbnail_image(blobs.get(state.completed[shot]["keyframe_blob"]), thumb, th)
+        sheet.paste(im, (x + (thumb - im.width) // 2, y + (th - im.height) // 2))
         prompt = state.started_prompt.get(shot) or (state.plan[shot].keyframe_prompt if shot in state.plan else "")
         draw.text((x, y + th + 3), f"shot {shot}", fill=(20, 20, 20), font=font)
         draw.text((x, y + th + 18), prompt[:38] + ("…" if len(prompt) > 38 else ""), fill=(90, 90, 90), font=font)
@@ -51,11 +53,31 @@ def contact_sheet(state: RunState, blobs: BlobStore, out: str | Path, *, title: 
 
 
 def _thumb_uri(blobs: BlobStore, digest: str, width: int = 96) -> str:
-    im = Image.open(io.BytesIO(blobs.get(digest))).convert("RGB")
-    im.thumbnail((width, width))
-    buf = io.BytesIO()
-    im.save(buf, format="JPEG", quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+    return data_uri(thumbnail(blobs.get(digest), width, width), "image/jpeg")
+
+
+@dataclass(frozen=True)
+class _View:
+    x: int
+    href: str  # a JPEG data: URI
+    where: str  # "keyframe", "clip frame f12", ...
+
+
+@dataclass(frozen=True)
+class _Node:
+    name: str
+    x: int
+    y: int
+    colour: str
+    origin: str
+    views: tuple[_View, ...]
+
+
+@dataclass(frozen=True)
+class _Link:
+    source: str
+    target: str
+    d: str  # the SVG path: a curve from the base's right edge to the evolved state's left edge
 
 
 def lineage_layout(memory: MemoryBank) -> tuple[list[str], dict[str, int]]:
@@ -80,53 +102,41 @@ def lineage_layout(memory: MemoryBank) -> tuple[list[str], dict[str, int]]:
 
 def lineage_svg(memory: MemoryBank, blobs: BlobStore, out: str | Path, *, title: str) -> Path:
     """Base entities on the left, evolved states and new views to their right, linked by arrows."""
+    from codirector.engine.views.templating import render
+
     order, depth = lineage_layout(memory)
     node_w, node_h, gap_x, gap_y, top = 300, 118, 80, 18, 60
     rows: dict[str, int] = {name: i for i, name in enumerate(order)}
     max_depth = max(depth.values(), default=0)
     width = 40 + (max_depth + 1) * (node_w + gap_x)
     height = top + len(order) * (node_h + gap_y) + 20
-    parts = [
-        f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' viewBox='0 0 {width} {height}' "
-        "font-family='system-ui, sans-serif'>",
-        "<defs><marker id='arrow' markerWidth='10' markerHeight='8' refX='9' refY='4' orient='auto'>"
-        "<path d='M0,0 L10,4 L0,8 z' fill='#555'/></marker></defs>",
-        "<rect width='100%' height='100%' fill='#f6f5f2'/>",
-        f"<text x='20' y='34' font-size='20' font-weight='600'>{html.escape(title)}</text>",
-    ]
 
     def pos(name: str) -> tuple[int, int]:
         return 20 + depth[name] * (node_w + gap_x), top + rows[name] * (node_h + gap_y)
 
+    links: list[_Link] = []
     for name in order:
         e = memory.get(name)
         if e.base_entity and e.base_entity in rows:
             x1, y1 = pos(e.base_entity)
             x2, y2 = pos(name)
-            parts.append(f"<path class='link' data-from='{html.escape(e.base_entity)}' data-to='{html.escape(name)}' "
-                         f"d='M{x1 + node_w},{y1 + node_h // 2} C{x1 + node_w + gap_x // 2},{y1 + node_h // 2} "
-                         f"{x2 - gap_x // 2},{y2 + node_h // 2} {x2},{y2 + node_h // 2}' stroke='#555' "
-                         "stroke-width='2' fill='none' marker-end='url(#arrow)'/>")
+            links.append(_Link(e.base_entity, name,
+                               f"M{x1 + node_w},{y1 + node_h // 2} C{x1 + node_w + gap_x // 2},{y1 + node_h // 2} "
+                               f"{x2 - gap_x // 2},{y2 + node_h // 2} {x2},{y2 + node_h // 2}"))
+    nodes: list[_Node] = []
     for name in order:
         e = memory.get(name)
         x, y = pos(name)
-        colour = "#e8f1ff" if e.base_entity is None else "#fff1e0"
-        parts.append(f"<g class='entity' data-entity='{html.escape(name)}'>")
-        parts.append(f"<rect x='{x}' y='{y}' width='{node_w}' height='{node_h}' rx='8' fill='{colour}' "
-                     "stroke='#888'/>")
-        parts.append(f"<text x='{x + 10}' y='{y + 20}' font-size='14' font-weight='600'>{html.escape(name)}</text>")
         origin = f"{e.kind}, {e.origin.replace('_', ' ')}" + (f", shot {e.shot}" if e.shot is not None else "")
-        parts.append(f"<text x='{x + 10}' y='{y + 37}' font-size='11' fill='#555'>{html.escape(origin)}</text>")
-        for i, view in enumerate(e.views[-3:]):
-            where = view.kind.replace("_", " ") + (f" f{view.frame_index}" if view.frame_index is not None else "")
-            parts.append(f"<image x='{x + 10 + i * 96}' y='{y + 44}' width='90' height='52' "
-                         f"href='{_thumb_uri(blobs, view.blob)}' preserveAspectRatio='xMidYMid meet'/>")
-            parts.append(f"<text x='{x + 10 + i * 96}' y='{y + 110}' font-size='9' fill='#555'>"
-                         f"{html.escape(where)}</text>")
-        parts.append("</g>")
-    parts.append("</svg>")
+        views = tuple(_View(x + 10 + i * 96, _thumb_uri(blobs, view.blob),
+                            view.kind.replace("_", " ") + (f" f{view.frame_index}" if view.frame_index is not None
+                                                           else ""))
+                      for i, view in enumerate(e.views[-3:]))
+        nodes.append(_Node(name, x, y, "#e8f1ff" if e.base_entity is None else "#fff1e0", origin, views))
+    svg = render("lineage.svg", width=width, height=height, title=title, node_w=node_w, node_h=node_h,
+                 links=links, nodes=nodes)
     out = Path(out)  # (write_atomically makes the folder, and names this path if it cannot)
-    write_atomically(out, "".join(parts).encode("utf-8"))
+    write_atomically(out, svg.encode("utf-8"))
     return out
 
 
