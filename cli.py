@@ -28,7 +28,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from codirector.commands import batch, director, queries, runs, serve, views
+from codirector.commands import batch, director, gc, queries, runs, serve, views
 from codirector.errors import CodirectorError
 
 INTERRUPTED = 130  # the shell's code for a process stopped by SIGINT
@@ -218,7 +218,7 @@ for _name, _command in [
     ("direct", director.direct), ("eval", director.eval_), ("bench", director.bench), ("batch", batch.batch),
     ("demo", director.demo),
     ("serve", serve.serve),
-    ("backends", queries.backends), ("verify", queries.verify), ("reindex", queries.reindex),
+    ("backends", queries.backends), ("verify", queries.verify), ("reindex", queries.reindex), ("gc", gc.gc),
 ]:
     app.command(name=_name)(_command)
 

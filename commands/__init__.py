@@ -6,6 +6,7 @@
     runs         run, resume, export, branch, replay
     director     direct, eval, bench, demo
     serve        serve: the studio in the browser (FastAPI, uvicorn, Jinja2 load only when it runs)
+    gc           gc: list and remove blobs no event names
 
 Every command parses, calls one ``Studio`` method, and renders the typed result it gets back
 (attributes, never JSON keys); ``--json`` prints that result's ``to_json()``. Modules import only

@@ -204,7 +204,8 @@ def verify(
     story: Annotated[str | None, typer.Argument(help="Only this story (default: all).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Check the hash chain, every referenced blob and the vector index. Exit 5 on damage.
+    """Check the hash chain, every referenced blob and the vector index. Exit 5 on damage; blobs no event names
+    are listed apart (not damage; `codirector gc` removes them).
 
     Example: codirector verify lighthouse
     """
@@ -216,6 +217,9 @@ def verify(
                    f"{report.blobs} blobs, {report.vectors} vectors")
         for p in report.problems:
             typer.secho(f"DAMAGED {p.line()}", fg=typer.colors.RED)
+        if report.unreferenced:  # not damage: a run stopped between writing a blob and its event
+            typer.echo(f"unreferenced: {len(report.unreferenced)} blobs, {report.unreferenced_bytes} bytes "
+                       "(no event names them; not damage); `codirector gc` removes them")
         if report.ok:
             typer.secho("ok: the log, blobs and vector index are intact", fg=typer.colors.GREEN)
     if not report.ok:

@@ -3,12 +3,16 @@
 Invariants: nothing here writes an event. ``reindex`` only rebuilds caches (the vector index file
 and memory snapshots), which are projections of the log; ``verify`` first catches this machine's
 index cache up with the log (DESIGN §10: the cache is per worker), so what it reports is damage,
-never a cache that is merely behind.
+never a cache that is merely behind. ``collect_garbage`` (``codirector gc``) is the one place that removes
+blobs, and only unreferenced ones: blobs no stored row names, older than ``min_age`` (a blob is written
+before its event, so a young one may belong to a run in flight).
 """
 
 from __future__ import annotations
 
 import os
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from codirector.engine.loop.rerun import is_forgotten
@@ -30,11 +34,12 @@ from codirector.engine.views.memory import (
     mutate,
 )
 from codirector.engine.workspace import Workspace
-from codirector.errors import IntegrityViolation
+from codirector.errors import BranchBusy, IntegrityViolation
 from codirector.generators.profiles import resolve
+from codirector.store.blobs import BlobInfo
 from codirector.store.event_store import EventStore
 from codirector.store.snapshots import SnapshotCache
-from codirector.store.verify import Problem, VerifyReport, verify
+from codirector.store.verify import Problem, VerifyReport, unreferenced_blobs, verify
 
 _STATUS_TYPES = ["StoryCompleted", "ShotCompleted", "BranchCreated", "BranchRanked"]
 
@@ -143,3 +148,59 @@ def stale_snapshots(store: EventStore, story_id: str) -> list[tuple[str, int]]:
             if not same:
                 bad.append((branch, position))
     return bad
+
+
+DEFAULT_GC_MIN_AGE = 3600.0  # seconds: blobs younger than this are never collected
+
+
+@dataclass
+class GcReport:
+    """``codirector gc``: the unreferenced blobs found (``candidates``), those kept for being younger than
+    ``min_age``, and whether the candidates were removed (``deleted``) or only listed (a dry run)."""
+
+    store: str
+    min_age: float
+    deleted: bool
+    candidates: list[BlobInfo] = field(default_factory=list)
+    young: list[BlobInfo] = field(default_factory=list)
+    referenced: int = 0
+
+    @property
+    def bytes(self) -> int:
+        return sum(b.size for b in self.candidates)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "store": self.store, "min_age": self.min_age, "dry_run": not self.deleted, "deleted": self.deleted,
+            "referenced": self.referenced, "blobs": len(self.candidates), "bytes": self.bytes,
+            "unreferenced": [{"digest": b.digest, "size": b.size, "modified": b.modified} for b in self.candidates],
+            "kept_young": [b.digest for b in self.young],
+        }
+
+
+def collect_garbage(ws: Workspace, *, delete: bool = False, min_age: float | None = None) -> GcReport:
+    """List (and with ``delete``, remove) the blobs no stored row of any story names and that are older than
+    ``min_age`` seconds (default one hour). While a branch lease is live a run may be between writing a blob
+    and appending its event: then only an explicit ``min_age`` lets this go on (``BranchBusy`` otherwise).
+    A log with unreadable rows is refused (their blobs are unknown): ``IntegrityViolation``."""
+    live = [x for x in ws.leases.all() if x.live and not x.gone]
+    if live and min_age is None:
+        names = ", ".join(f"{x.story_id}/{x.branch}" for x in live[:5]) + (" …" if len(live) > 5 else "")
+        raise BranchBusy(f"{len(live)} branch(es) are being run now ({names}): a run may have written a blob "
+                         "whose event is not appended yet",
+                         hint="run gc when they have finished, or pass --min-age SECONDS to collect only blobs "
+                              "older than that (e.g. --min-age 3600)")
+    age = DEFAULT_GC_MIN_AGE if min_age is None else min_age
+    candidates, refs = unreferenced_blobs(ws.store, ws.blobs)
+    if refs.unreadable:
+        raise IntegrityViolation(f"{refs.unreadable} stored events cannot be read, so the blobs they name are "
+                                 "unknown; gc removes nothing",
+                                 hint="run `codirector verify` and restore the database from a backup first")
+    cutoff = time.time() - age
+    old = [b for b in candidates if age <= 0 or (b.modified is not None and b.modified <= cutoff)]  # age unknown: kept
+    report = GcReport(ws.blobs.describe(), age, delete, candidates=old,
+                      young=[b for b in candidates if b not in old], referenced=len(refs.digests))
+    if delete:
+        for b in old:
+            ws.blobs.delete(b.digest)
+    return report

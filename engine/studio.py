@@ -35,7 +35,14 @@ from codirector.engine.loop.runs import (
     refuse_brief_main,
     start_run,
 )
-from codirector.engine.maintenance import backends_report, list_stories, reindex, verify_workspace
+from codirector.engine.maintenance import (
+    GcReport,
+    backends_report,
+    collect_garbage,
+    list_stories,
+    reindex,
+    verify_workspace,
+)
 from codirector.engine.recording.budget import spending
 from codirector.engine.results import (
     BackendsReport,
@@ -403,3 +410,7 @@ class Studio:
     def verify(self, story_id: str | None = None) -> VerifyReport:
         """Hash chain, blobs and vector index; ``report.ok`` is False on any damage."""
         return verify_workspace(self.workspace, story_id)
+
+    def gc(self, *, delete: bool = False, min_age: float | None = None) -> GcReport:
+        """Blobs no event names, older than ``min_age`` s (default an hour): listed, or removed with ``delete``."""
+        return collect_garbage(self.workspace, delete=delete, min_age=min_age)

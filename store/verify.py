@@ -7,6 +7,12 @@ stored bytes. The first
 row that fails is named; later rows of that branch are not trusted and not listed. Blobs are
 re-hashed in whichever store ``--blobs`` names (a folder or a bucket); the vector index (this
 machine's cache) must hold exactly the vectors the log names, equal to their blobs.
+
+Unreferenced blobs are not damage: a blob is written before the event that names it (DESIGN §4,
+invariant 4), so a run stopped in between leaves a blob no event names. When every story is verified,
+those are listed apart (``VerifyReport.unreferenced``) and do not fail the check; ``codirector gc``
+removes them. A blob counts as referenced when any stored row of any story names it, a damaged row
+included, so nothing a damaged log may still need is ever offered for collection.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import orjson
 
 from codirector.errors import IntegrityViolation
 from codirector.events.base import RecordedEvent, from_record, record_hash, referenced_blobs
-from codirector.store.blobs import BlobStore
+from codirector.store.blobs import BlobInfo, BlobStore
 from codirector.store.event_store import EventStore
 from codirector.store.vector_index import VECTOR_EVENT_TYPES, VectorIndex, check, expected_entries, index_path
 
@@ -47,10 +53,16 @@ class VerifyReport:
     blobs: int = 0
     vectors: int = 0
     problems: list[Problem] = field(default_factory=list)
+    unreferenced: list[BlobInfo] | None = None  # None: not looked for (one story verified, or the list failed)
 
     @property
     def ok(self) -> bool:
+        """No damage. Unreferenced blobs are not damage."""
         return not self.problems
+
+    @property
+    def unreferenced_bytes(self) -> int:
+        return sum(b.size for b in self.unreferenced or [])
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -61,7 +73,43 @@ class VerifyReport:
             "blobs": self.blobs,
             "vectors": self.vectors,
             "problems": [p.__dict__ for p in self.problems],
+            "unreferenced": None if self.unreferenced is None else {
+                "blobs": len(self.unreferenced), "bytes": self.unreferenced_bytes,
+                "digests": [b.digest for b in self.unreferenced],
+            },
         }
+
+
+@dataclass(frozen=True)
+class References:
+    """Every blob digest the stored rows name, and how many rows could not be read (their names are unknown)."""
+
+    digests: frozenset[str]
+    unreadable: int
+
+
+def referenced_digests(store: EventStore) -> References:
+    """The blobs named by any stored row of any story and branch, damaged rows included (read leniently)."""
+    found: set[str] = set()
+    unreadable = 0
+    for info in store.stories():
+        for b in info.branches:
+            for row in store.raw_rows(info.id, b.name):
+                try:
+                    record = orjson.loads(row.record)
+                except (orjson.JSONDecodeError, TypeError):
+                    unreadable += 1
+                    continue
+                found.update(referenced_blobs(record.get("payload") if isinstance(record, dict) else record))
+    return References(frozenset(found), unreadable)
+
+
+def unreferenced_blobs(store: EventStore, blobs: BlobStore) -> tuple[list[BlobInfo], References]:
+    """Blobs in the store that no row names. The store is listed BEFORE the rows are read, so a blob whose
+    event is appended meanwhile is seen as referenced."""
+    listed = list(blobs.inventory())
+    refs = referenced_digests(store)
+    return [b for b in listed if b.digest not in refs.digests], refs
 
 
 def verify_chain(store: EventStore, story_id: str, report: VerifyReport) -> dict[str, list[RecordedEvent]]:
@@ -195,4 +243,6 @@ def verify(store: EventStore, blobs: BlobStore, vectors_dir: Any, story_id: str 
         good = verify_chain(store, sid, report)
         verify_blobs(sid, good, blobs, report, cache)
         verify_index(store, sid, blobs, vectors_dir, report)
+    if story_id is None:  # blobs are shared by every story: only the whole log says which are unreferenced
+        report.unreferenced, _ = unreferenced_blobs(store, blobs)
     return report
