@@ -6,7 +6,6 @@ without importing each other (``serve.app`` registers ``serve.actions``' routes)
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -15,9 +14,10 @@ from typing import Any
 from urllib.parse import urlencode
 
 from fastapi.responses import HTMLResponse
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment
 
 from codirector.engine.studio import Studio
+from codirector.engine.views.templating import add_folder
 from codirector.errors import CodirectorError, InputError, NotFound, StateConflict
 from codirector.serve import live
 from codirector.serve.jobs import Runner
@@ -45,11 +45,11 @@ def usd(value: float | None) -> str:
 
 
 def templates() -> Environment:
-    env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]),
-                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    """The one Jinja2 environment (``engine.views.templating``): the studio's folder added to its loader, and
+    the studio's page helpers to its globals (the same values each time: safe to ask once per app)."""
+    env = add_folder(HERE / "templates")
     env.globals.update(url=url, usd=usd, thumb=lambda d, w=320: f"/thumb/{d}?w={w}", blob=lambda d: f"/blob/{d}",
-                       MAIN="main", isfinite=math.isfinite)
-    env.filters["cut"] = lambda text, n=160: "" if text is None else (text if len(text) <= n else text[: n - 1] + "…")
+                       MAIN="main")
     return env
 
 
