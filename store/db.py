@@ -276,6 +276,11 @@ def raw_transaction(engine: Engine) -> Iterator[Any]:
         proxied = engine.raw_connection()
     except OperationalError as e:
         raise _store_error(e, engine) from e
+    except dialect.loaded_dbapi.Error as e:  # a failed connect comes out of the pool unwrapped
+        failed = DBAPIError.instance(None, None, e, dialect.loaded_dbapi.Error, dialect=dialect)
+        if isinstance(failed, OperationalError):
+            raise _store_error(failed, engine) from e
+        raise failed from e
     dbapi: Any = proxied.dbapi_connection
     try:
         try:
