@@ -76,3 +76,57 @@ def test_a_run_whose_commit_acknowledgements_are_lost_logs_what_an_uninterrupted
     studio.close()
     print(f"\n{proxy.cuts} of {len(appends)} appends lost their COMMIT acknowledgement; the log equals the "
           f"uninterrupted run's ({len(events)} events)")
+
+
+def test_past_the_bound_the_run_exits_6_and_resume_continues(
+        tmp_path: Path, counting_env: Path, proxied: tuple[TcpProxy, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database goes away for good in the middle of `codirector run`: past CODIRECTOR_DB_RETRY_SECONDS the run
+    stops with exit 6 and a message saying what happened; once it is back, `codirector resume` completes the story
+    with the uninterrupted run's log, asking again at most the one call whose answer could not be recorded."""
+    from typer.testing import CliRunner
+
+    from codirector.cli import app
+
+    from support import free_port
+
+    proxy, url = proxied
+    monkeypatch.setenv("CODIRECTOR_DB_RETRY_SECONDS", "1")
+    story = write_story(tmp_path / "pier.yaml", shots=3)
+    cfg = counting_config(tmp_path / "c.toml")
+    with monkeypatch.context() as m:
+        m.setenv("CODIRECTOR_TEST_CALL_LOG", str(tmp_path / "solo-calls.log"))
+        solo = Studio(tmp_path / "solo")
+        solo.run(story, config=cfg)
+        reference = story_log(solo, "pier")
+        solo.close()
+    asked_once = Counter((tmp_path / "solo-calls.log").read_text().splitlines())
+
+    real_append, upstream = EventStore.append, proxy.upstream
+    appends: list[int] = []
+
+    def server_gone_at_the_20th(self: EventStore, *args: Any, **kwargs: Any) -> Any:
+        appends.append(1)
+        if len(appends) == 20:
+            proxy.upstream = ("127.0.0.1", free_port())  # from now on nothing answers through the proxy
+            proxy.drop_all()
+        return real_append(self, *args, **kwargs)
+
+    runner = CliRunner()
+    h = ["--db", url, "--home", str(tmp_path / "home")]
+    assert runner.invoke(app, [*h, "init"]).exit_code == 0
+    with monkeypatch.context() as m:
+        m.setattr(EventStore, "append", server_gone_at_the_20th)
+        stopped = runner.invoke(app, [*h, "run", str(story), "--config", str(cfg)])
+    assert stopped.exit_code == 6, stopped.output
+    assert "still unreachable after" in stopped.output and "codirector resume" in stopped.output
+    assert "Traceback" not in stopped.output
+
+    proxy.upstream = upstream  # the database is back
+    resumed = runner.invoke(app, [*h, "resume", "pier"])
+    assert resumed.exit_code == 0, resumed.output
+    studio = Studio(tmp_path / "home", db=url)
+    assert story_log(studio, "pier") == reference
+    asked = Counter(counting_env.read_text().splitlines())
+    assert set(asked) == set(asked_once) and sum(asked.values()) - sum(asked_once.values()) <= 1
+    assert studio.verify().ok
+    studio.close()
