@@ -32,7 +32,7 @@ from codirector.generators.openai_client import (
     usage_numbers,
 )
 from codirector.generators.prices import image_input_tokens_bound, image_output_tokens_bound, text_tokens_bound
-from codirector.generators.profiles import OPENAI_IMAGE_MODEL, OPENAI_SHUTDOWNS
+from codirector.generators.profiles import OPENAI_IMAGE_MODEL, openai_shutdowns
 from codirector.generators.registry import Readiness
 
 IMAGE_SIZES = ((1024, 1024), (1536, 1024), (1024, 1536))
@@ -164,7 +164,7 @@ class OpenAIImageGenerator(OpenAIConnection):
     def translate(self, e: Exception, what: str) -> BackendError:
         """``OpenAIConnection.translate``; a refusal of a model OpenAI shut down says so, with the model to set."""
         error = super().translate(e, what)
-        shutdown = OPENAI_SHUTDOWNS.get(self.model)
+        shutdown = openai_shutdowns().get(self.model)
         if shutdown is None or not refuses_model(e, self.model):
             return error
         said = scrub(server_message(e), os.environ.get(self.api_key_env))

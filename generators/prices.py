@@ -1,7 +1,8 @@
 """What model calls cost: a price per model, usage x price, and a call's worst case before it is made.
 
-Prices are per model name, in USD. The built-in table names the API models the profiles use; a
-config's ``[prices."MODEL"]`` table replaces the built-in price of MODEL (keys: ``input_per_million``,
+Prices are per model name, in USD. The built-in table (package data: generators/data/prices.toml, each
+entry with the day its page was read and the page) names the API models the profiles use; a config's
+``[prices."MODEL"]`` table replaces the built-in price of MODEL (keys: ``input_per_million``,
 ``output_per_million``, ``cached_input_per_million``, ``text_input_per_million``, ``per_image``,
 ``per_second``). ``per_second`` prices the ``compute_seconds`` a local backend reports (your
 GPU's price per second of generation), or else the ``video_seconds`` an API generated.
@@ -19,14 +20,16 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from codirector.errors import ConfigError, did_you_mean
+from codirector.generators import datafiles
 
 
 @dataclass(frozen=True)
@@ -52,60 +55,34 @@ class Price:
 
 PRICE_KEYS = tuple(f.name for f in fields(Price) if f.name != "source")
 
-# OpenAI list prices, standard tier, USD per 1M tokens, from each model's page on developers.openai.com
-# (checked 2026-11-30). gpt-image-1 was shut down by OpenAI on 2026-10-23 and stays here to price old logs.
-# gpt-image-2.6-sunburst (the openai profile's image model since 2026-11-30): text input $5.00, image input $8.00,
-# image output $30.00 (developers.openai.com/api/docs/models/gpt-image-2.6-sunburst; its cached input rates,
-# $1.25 text and $2.00 image, are not used: cached image tokens are billed here at the full rate, never less).
-# Override any of them in a config's [prices."MODEL"] table when the page changes.
-_CHECKED = "built-in, developers.openai.com model page, checked 2026-11-30"
-BUILTIN: dict[str, Price] = {
-    "gpt-4.1": Price(input_per_million=2.00, cached_input_per_million=0.50, output_per_million=8.00, source=_CHECKED),
-    "gpt-image-1": Price(input_per_million=10.00, text_input_per_million=5.00, output_per_million=40.00,
-                         source=_CHECKED),
-    "gpt-image-2.6-sunburst": Price(input_per_million=8.00, text_input_per_million=5.00, output_per_million=30.00,
-                                    source=_CHECKED),
-}
-# Google's Gemini API list prices (ai.google.dev/gemini-api/docs/pricing; the page was not reachable from here: the
-# numbers are the page's as transcribed on 2026-09-20 by api-evangelist/gemini, plans/gemini-plans-pricing.yml,
-# checked 2026-12-07). Veo 3.1 Standard with audio: $0.40 per second at 720p and 1080p ($0.60 at 4k: set
-# [prices."veo-3.1-generate-001"] per_second = 0.6 if you ask for 4k). Gemini 3 Pro Image: $0.134 per 1K/2K image
-# ($0.24 at 4K). gemini-3.1-flash-image (Nano Banana 2, the google profile's keyframes): $0.067 per 1K image, the
-# figure of its preview in Puter's cost map (github.com/HeyPuter/puter pull 2562), not read on Google's page: check it.
-_GOOGLE = "built-in, ai.google.dev/gemini-api/docs/pricing as transcribed 2026-09-20, checked 2026-12-07"
-BUILTIN.update({
-    "veo-3.1-generate-001": Price(per_second=0.40, source=_GOOGLE),
-    "gemini-3.5-flash": Price(input_per_million=1.50, output_per_million=9.00, source=_GOOGLE),
-    "gemini-3-pro-image": Price(per_image=0.134, source=_GOOGLE),
-    "gemini-3.1-flash-image": Price(per_image=0.067, source="built-in, Puter's cost map for the preview (2026-02); "
-                                    "not confirmed on Google's pricing page"),
-})
-# fal list prices, USD, for the default app id of each fal preset (generators.hosted.fal_presets), read from the
-# app's page https://fal.ai/models/<app id>/llms.txt (checked 2026-12-07), priced per second of video asked for:
-# - kling-video/v2.1/standard/image-to-video: "$0.28 for 5 s, $0.056 for every additional second" = $0.056/s exactly
-#   (0.28 / 5), so per second is exact for the 5 s and 10 s it makes.
-# - wan/v2.2-a14b/image-to-video: $0.08/s at 720p (the default; 580p $0.06, 480p $0.04), seconds counted at 16 fps.
-# - bytedance/seedance/v1/pro/fast/image-to-video: "each 1080p 5 second video costs roughly $0.243" (1080p is the
-#   default and the largest; other sizes are billed by tokens at $1.0 per 1M): $0.243 / 5 = $0.0486/s, an upper bound.
-# - minimax/hailuo-02/standard/image-to-video: $0.045/s at 768P (the default; 512P about $0.017/s).
-# - veo3/image-to-video: $0.20/s audio off; veo3.1/fast/image-to-video: $0.10/s audio off at 720p/1080p (the
-#   preset sends generate_audio = false; audio on is $0.40 and $0.15).
-# Not priced (no price found on their fal pages from here): kling-video/v2.6/pro/image-to-video,
-# veo3.1/image-to-video, vidu/q1/reference-to-video, and the image edit apps (qwen-image-edit-plus, flux-pro/kontext
-# multi, nano-banana/edit): their cost is unknown, never 0. Set [prices."APP ID"] per_image / per_second for them.
-def _fal(app: str) -> str:
-    return f"built-in, https://fal.ai/models/{app}/llms.txt, checked 2026-12-07"
+# The built-in prices are package data, generators/data/prices.toml: one entry per model with its rates, the day
+# its page was read (`checked`) and the page (`source`), read once when first asked for (``builtin_prices``;
+# ``BUILTIN`` is the same dict). A price's ``source`` names both: "built-in, https://..., checked 2026-11-30".
+def _read_builtin() -> dict[str, Price]:
+    prices: dict[str, Price] = {}
+    for model, entry in datafiles.table("prices.toml").get("models", {}).items():
+        where = f"generators/data/prices.toml [models.{model!r}]"
+        origin = datafiles.provenance(entry, where)
+        rates = {k: v for k, v in entry.items() if k not in ("checked", "source", "note")}
+        prices[model] = replace(parse_price(rates, where), source=f"built-in, {origin.describe()}")
+    return prices
 
 
-_FAL_PRICES = {
-    "fal-ai/kling-video/v2.1/standard/image-to-video": 0.056,
-    "fal-ai/wan/v2.2-a14b/image-to-video": 0.08,
-    "fal-ai/bytedance/seedance/v1/pro/fast/image-to-video": 0.0486,
-    "fal-ai/minimax/hailuo-02/standard/image-to-video": 0.045,
-    "fal-ai/veo3/image-to-video": 0.20,
-    "fal-ai/veo3.1/fast/image-to-video": 0.10,
-}
-BUILTIN.update({app: Price(per_second=usd, source=_fal(app)) for app, usd in _FAL_PRICES.items()})
+@functools.cache
+def builtin_prices() -> dict[str, Price]:
+    """The built-in price of each model (generators/data/prices.toml), read once."""
+    return _read_builtin()
+
+
+if TYPE_CHECKING:
+    BUILTIN: dict[str, Price]  # builtin_prices(), read when first named (``__getattr__``)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "BUILTIN":
+        return builtin_prices()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # Local backends that cost nothing to run: a zero price, stated (not "unpriced").
 FREE_BACKENDS = ("preview", "storyboard", "animatic", "open_clip")
@@ -226,12 +203,12 @@ class PriceTable:
 
     @classmethod
     def builtin(cls) -> PriceTable:
-        return cls(dict(BUILTIN))
+        return cls(dict(builtin_prices()))
 
     @classmethod
     def with_overrides(cls, tables: Mapping[str, Any] | None, where: str = "config") -> PriceTable:
         """The built-ins with ``tables`` (a TOML ``[prices]`` table: model -> keys) replacing them."""
-        prices = dict(BUILTIN)
+        prices = dict(builtin_prices())
         for model, table in (tables or {}).items():
             prices[str(model)] = parse_price(table, f"{where}: [prices.{model!r}]")
         return cls(prices)
@@ -281,6 +258,6 @@ def parse_price(table: Any, where: str) -> Price:
     return replace(Price(source="config"), **values)
 
 
-__all__ = ["BUILTIN", "FREE_BACKENDS", "PRICE_KEYS", "Price", "PriceTable", "call_cost", "image_input_tokens_bound",
-           "image_output_tokens_bound", "max_output_tokens", "parse_price", "text_tokens_bound",
-           "vision_tokens_bound"]
+__all__ = ["BUILTIN", "FREE_BACKENDS", "PRICE_KEYS", "Price", "PriceTable", "builtin_prices", "call_cost",
+           "image_input_tokens_bound", "image_output_tokens_bound", "max_output_tokens", "parse_price",
+           "text_tokens_bound", "vision_tokens_bound"]

@@ -12,22 +12,24 @@ Invariants:
   or the variable named by ``api_key_env``); a config that contains one is refused, because configs
   are recorded in the log.
 - No profile's default is a model OpenAI has shut down. ``OPENAI_SHUTDOWNS`` holds the shutdown
-  dates OpenAI announced for the models we know of; a config naming one of them for OpenAI's own API
-  is refused before anything runs once the date has passed (with the replacement to set), and noted
-  before then (``model_notices``).
+  dates OpenAI announced for the models we know of (package data, generators/data/lifecycle.toml); a
+  config naming one of them for OpenAI's own API is refused before anything runs once the date has
+  passed (with the replacement to set), and noted before then (``model_notices``).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import re
 import tomllib
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from codirector.errors import ConfigError, did_you_mean
+from codirector.generators import datafiles
 from codirector.generators.openai_client import is_openai_host, resolve_base_url
 from codirector.generators.prices import PriceTable
 
@@ -91,23 +93,22 @@ class Shutdown:
 
 
 # Shutdown dates of OpenAI models a profile used or a config may still name, with OpenAI's recommended
-# replacement, from developers.openai.com/api/docs/deprecations (checked 2026-11-30; the images API
-# reference, developers.openai.com/api/reference/resources/images/methods/generate, marks gpt-image-1 and
-# dall-e-2/3 as shut down). For gpt-4.1 the replacement is the one OpenAI's page names (gpt-6-luna); it is
-# not a drop-in: check its structured outputs and price before you switch.
-OPENAI_SHUTDOWNS: dict[str, Shutdown] = {
-    "dall-e-2": Shutdown(date(2026, 5, 12), OPENAI_IMAGE_MODEL),
-    "dall-e-3": Shutdown(date(2026, 5, 12), OPENAI_IMAGE_MODEL),
-    "gpt-image-1": Shutdown(date(2026, 10, 23), OPENAI_IMAGE_MODEL),
-    "gpt-image-1-mini": Shutdown(date(2026, 12, 1), OPENAI_IMAGE_MODEL),
-    "gpt-image-1.5": Shutdown(date(2026, 12, 1), OPENAI_IMAGE_MODEL),
-    "gpt-image-1.5-2025-12-16": Shutdown(date(2026, 12, 1), OPENAI_IMAGE_MODEL),
-    "chatgpt-image-latest": Shutdown(date(2026, 12, 1), OPENAI_IMAGE_MODEL),
-    "gpt-4.1": Shutdown(date(2027, 1, 14), "gpt-6-luna"),
-    "gpt-4.1-2025-04-14": Shutdown(date(2027, 1, 14), "gpt-6-luna"),
-    "gpt-4.1-mini": Shutdown(date(2027, 1, 14), "gpt-6-luna"),
-    "gpt-4.1-mini-2025-04-14": Shutdown(date(2027, 1, 14), "gpt-6-luna"),
-}
+# replacement, are package data: [openai."MODEL"] in generators/data/lifecycle.toml, each with the day its
+# source (developers.openai.com/api/docs/deprecations) was read. Read once, when first asked for.
+@functools.cache
+def openai_shutdowns() -> dict[str, Shutdown]:
+    """Each OpenAI model we know the shutdown of (generators/data/lifecycle.toml), read once."""
+    return {model: Shutdown(day, replacement) for model, (day, replacement) in datafiles.lifecycle("openai").items()}
+
+
+if TYPE_CHECKING:
+    OPENAI_SHUTDOWNS: dict[str, Shutdown]  # openai_shutdowns(), read when first named (``__getattr__``)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "OPENAI_SHUTDOWNS":
+        return openai_shutdowns()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def utc_today() -> date:
@@ -147,11 +148,12 @@ def model_notice(kind: str, options: dict[str, Any], today: date | None = None) 
     Only OpenAI's own API is judged: another server (Ollama, vLLM, a proxy) may serve any name.
     """
     model = options.get("model")
-    if not isinstance(model, str) or model not in OPENAI_SHUTDOWNS or options.get("backend", "openai") != "openai":
+    shutdown = openai_shutdowns().get(model) if isinstance(model, str) else None
+    if shutdown is None or not isinstance(model, str) or options.get("backend", "openai") != "openai":
         return None
     if not is_openai_host(resolve_base_url(options.get("base_url"))):
         return None
-    return ModelNotice(kind, model, OPENAI_SHUTDOWNS[model], today or utc_today())
+    return ModelNotice(kind, model, shutdown, today or utc_today())
 
 
 def model_notices(config: RunConfig, today: date | None = None) -> list[ModelNotice]:

@@ -19,8 +19,9 @@ Which Veo models answer: Google shut the Veo 3.1 *preview* models (``veo-3.1-gen
 ``-fast-``, ``-lite-``) down on the Gemini API on 2026-10-22 (reported by gateways quoting Google's
 deprecations page; the page itself could not be read here), and Veo 2 and 3.0 on 2026-06-30 (Gemini API
 changelog, 2026-06-15). The GA ids (``veo-3.1-generate-001``, ``-fast-``, ``-lite-``) are what Google's
-pricing and model pages list today; ``SHUT_DOWN`` refuses the retired ids on Google's own host before
-anything runs. Any host speaking this format (a LiteLLM ``/gemini/v1beta`` pass-through) works by base_url.
+pricing and model pages list today; ``shut_down()`` (generators/data/lifecycle.toml, with each date's
+source) refuses the retired ids on Google's own host before anything runs. Any host speaking this format (a
+LiteLLM ``/gemini/v1beta`` pass-through) works by base_url.
 
 Gemini image models (``generateContent``, ai.google.dev/gemini-api/docs/image-generation, checked
 2026-12-07): ``POST {base_url}/models/{model}:generateContent`` with ``{"contents": [{"parts": [{"text"},
@@ -34,6 +35,7 @@ collect, so this one is a plain ``generate`` backend (recorded as every call is)
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import os
 import time
@@ -42,6 +44,7 @@ from datetime import date
 from typing import Any
 
 from codirector.errors import BackendError, ConfigError, ProviderJobFailed, ProviderJobUnknown
+from codirector.generators import datafiles
 from codirector.generators.base import ImageRequest, ImageResult, VideoRequest, VideoResult
 from codirector.generators.hosted.http import ProviderHTTP, api_key, poll_delays
 from codirector.generators.jobs import Capabilities, JobTicket, aspect_ratio, pick_duration
@@ -65,20 +68,11 @@ VEO_REFERENCES: tuple[tuple[str, int], ...] = (("veo-3.1-lite", 0), ("veo-3.1-fa
 # inputs; three views per keyframe is what the loop sends at most anyway).
 IMAGE_REFERENCES = 3
 
-# Retired on Google's own API: (shut down on, what to use instead).
-SHUT_DOWN: dict[str, tuple[date, str]] = {
-    "veo-2.0-generate-001": (date(2026, 6, 30), VEO_MODEL),
-    "veo-3.0-generate-001": (date(2026, 6, 30), VEO_MODEL),
-    "veo-3.0-fast-generate-001": (date(2026, 6, 30), "veo-3.1-fast-generate-001"),
-    "veo-3.0-generate-preview": (date(2026, 6, 30), VEO_MODEL),
-    "veo-3.1-generate-preview": (date(2026, 10, 22), VEO_MODEL),
-    "veo-3.1-fast-generate-preview": (date(2026, 10, 22), "veo-3.1-fast-generate-001"),
-    "veo-3.1-lite-generate-preview": (date(2026, 10, 22), "veo-3.1-lite-generate-001"),
-    "gemini-2.5-flash-image-preview": (date(2026, 1, 15), IMAGE_MODEL),
-    "gemini-2.5-flash-image": (date(2026, 10, 2), IMAGE_MODEL),
-    "gemini-3.1-flash-image-preview": (date(2026, 6, 25), IMAGE_MODEL),
-    "gemini-3-pro-image-preview": (date(2026, 6, 25), "gemini-3-pro-image"),
-}
+@functools.cache
+def shut_down() -> dict[str, tuple[date, str]]:
+    """Models retired on Google's own API: (shut down on, what to use instead), from the package data
+    generators/data/lifecycle.toml ([google."MODEL"], each with the day its source was read), read once."""
+    return datafiles.lifecycle("google")
 
 
 def is_google_host(url: str) -> bool:
@@ -105,7 +99,7 @@ def _base_url(kind: str, base_url: str | None) -> str:
 
 
 def _refuse_retired(kind: str, model: str, base_url: str, today: date | None) -> None:
-    found = SHUT_DOWN.get(model.removeprefix("models/"))
+    found = shut_down().get(model.removeprefix("models/"))
     if found is None or not is_google_host(base_url):
         return
     day, replacement = found
