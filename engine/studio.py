@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from codirector.engine.continuation import continue_branch
 from codirector.engine.jobs import JobResult, WorkspaceSpec
 from codirector.engine.loop.context import Progress
 from codirector.engine.loop.replay import ReplayReport, replay
@@ -29,8 +30,6 @@ from codirector.engine.loop.runs import (
     NewBranch,
     RunResult,
     create_branch,
-    execute,
-    is_brief,
     is_scratch,
     refuse_brief_main,
     start_run,
@@ -78,7 +77,7 @@ if TYPE_CHECKING:
     from codirector.engine.director.direction import DirectorResult
     from codirector.engine.evaluation.bench import BenchResult
     from codirector.engine.evaluation.evaluate import Evaluation
-    from codirector.engine.scale import Pool
+    from codirector.engine.jobs import Pool
     from codirector.engine.scale.batch import BatchResult, JobProgress
 
 
@@ -200,16 +199,12 @@ class Studio:
         The branch's lease is held while it runs: another runner gets ``BranchBusy`` (``wait``: seconds to wait).
         ``budget`` caps the branch's spending (a brief's: all of it), at ``prices`` (a TOML file's ``[prices]``).
         """
-        from codirector.engine.director.direction import resume_direction
-
         meter = spending(budget, prices)
-        if branch == MAIN and is_brief(self.workspace, story_id):
-            with self.workspace.lease(story_id, MAIN, wait=wait):
-                directed = resume_direction(self.workspace, story_id, backends=backends, progress=progress,
-                                            budget=meter)
-                return replace(directed, spend=self._spend(story_id, meter.prices))
-        return execute(self.workspace, story_id, branch, backends=backends, progress=progress, wait=wait,
-                       budget=meter)
+        done = continue_branch(self.workspace, story_id, branch, backends=backends, progress=progress, wait=wait,
+                               budget=meter)
+        if isinstance(done.result, RunResult):
+            return done.result
+        return replace(done.result, spend=self._spend(story_id, meter.prices))
 
     def run_branch(self, story_id: str, branch: str, *, backends: Backends | None = None,
                    progress: Progress | None = None, wait: float | None = None, budget: float | None = None,
@@ -218,8 +213,10 @@ class Studio:
         if branch == MAIN:
             raise InvalidArgument("`run --story` continues a branch; the main branch is continued by `resume`",
                                   hint=f"codirector resume {story_id}")
-        return execute(self.workspace, story_id, branch, backends=backends, progress=progress, wait=wait,
-                       budget=spending(budget, prices))
+        done = continue_branch(self.workspace, story_id, branch, backends=backends, progress=progress, wait=wait,
+                               budget=spending(budget, prices))
+        assert isinstance(done.result, RunResult)  # only a brief's main is directed, and that is refused above
+        return done.result
 
     def forget(self, story_id: str) -> Forgotten:
         """Hide a story that completed no shot from listings; its log stays (``codirector forget``)."""

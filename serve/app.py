@@ -45,7 +45,7 @@ from codirector.serve.media import IMMUTABLE, Thumbnails, blob_bytes, byte_range
 from codirector.serve.security import LIMITS, AccessPolicy, Guard, Limits, whole
 
 if TYPE_CHECKING:
-    from codirector.engine.scale import Submitter
+    from codirector.engine.jobs import Submitter
 
 def create_app(studio: Studio, *, policy: AccessPolicy | None = None, runner: Runner | None = None,
                make_studio: Callable[[], Studio] | None = None, pool: Submitter | None = None,

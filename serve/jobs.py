@@ -10,7 +10,8 @@ Invariants:
 - A job is exactly the call the CLI makes: in a thread, ``Studio.run_branch`` for a branch and
   ``Studio.resume`` for a main branch, on a Studio of its own (its own Workspace, so its own lease:
   two jobs of one branch can never share a lease by re-entrance); on a pool, the ``engine.jobs.Job``
-  that ``batch`` runs (a brief's main branch as ``direct``), which resumes the branch the same way.
+  that ``batch`` runs. Either way the branch continues through ``engine.continuation.continue_branch``,
+  which reads from the log whether it is a story's run or a brief's director.
   The branch lease is what prevents double runs, across this server, the CLI and other machines;
   ``submit`` refuses early when a live lease is held or this server already has the job in hand,
   only to answer faster.
@@ -34,13 +35,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from codirector.engine import jobs as engine_jobs
-from codirector.engine.loop.runs import is_brief
 from codirector.engine.studio import Studio
 from codirector.errors import BranchBusy, CodirectorError
 from codirector.store.event_store import MAIN
 
 if TYPE_CHECKING:
-    from codirector.engine.scale import Submitter
+    from codirector.engine.jobs import Submitter
 
 _log = logging.getLogger(__name__)
 
@@ -113,24 +113,22 @@ class Runner:
         lease = studio.workspace.leases.get(story, branch)
         if lease is not None and lease.live:
             raise lease.busy()
-        brief = self.pool is not None and branch == MAIN and is_brief(studio.workspace, story)
-        kind = "direct" if brief else "run"  # the engine job's kind (on a pool)
         with self._lock:
             current = self._jobs.get((story, branch))
             if current is not None and current.active:
                 raise BranchBusy(f"{story}/{branch} is already {current.state} in this studio",
                                  hint="its page follows it; wait for it to finish")
             job = self._jobs[(story, branch)] = Job(story, branch, submitted=time.time())
-        self._threads.submit(self._run, job, kind)
+        self._threads.submit(self._run, job)
         return job
 
-    def _run(self, job: Job, kind: str) -> None:
+    def _run(self, job: Job) -> None:
         job.state = "running"
         try:
             if self.pool is None:
                 self._run_here(job)
             else:
-                self._run_on_pool(self.pool, job, kind)
+                self._run_on_pool(self.pool, job)
         except CodirectorError as e:
             job.state, job.error = "failed", describe(e)
         except Exception as e:  # the worker must outlive any failure; the log keeps what was done
@@ -152,8 +150,8 @@ class Runner:
                 studio.run_branch(job.story, job.branch)
         job.state = "done"
 
-    def _run_on_pool(self, pool: Submitter, job: Job, kind: str) -> None:
-        row = pool.submit(engine_jobs.Job(job.story, job.branch, kind=kind)).result()
+    def _run_on_pool(self, pool: Submitter, job: Job) -> None:
+        row = pool.submit(engine_jobs.Job(job.story, job.branch)).result()
         job.worker = row.worker
         if row.ok:
             job.state = "done"

@@ -60,7 +60,7 @@ from codirector.generators.profiles import RunConfig, resolve
 from codirector.store.event_store import MAIN, EventStore
 
 if TYPE_CHECKING:
-    from codirector.engine.scale import Pool
+    from codirector.engine.jobs import Pool
 
 MAX_ITERATIONS = 36
 AD_JUDGE_FRAMES = 24
@@ -212,11 +212,15 @@ class _Pilot:
         if pull.rewarded:
             return state
         self.prepare(state, pull, total)
+        self.run(pull)
+        reward = self.judge(pull)
+        return bandit.apply(state, reward.event)
+
+    def run(self, pull: bandit.Pull) -> None:
+        """Run the pull's branch here, to its end, on the director's backends and budget."""
         result = execute(self.ws, self.story_id, pull.branch, backends=self.backends, progress=self.progress,
                          budget=self.ctx.recorder.budget)
         self.count(result.calls.live, result.calls.reused, result.calls.matched, result.calls.by_kind)
-        reward = self.judge(pull)
-        return bandit.apply(state, reward.event)
 
     def choose(self, state: bandit.BanditState, iteration: int, *, seen: bandit.BanditState | None = None,
                extra: dict[str, Any] | None = None) -> bandit.BanditState:

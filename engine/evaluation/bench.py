@@ -45,7 +45,7 @@ from codirector.generators.profiles import resolve
 from codirector.store.event_store import MAIN
 
 if TYPE_CHECKING:
-    from codirector.engine.scale import Pool
+    from codirector.engine.jobs import Pool
 
 METHODS: dict[str, dict[str, bool]] = {
     "full": {},
@@ -208,7 +208,8 @@ def _run_on_pool(ws: Workspace, files: list[Path], methods: list[str], pool: Poo
     """Record each (story, method) that is missing, then run and judge all of them as jobs on ``pool``;
     the events each job wrote, by story id. ``BudgetExceeded`` (as in one process) when a job was stopped by
     the budget, else ``RunStateError`` naming every job that did not finish."""
-    from codirector.engine.jobs import Job, budget_stop, create_story
+    from codirector.engine.continuation import create_story
+    from codirector.engine.jobs import Job, budget_stop
 
     require_ready(resolve(profile, config))  # pre-flight: nothing is written unless the backends can run
     jobs = []

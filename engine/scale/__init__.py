@@ -1,4 +1,5 @@
-"""Pools that run jobs (``engine.jobs``): in-process one after another, or on Ray actors (DESIGN §10).
+"""Pools that run jobs (``engine.jobs``) with workers (``engine.scale.worker``): in-process one after another,
+or on Ray actors (DESIGN §10).
 
     pool = open_pool(spec, ws=ws)                          # no --workers/--ray: in-process, Ray never imported
     pool = open_pool(spec, workers=4, address=None)        # a local Ray with 4 worker actors
@@ -13,7 +14,7 @@ Invariants:
 - A pool has no scheduler, queue or retry loop of its own: the local one runs jobs in order; the
   Ray one hands a batch to Ray's ``ActorPool`` and a single job (``submit``) to its least busy
   worker, and a dead worker is Ray's to restart (actor restarts) and its job Ray's to retry (task
-  retries); the retried job resumes its branch (``engine.jobs``).
+  retries); the retried job resumes its branch (``engine.continuation``).
 - A capped ``budget`` is one cap for every job of the pool, on Ray as in one process: every call
   holds its worst case in one account before it is made (``engine.scale.ray_pool``), so N workers
   pass the limit by no more than one process can (``engine.recording.account`` states the bound).
@@ -28,12 +29,11 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
-from codirector.engine.jobs import Job, JobResult, WorkspaceSpec
+from codirector.engine.jobs import Pool, Submitter, WorkspaceSpec
 from codirector.engine.recording.budget import Budget
 from codirector.engine.workspace import Workspace
 from codirector.errors import ConfigError, InvalidArgument
@@ -43,32 +43,6 @@ if TYPE_CHECKING:
     from codirector.engine.scale.ray_pool import RayPool
 
 RAY_EXTRA = 'pip install "codirector[ray]"'
-
-
-class Pool(Protocol):
-    """Runs jobs; ``workers`` is how many at once."""
-
-    workers: int
-    name: str
-
-    def run(self, jobs: Sequence[Job], *, on_result: Callable[[JobResult], None] | None = None) -> list[JobResult]:
-        ...
-
-    def close(self) -> None:
-        ...
-
-
-class Submitter(Protocol):
-    """A pool that also takes single jobs, from any thread, as they come (the studio server's runs)."""
-
-    workers: int
-    name: str
-
-    def submit(self, job: Job) -> Future[JobResult]:
-        ...
-
-    def close(self) -> None:
-        ...
 
 
 def wants_ray(workers: int | None, address: str | None) -> bool:

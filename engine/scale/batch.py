@@ -32,13 +32,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from codirector.engine.jobs import Job, JobResult, create_story, is_brief_file
+from codirector.engine.continuation import DIRECT, branch_kind, create_story, is_brief_file
+from codirector.engine.jobs import Job, JobResult, Pool
 from codirector.engine.loop.formats import is_story_path
 from codirector.engine.loop.story import default_story_id, read_story
-from codirector.engine.scale import Pool
 from codirector.engine.views.cost import Spend
 from codirector.engine.workspace import Workspace
 from codirector.errors import CodirectorError, InvalidArgument, StoryFileError
+from codirector.events import StoryCreated
+from codirector.events.specs import StoryRecord
 from codirector.generators.preflight import require_ready
 from codirector.generators.profiles import resolve
 from codirector.store.event_store import MAIN
@@ -136,7 +138,7 @@ def collect(paths: Sequence[str | os.PathLike[str]], *, prefix: str | None = Non
 
 
 def _complete(ws: Workspace, sid: str, kind: str) -> bool:
-    wanted = "BranchRanked" if kind == "brief" else "StoryCompleted"
+    wanted = "BranchRanked" if kind == DIRECT else "StoryCompleted"
     return bool(ws.store.read(sid, MAIN, types=[wanted], limit=1))
 
 
@@ -189,15 +191,15 @@ def _prepare(
         else:
             create_story(ws, item.path, story_id=item.story_id, profile=profile, config=config, seed=seed,
                          max_rounds=max_rounds, story_format=story_format, check_ready=False)
-        if _complete(ws, item.story_id, item.kind):
-            rows[item.story_id] = JobResult(item.story_id, MAIN, "direct" if item.kind == "brief" else "run",
-                                            "skipped", events=ws.store.branch(item.story_id, MAIN).head_position,
-                                            worker="-")
+        kind = branch_kind(ws, item.story_id, MAIN)  # as the log says, which is what a worker will run
+        if _complete(ws, item.story_id, kind):
+            rows[item.story_id] = JobResult(item.story_id, MAIN, kind, "skipped",
+                                            events=ws.store.branch(item.story_id, MAIN).head_position, worker="-")
             if on_result is not None:
                 on_result(rows[item.story_id])
             continue
-        jobs.append(Job(item.story_id, MAIN, kind="direct" if item.kind == "brief" else "run", budget_usd=budget_usd,
-                        prices=None if config is None else os.fspath(config)))
+        prices = None if config is None else os.fspath(config)
+        jobs.append(Job(item.story_id, MAIN, budget_usd=budget_usd, prices=prices))
     return jobs, rows
 
 
@@ -218,7 +220,7 @@ class JobProgress:
 
     def line(self) -> str:
         where = f"{self.story_id}/{self.branch}"
-        if self.kind == "direct":
+        if self.kind == DIRECT:
             return f"{where}: {self.shot} direction(s) chosen, {self.stage} ({self.holder})"
         of = f"shot {self.shot}/{self.total}" if self.shot else f"{self.total} shots planned"
         return f"{where}: {of}, {self.stage} ({self.holder})"
@@ -236,7 +238,7 @@ class _Seen:
     last: str = "starting"
 
 
-def _advance(ws: Workspace, job: Job, seen: _Seen) -> None:
+def _advance(ws: Workspace, job: Job, kind: str, seen: _Seen) -> None:
     """Fold the events the job's branch gained since ``seen.after`` into ``seen``."""
     for e in ws.store.read(job.story_id, job.branch, after=seen.after):
         seen.after = e.position
@@ -244,14 +246,14 @@ def _advance(ws: Workspace, job: Job, seen: _Seen) -> None:
         if e.type == "ModelCalled":
             agent = e.payload.get("agent")
             seen.last = f"{e.payload.get('kind', 'a')} model answered" + (f" ({agent})" if agent else "")
-        elif e.type == "StoryCreated":
-            spec = e.payload.get("spec") or {}
-            seen.total = len(spec.get("shots") or []) or int(spec.get("num_shots") or 0)
+        elif isinstance(created := e.event, StoryCreated):
+            spec = created.spec
+            seen.total = (len(spec.shots) if isinstance(spec, StoryRecord) else 0) or spec.num_shots or 0
         elif e.type == "ShotPlanned" and e.shot is not None:
             seen.total = max(seen.total, e.shot)
         elif e.type == "ShotStarted" and e.shot is not None:
             seen.shot = e.shot
-        elif e.type == "DirectionChosen" and job.kind == "direct":
+        elif e.type == "DirectionChosen" and kind == DIRECT:
             seen.shot += 1
 
 
@@ -265,6 +267,7 @@ def watch(ws: Workspace, jobs: Sequence[Job], on_progress: Callable[[JobProgress
         return
     stop = threading.Event()
     wanted = {(j.story_id, j.branch): j for j in jobs}
+    kinds = {key: branch_kind(ws, *key) for key in wanted}
     seen: dict[tuple[str, str], _Seen] = {}
 
     def look() -> None:
@@ -274,9 +277,10 @@ def watch(ws: Workspace, jobs: Sequence[Job], on_progress: Callable[[JobProgress
                 continue
             state = seen.setdefault((job.story_id, job.branch), _Seen())
             before = (state.after, state.shot)
-            _advance(ws, job, state)
+            kind = kinds[(job.story_id, job.branch)]
+            _advance(ws, job, kind, state)
             if (state.after, state.shot) != before:
-                on_progress(JobProgress(job.story_id, job.branch, job.kind, state.shot, state.total, state.last,
+                on_progress(JobProgress(job.story_id, job.branch, kind, state.shot, state.total, state.last,
                                         lease.holder()))
 
     def loop() -> None:

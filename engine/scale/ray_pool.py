@@ -4,7 +4,7 @@ The only module that imports Ray (``pip install "codirector[ray]"``).
 
 Invariants:
 - A worker actor builds its Workspace from the three storage values and its backends once per
-  config (``engine.jobs.Worker``): model weights load once per worker, not once per story.
+  config (``engine.scale.worker.Worker``): model weights load once per worker, not once per story.
 - Failure handling is Ray's own: actors restart without limit (``max_restarts=-1``) and a call
   lost with its worker is retried (``max_task_retries=-1``). A retried job resumes its branch under
   the branch lease (a dead worker's lease on this machine is taken over at once; another machine's is
@@ -49,10 +49,11 @@ from typing import Any, cast
 import ray
 from ray.util import ActorPool
 
-from codirector.engine.jobs import Job, JobResult, Worker, WorkspaceSpec, worker_name
+from codirector.engine.jobs import Job, JobResult, WorkspaceSpec, worker_name
 from codirector.engine.recording.account import Account, Hold
 from codirector.engine.recording.budget import Budget
 from codirector.engine.scale.cluster import check_address
+from codirector.engine.scale.worker import Worker
 from codirector.errors import ConfigError, InvalidArgument, RunStateError
 from codirector.generators.prices import PriceTable
 from codirector.store.leases import Leases

@@ -5,7 +5,7 @@ at the provider and almost no CPU here, so N stories in N threads of one process
 flight without Ray. Ray stays the way to use many GPUs or machines (``engine.scale.ray_pool``).
 
 Invariants:
-- Each thread runs exactly what the in-process and Ray pools run (``engine.jobs.Worker``) on a
+- Each thread runs exactly what the in-process and Ray pools run (``engine.scale.worker.Worker``) on a
   Workspace of its own, opened from the same storage values (``WorkspaceSpec``): one database
   connection per thread, as one per Ray worker, so a story's log is the log it would have alone.
 - What a provider may hold at once is the provider's cap (``max_in_flight``), process-wide across
@@ -21,7 +21,8 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 
-from codirector.engine.jobs import Job, JobResult, Worker, WorkspaceSpec, worker_name
+from codirector.engine.jobs import Job, JobResult, WorkspaceSpec, worker_name
+from codirector.engine.scale.worker import Worker
 from codirector.engine.workspace import Workspace
 from codirector.errors import InvalidArgument
 
