@@ -19,7 +19,9 @@ Invariants:
   holds its worst case in one account before it is made (``engine.scale.ray_pool``), so N workers
   pass the limit by no more than one process can (``engine.recording.account`` states the bound).
 - A multi-node cluster is refused before any work starts unless every node can reach the storage
-  (a PostgreSQL database and an object-store blob URL; ``WorkspaceSpec.multi_node_ready``).
+  (a PostgreSQL database and an object-store blob URL; ``WorkspaceSpec.multi_node_ready``): a cluster on
+  another machine by its address, one on this machine by its live nodes, counted by ``check_pool`` before
+  anything is written (and again when the pool joins it).
 - ``check_pool`` checks everything a pool needs that can be checked without starting it (the options,
   Ray installed, a ``--ray`` address answering and able to reach the storage), so a command may check
   first, write, and open the pool only if it has work for it (``engine.scale.batch``).
@@ -31,6 +33,7 @@ import importlib.util
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from codirector.engine.jobs import Pool, Submitter, WorkspaceSpec
@@ -83,6 +86,8 @@ def check_pool(spec: WorkspaceSpec, *, workers: int | None = None, address: str 
         from codirector.engine.scale.cluster import check_address
 
         check_address(address, spec)
+        if address != "local" and spec.multi_node_ready is not None:  # a cluster here may still have several nodes
+            _ray_pool_module().check_nodes(address, spec)
 
 
 @contextmanager
@@ -156,15 +161,21 @@ def open_ray_pool(spec: WorkspaceSpec, *, workers: int | None = None, address: s
     return _ray_pool(spec, workers=workers, address=address, gpus_per_worker=gpus_per_worker, env=env)
 
 
-def _ray_pool(spec: WorkspaceSpec, *, workers: int | None, address: str | None, gpus_per_worker: float,
-              env: dict[str, str] | None, budget: Budget | None = None) -> RayPool:
+def _ray_pool_module() -> ModuleType:
     try:
-        from codirector.engine.scale.ray_pool import RayPool
+        from codirector.engine.scale import ray_pool
     except ImportError as e:
         if e.name is not None and e.name.split(".")[0] == "ray":
             raise _no_ray() from None
         raise
-    return RayPool(spec, workers=workers, address=address, gpus_per_worker=gpus_per_worker, env=env, budget=budget)
+    return ray_pool
+
+
+def _ray_pool(spec: WorkspaceSpec, *, workers: int | None, address: str | None, gpus_per_worker: float,
+              env: dict[str, str] | None, budget: Budget | None = None) -> RayPool:
+    pool: RayPool = _ray_pool_module().RayPool(spec, workers=workers, address=address, gpus_per_worker=gpus_per_worker,
+                                               env=env, budget=budget)
+    return pool
 
 
 __all__ = ["RAY_EXTRA", "Pool", "Submitter", "check_pool", "check_ray_options", "open_pool", "open_ray_pool",

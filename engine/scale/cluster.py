@@ -5,7 +5,8 @@ Invariants:
   (``ray.init`` would retry for minutes).
 - An address on another machine with this machine's own storage (a SQLite file, a blob folder) is
   refused before connecting: workers there could not reach it. A cluster on this machine (``auto``,
-  a local address) is judged once joined, by its number of nodes (``engine.scale.ray_pool``).
+  a local address) is judged by its number of live nodes, counted by joining it before anything is
+  written (``engine.scale.ray_pool.check_nodes``).
 """
 
 from __future__ import annotations

@@ -26,7 +26,8 @@ Invariants:
   starts at once; a worker on another machine leaves its lease to expire (``store.leases``).
 - ``--ray ADDRESS`` is checked before Ray is asked to join it: an address nothing answers fails within
   seconds (``ray.init`` would retry for minutes; ``engine.scale.cluster``). A local Ray started here
-  keeps Ray's default token authentication, without Ray's notice saying so on every run.
+  keeps Ray's default token authentication, without Ray's notice saying so on every run. Ray's notices
+  to the driver (a task retried after its worker died) go to stderr: stdout is the command's (``--json``).
 - Workers get the driver's ``CODIRECTOR_*`` settings (plugins, lease TTL), never its storage
   values (they travel as the job's Workspace spec) and never an API key; anything else a worker
   needs (credentials) comes from its node's environment, or ``env`` when the caller passes it.
@@ -70,6 +71,24 @@ class _TokenNotice(logging.Filter):
 
 
 logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_TokenNotice())
+
+
+def _notices_to_stderr() -> None:
+    """Ray prints its notices to the driver (a task retried because its worker died, an actor restarting) on
+    stdout, where a command's own output goes (``--json``): they are sent to stderr, with its other messages."""
+    module = getattr(getattr(ray, "_private", None), "worker", None)
+    original = getattr(module, "print_to_stdstream", None)
+    if original is None or getattr(original, "to_stderr", False):
+        return
+
+    def to_stderr(data: dict[str, Any], ignore_prefix: bool) -> None:
+        original({**data, "is_err": True}, ignore_prefix)
+
+    to_stderr.to_stderr = True  # type: ignore[attr-defined]
+    module.print_to_stdstream = to_stderr  # type: ignore[union-attr]
+
+
+_notices_to_stderr()
 
 
 def forwarded_env() -> dict[str, str]:
@@ -176,12 +195,7 @@ class RayPool:
             _keeping_sigterm(lambda: ray.init(address=address, **kwargs))
             self._owns = True
         try:
-            alive = [n for n in ray.nodes() if n.get("Alive")]
-            why = spec.multi_node_ready
-            if len(alive) > 1 and why is not None:
-                raise ConfigError(f"this Ray cluster has {len(alive)} nodes, and {why}",
-                                  hint="workers on other machines reach the log and the blobs only through shared "
-                                       "storage: --db postgresql://… --blobs s3://bucket/prefix (see README, 'Ray')")
+            refuse_multi_node(spec)
             if workers is None:
                 res = ray.cluster_resources()
                 workers = int(res.get("GPU", 0) // gpus_per_worker) if gpus_per_worker else int(res.get("CPU", 1))
@@ -302,6 +316,34 @@ class RayPool:
         if self._owns and ray.is_initialized():
             ray.shutdown()
             self._owns = False
+
+
+def refuse_multi_node(spec: WorkspaceSpec) -> None:
+    """``ConfigError`` when the joined cluster has more than one live node and the storage is this machine's own."""
+    why = spec.multi_node_ready
+    if why is None:
+        return
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    if len(alive) > 1:
+        raise ConfigError(f"this Ray cluster has {len(alive)} nodes, and {why}",
+                          hint="workers on other machines reach the log and the blobs only through shared "
+                               "storage: --db postgresql://… --blobs s3://bucket/prefix (see README, 'Ray')")
+
+
+def check_nodes(address: str, spec: WorkspaceSpec) -> None:
+    """``refuse_multi_node`` for the cluster at ``address``, asked before anything is written: joins it (unless this
+    process is joined already), counts its live nodes, and leaves again. Nothing to ask when the storage is shared."""
+    if spec.multi_node_ready is None:
+        return
+    if ray.is_initialized():
+        refuse_multi_node(spec)
+        return
+    _keeping_sigterm(lambda: ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                                      logging_level=logging.WARNING))
+    try:
+        refuse_multi_node(spec)
+    finally:
+        ray.shutdown()
 
 
 _sigterm: list[Callable[[int, Any], Any]] = []  # the process's own SIGTERM handler, once one arrived during a wait
