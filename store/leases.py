@@ -11,7 +11,8 @@ Invariants:
   serialised) or on PostgreSQL (the row lock makes the loser re-check ``expires_at``, and the
   primary key refuses the second insert).
 - Times are the database's clock (seconds since the epoch), never a runner's, so machines whose
-  clocks disagree still agree on who holds a lease and when it expires.
+  clocks disagree still agree on who holds a lease and when it expires. (A test may hand ``Leases``
+  and ``BranchLease`` a clock of its own, to expire a lease at once instead of sleeping through its TTL.)
 - Renewing is taking again with the same owner: it extends our lease, or re-takes it if it
   expired and nobody else took it; if someone else did, the lease is lost (``BranchLease.lost``).
   Releasing deletes only our own row. A holder that dies (SIGKILL, a lost machine) stops renewing,
@@ -45,6 +46,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -190,11 +192,21 @@ class LeaseInfo:
 
 
 class Leases:
-    """The ``branch_leases`` table: take, renew, release and list leases."""
+    """The ``branch_leases`` table: take, renew, release and list leases.
 
-    def __init__(self, engine: Engine) -> None:
+    ``clock``: the time leases are stamped and judged by (seconds since the epoch); default the database's
+    own. Tests pass one they control, so a lease expires when the test says, without sleeping through its TTL.
+    """
+
+    def __init__(self, engine: Engine, *, clock: Callable[[], float] | None = None) -> None:
         self.engine = engine
-        self._now = _clock(engine.dialect.name)
+        self.clock = clock
+        self._db_now = _clock(engine.dialect.name)
+
+    @property
+    def _now(self) -> Any:
+        """Now, as an SQL expression: the database's clock, or the given clock's reading."""
+        return self._db_now if self.clock is None else sa.literal(float(self.clock()), sa.Float)
 
     def _insert(self) -> Any:
         """An INSERT with ``on_conflict_do_nothing`` (both dialects have one)."""
@@ -284,7 +296,8 @@ class BranchLease:
     """
 
     def __init__(self, leases: Leases, story_id: str, branch: str, *, ttl: float | None = None,
-                 wait: float | None = None, owner: str | None = None) -> None:
+                 wait: float | None = None, owner: str | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.leases = leases
         self.story_id = story_id
         self.branch = branch
@@ -295,12 +308,13 @@ class BranchLease:
         self.took_from: LeaseInfo | None = None  # the lease of a process gone from this machine, taken at once
         self.taken_over = False  # the heartbeat (or a check) found another owner on the row
         self.renewals = 0
-        self._renewed = time.monotonic()
+        self.clock = clock  # measures waits and the time since the last renewal (tests pass one they control)
+        self._renewed = clock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def acquire(self) -> BranchLease:
-        deadline = None if self.wait is None else time.monotonic() + self.wait
+        deadline = None if self.wait is None else self.clock() + self.wait
         pause = min(1.0, max(0.05, self.ttl / 4))
         while True:
             if self.leases.acquire(self.story_id, self.branch, self.owner, self.ttl):
@@ -315,10 +329,10 @@ class BranchLease:
                              "once (it would have expired in %.0f s)", self.story_id, self.branch, holder.holder(),
                              max(0.0, holder.expires_in))
                 break
-            if deadline is None or time.monotonic() >= deadline:
+            if deadline is None or self.clock() >= deadline:
                 raise holder.busy()
-            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-        self._renewed = time.monotonic()
+            time.sleep(min(pause, max(0.0, deadline - self.clock())))
+        self._renewed = self.clock()
         self._stop.clear()
         self._thread = threading.Thread(target=self._beat, name=f"lease {self.story_id}/{self.branch}", daemon=True)
         self._thread.start()
@@ -339,13 +353,13 @@ class BranchLease:
         """Before a write: ``BranchBusy`` if this lease was taken over. A lease not renewed for over
         half its TTL (a paused process, a starved heartbeat) is renewed here first, so a runner
         that slept through its expiry learns it lost the branch before it writes, not after."""
-        if not self.taken_over and time.monotonic() - self._renewed > self.ttl / 2:
+        if not self.taken_over and self.clock() - self._renewed > self.ttl / 2:
             try:
                 self._renew()
             except StoreUnreachable as e:
                 where = f"{self.story_id}/{self.branch}"
                 raise StoreUnreachable(
-                    f"the lease on {where} could not be renewed for {time.monotonic() - self._renewed:.0f} s (its "
+                    f"the lease on {where} could not be renewed for {self.clock() - self._renewed:.0f} s (its "
                     f"TTL is {self.ttl:g} s), so it is treated as lost and this run stopped before writing more: "
                     f"{e.message}",
                     hint=f"once the database is back, `codirector resume {self.story_id} --branch {self.branch}` "
@@ -363,7 +377,7 @@ class BranchLease:
         """Take the lease again; False (and ``taken_over``) if another owner holds it."""
         if self.leases.acquire(self.story_id, self.branch, self.owner, self.ttl):
             self.renewals += 1
-            self._renewed = time.monotonic()
+            self._renewed = self.clock()
             return True
         self.lost = self.leases.get(self.story_id, self.branch)
         self.taken_over = True
@@ -377,7 +391,7 @@ class BranchLease:
                 if not self._renew():
                     return
             except Exception as e:  # a transient database error: try again at the next beat
-                late = time.monotonic() - self._renewed
+                late = self.clock() - self._renewed
                 lost = (f"; not renewed for {late:.0f} s, past its {self.ttl:g} s TTL: treated as lost, nothing "
                         "is written until it is renewed" if late > self.ttl else "")
                 _log.warning("lease heartbeat for %s/%s failed: %s%s", self.story_id, self.branch, e, lost)

@@ -49,24 +49,53 @@ def test_one_live_holder_and_the_busy_error_names_it(store: EventStore) -> None:
     assert leases.get("s", "main") is None and leases.acquire("s", "main", "b", 30)
 
 
+class FakeClock:
+    """Seconds since the epoch that move only when the test says (``advance``)."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def test_an_expired_lease_is_taken_over_and_its_holder_has_lost_it(store: EventStore) -> None:
-    leases = Leases(store.engine)
-    assert leases.acquire("s", "main", "dead", 0.3)
-    time.sleep(0.4)
+    clock = FakeClock()
+    leases = Leases(store.engine, clock=clock)
+    assert leases.acquire("s", "main", "dead", 30)
+    assert leases.get("s", "main").live  # type: ignore[union-attr]
+    clock.advance(30.1)  # past its TTL, without waiting for it
     assert not leases.get("s", "main").live  # type: ignore[union-attr]
     assert leases.acquire("s", "main", "next", 30)
-    assert not leases.acquire("s", "main", "dead", 0.3)  # the old holder cannot renew it any more
+    assert not leases.acquire("s", "main", "dead", 30)  # the old holder cannot renew it any more
 
 
 def test_heartbeat_keeps_the_lease_past_its_ttl_and_exit_releases_it(store: EventStore) -> None:
-    leases = Leases(store.engine)
-    with BranchLease(leases, "s", "main", ttl=0.6) as held:
-        for _ in range(6):
-            time.sleep(0.25)
+    clock = FakeClock()
+    leases = Leases(store.engine, clock=clock)
+    with BranchLease(leases, "s", "main", ttl=30) as held:
+        for _ in range(6):  # three TTLs in all: the heartbeat's renewals (ttl/3 apart) keep it
+            clock.advance(15)
+            assert held._renew()  # what the heartbeat thread does at each beat
             with pytest.raises(BranchBusy):
-                BranchLease(leases, "s", "main", ttl=0.6).acquire()
-        assert held.renewals >= 3 and held.lost is None
+                BranchLease(leases, "s", "main", ttl=30).acquire()
+        assert held.renewals >= 6 and held.lost is None
+        clock.advance(31)  # no beat for longer than the TTL: another runner may take it
+        assert not leases.get("s", "main").live  # type: ignore[union-attr]
     assert leases.get("s", "main") is None
+
+
+def test_the_heartbeat_thread_renews_the_lease(store: EventStore) -> None:
+    leases = Leases(store.engine)
+    with BranchLease(leases, "s", "main", ttl=0.15) as held:  # a beat every 0.05 s
+        deadline = time.monotonic() + 10
+        while held.renewals < 2:
+            assert time.monotonic() < deadline, "the heartbeat never renewed the lease"
+            time.sleep(0.01)
+        assert held.lost is None
 
 
 @pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
@@ -80,24 +109,26 @@ def test_the_lease_is_released_on_errors_and_ctrl_c(store: EventStore, error: ty
 def test_wait_takes_the_lease_when_the_holder_releases_it(store: EventStore) -> None:
     leases = Leases(store.engine)
     holder = BranchLease(leases, "s", "main", ttl=5).acquire()
-    threading.Timer(0.5, holder.release).start()
+    threading.Timer(0.1, holder.release).start()
     t0 = time.perf_counter()
-    with BranchLease(leases, "s", "main", ttl=5, wait=10) as waiter:
+    with BranchLease(leases, "s", "main", ttl=0.2, wait=10) as waiter:  # polls every 0.05 s
         waited = time.perf_counter() - t0
         assert leases.get("s", "main").owner == waiter.owner  # type: ignore[union-attr]
-    assert 0.4 < waited < 3
+    assert 0.05 < waited < 3
     with BranchLease(leases, "s", "main", ttl=5), pytest.raises(BranchBusy):
-        BranchLease(leases, "s", "main", ttl=5, wait=0.3).acquire()  # a bounded wait gives up
+        BranchLease(leases, "s", "main", ttl=0.2, wait=0.1).acquire()  # a bounded wait gives up
 
 
 def test_a_holder_that_stops_renewing_loses_the_lease(store: EventStore) -> None:
     leases = Leases(store.engine)
-    with BranchLease(leases, "s", "main", ttl=0.6) as held:
+    with BranchLease(leases, "s", "main", ttl=30) as held:
         with store.engine.begin() as conn:  # the holder is frozen past its expiry, and another takes over
             conn.execute(sa.update(LEASES).values(expires_at=0.0))
         assert leases.acquire("s", "main", "usurper", 30)
-        time.sleep(0.5)
+        assert not held._renew()  # its next heartbeat finds the lease gone
         assert held.lost is not None and held.lost.owner == "usurper"
+        with pytest.raises(BranchBusy):
+            held.check()
     assert leases.get("s", "main").owner == "usurper"  # type: ignore[union-attr]  # not released by the loser
 
 
@@ -149,10 +180,11 @@ def test_an_append_fenced_on_a_lease_that_was_taken_over_writes_nothing(store: E
 
     store.create_story("s", title="T", events=[StoryCreated(title="T", seed=1).at()])
     leases = Leases(store.engine)
-    assert leases.acquire("s", "main", "paused", 0.3)
+    assert leases.acquire("s", "main", "paused", 30)
     assert store.append("s", "main", [shot(1)], expected_position=1,
                         lease_owner="paused")[0].position == 2  # fenced and still ours: written
-    time.sleep(0.4)  # the holder was paused past its TTL...
+    with store.engine.begin() as conn:  # the holder was paused past its TTL...
+        conn.execute(sa.update(LEASES).values(expires_at=0.0))
     assert leases.acquire("s", "main", "next", 30)  # ...and another runner took the branch
     with pytest.raises(BranchBusy) as lost:
         store.append("s", "main", [shot(2)], expected_position=2, lease_owner="paused")
