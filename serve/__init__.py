@@ -1,6 +1,7 @@
-"""The studio in the browser (``codirector serve``; needs the ``serve`` extra: FastAPI, uvicorn, Jinja2).
+"""The studio in the browser (``codirector serve``; needs the ``serve`` extra: FastAPI, uvicorn).
 
-    app.py            the app factory and the read-only pages (server-rendered Jinja2 templates)
+    app.py            the app factory and the read-only pages (server-rendered Jinja2 templates, through the
+                      one environment of ``engine.views.templating``)
     actions.py        the POST actions: branch from a shot, run, replay, verify, export
     pages.py          page models: stories with their branch trees, a branch's timeline, one shot
     memory_page.py    the memory scrubber (memory at any shot or position, lineage drawn), entity history
@@ -14,7 +15,8 @@
 
 Invariants: the studio holds no state of its own (every page is a query of the log through
 ``Studio``, every action the Studio call the CLI makes); nothing outside this package imports
-FastAPI, uvicorn or Jinja2, so ``codirector --help`` and the query commands never load them.
+FastAPI or uvicorn, and Jinja2 is loaded only where something is rendered (``engine.views.templating``), so
+``codirector --help`` and the query commands load none of them.
 """
 
 from __future__ import annotations

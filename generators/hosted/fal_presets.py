@@ -75,7 +75,8 @@ _VIDEO_ASPECTS = ("16:9", "9:16", "1:1")
 _FAL = "https://fal.ai/models/"
 
 # Checked 2026-12-07 (see the module docstring); the comment of each preset says what its pages said. The
-# prices of the default app ids are in ``generators.prices.BUILTIN``; an app whose page gave no price is unpriced.
+# prices of the default app ids are in generators/data/prices.toml (``prices.BUILTIN``); an app whose page gave no
+# price is unpriced.
 PRESETS: tuple[Preset, ...] = (
     # Kling 2.0 master, 2.1 standard/pro/master, 2.5 turbo standard/pro image-to-video: image_url (required),
     # duration "5" | "10" (a string), negative_prompt, cfg_scale; no seed and no aspect ratio (the image's);
