@@ -1,6 +1,6 @@
 """What happened: event types, canonical JSON, the hash chain and upcasters. No I/O here."""
 
-from codirector.events import calls, director, keyframe, memory, quality, retrieval, story, video
+from codirector.events import calls, director, keyframe, memory, quality, retrieval, specs, story, video
 from codirector.events.base import (
     GENESIS,
     Draft,
@@ -29,6 +29,7 @@ from codirector.events.quality import AgentOutputRejected, ShotJudged, StoryJudg
 from codirector.events.retrieval import Candidate, DuplicateResolved, MemoryRetrieved, ProposedEntity, Reference
 from codirector.events.story import (
     BranchCreated,
+    RunSegmentStarted,
     ShotCompleted,
     ShotPlanned,
     ShotPlanRevised,
@@ -47,9 +48,9 @@ __all__ = [
     "Candidate", "DirectionChosen", "Draft", "DuplicateResolved", "EmbeddingRef", "EntityRegistered",
     "EntityUpdate", "Event", "KeyframeGenerated", "KeyframeJudged", "KeyframeSelected", "MemoryRetrieved",
     "ModelCalled", "MotionPromptRefined", "ProposedEntity", "ProviderJobLost", "ProviderJobSubmitted",
-    "RecordedEvent", "Reference", "RewardObserved",
+    "RecordedEvent", "Reference", "RewardObserved", "RunSegmentStarted",
     "ShotCompleted", "ShotJudged", "ShotPlanRevised", "ShotPlanned", "ShotStarted", "StoryCompleted",
     "StoryCreated", "StoryForgotten", "StoryJudged", "VideoAnalyzed", "VideoGenerated", "ViewAdded", "ViewSource",
     "calls", "canonical_json", "chain_hash", "director", "event_class", "event_types", "keyframe", "memory",
-    "quality", "referenced_blobs", "retrieval", "seal", "story", "utc_now", "video",
+    "quality", "referenced_blobs", "retrieval", "seal", "specs", "story", "utc_now", "video",
 ]

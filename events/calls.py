@@ -14,7 +14,8 @@ is used, so a crash never causes the same paid call twice. Secrets never appear 
 Cost is not recorded: it is usage x the prices in force when asked (``generators.prices``).
 
 ``BudgetReached`` records why a run stopped, not what it did: re-running a branch never produces
-it, so resume steps over it and replay leaves it out of the comparison (``RUN_MARKS``).
+it, so resume steps over it and replay leaves it out of the comparison (``RUN_MARKS``, with
+``RunSegmentStarted``: where a segment of the run began, on which release).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class BudgetReached(Event):
     request_key: str
 
 
-RUN_MARKS = ("BudgetReached",)
+RUN_MARKS = ("BudgetReached", "RunSegmentStarted")  # about a run, not part of what it did
 
 
 class ProviderJobSubmitted(Event):

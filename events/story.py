@@ -1,12 +1,16 @@
 """Story and branch events: what was asked for and how far the run got.
 
 A story's first event is ``StoryCreated`` on branch ``main``; it carries everything needed to
-resume or replay the run (the normalised story spec and the run settings, never secrets).
+resume or replay the run (the normalised story spec and the run settings, never secrets), typed
+by ``events.specs`` and stored exactly as they were before those types existed.
 
 ``StoryForgotten`` hides a story that never completed a shot from listings; nothing is deleted. It
 is the one event of a branch of its own (``forgotten~N``, forked at main's head when forgotten), so
 main's log, and every run, resume and replay of it, stay exactly as they were; once main grows past
 that fork (the story was continued) it is listed again.
+
+``RunSegmentStarted`` records which release ran each segment of a branch's run and with which loop
+patches, so a run begun on one release resumes with the same loop behaviour on the next.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 from pydantic import Field
 
 from codirector.events.base import Event
+from codirector.events.specs import BranchPlan, Evolution, RecordedSettings, SpecRecord, StoryRecord
 
 
 class StoryCreated(Event):
@@ -23,8 +28,8 @@ class StoryCreated(Event):
 
     title: str
     seed: int
-    spec: dict[str, Any] = Field(default_factory=dict)
-    settings: dict[str, Any] = Field(default_factory=dict)
+    spec: SpecRecord = Field(default_factory=StoryRecord)
+    settings: RecordedSettings = Field(default_factory=RecordedSettings)
 
 
 class ShotPlanned(Event):
@@ -33,7 +38,7 @@ class ShotPlanned(Event):
     keyframe_prompt: str
     motion_prompt: str
     uses: list[str] = Field(default_factory=list)
-    evolves: list[dict[str, Any]] = Field(default_factory=list)
+    evolves: list[Evolution] = Field(default_factory=list)
     group: str | None = None
     planner: str = "story file"
 
@@ -63,7 +68,7 @@ class BranchCreated(Event):
     fork_position: int
     from_shot: int | None = None
     overrides: dict[str, str] = Field(default_factory=dict)
-    plan: dict[str, Any] = Field(default_factory=dict)  # a branch's own plan context (e.g. its cast)
+    plan: BranchPlan = Field(default_factory=BranchPlan)  # a branch's own plan context (a director pull's cast)
 
 
 class ShotStarted(Event):
@@ -88,6 +93,14 @@ class StoryCompleted(Event):
 
     shots: int
     frames: int
+
+
+class RunSegmentStarted(Event):
+    """A run of this branch (a first run, a resume, a ``run --branch``) began here, on release ``codirector``,
+    with these loop ``patches`` (``engine.loop.patches``). A run mark: re-running the branch never produces it."""
+
+    codirector: str
+    patches: list[str] = Field(default_factory=list)
 
 
 class StoryForgotten(Event):

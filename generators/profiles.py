@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from codirector.errors import ConfigError, did_you_mean
+from codirector.events.specs import RecordedSettings
 from codirector.generators import datafiles
 from codirector.generators.openai_client import is_openai_host, resolve_base_url
 from codirector.generators.prices import PriceTable
@@ -207,22 +208,24 @@ class RunConfig:
     def table(self, kind: str) -> dict[str, Any]:
         return dict(getattr(self, kind))
 
-    def to_settings(self) -> dict[str, Any]:
+    def to_settings(self) -> RecordedSettings:
         """What is recorded in ``StoryCreated.settings`` (checked to hold no secret)."""
         data = {"profile": self.profile, **{k: copy.deepcopy(getattr(self, k)) for k in SECTIONS}}
         _refuse_secrets(data, self.source or "settings")
-        return data
+        return RecordedSettings.model_validate(data)
 
     @classmethod
-    def from_settings(cls, settings: dict[str, Any]) -> RunConfig:
-        """Rebuild from what ``to_settings`` recorded (resume, replay, branch)."""
-        try:
-            tables = {k: dict(settings[k]) for k in SECTIONS}
-            return cls(profile=settings["profile"], vlm=tables["vlm"], image=tables["image"], video=tables["video"],
-                       embedder=tables["embedder"], run=tables["run"])
-        except KeyError as e:
-            raise ConfigError(f"recorded settings lack {e}", hint="this story was written by an incompatible "
-                              "version of codirector") from None
+    def from_settings(cls, settings: RecordedSettings | dict[str, Any]) -> RunConfig:
+        """Rebuild from what ``to_settings`` recorded (resume, replay, branch); a stored payload's dict is read
+        into ``RecordedSettings`` first."""
+        if not isinstance(settings, RecordedSettings):
+            settings = RecordedSettings.model_validate(settings)
+        missing = [k for k in ("profile", *SECTIONS) if k not in settings.model_fields_set]
+        if missing:
+            raise ConfigError(f"recorded settings lack {missing[0]!r}", hint="this story was written by an "
+                              "incompatible version of codirector")
+        return cls(profile=settings.profile, vlm=dict(settings.vlm), image=dict(settings.image),
+                   video=dict(settings.video), embedder=dict(settings.embedder), run=dict(settings.run))
 
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

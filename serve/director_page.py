@@ -27,7 +27,14 @@ from codirector.engine.views.cost import CostReport
 from codirector.engine.views.diff import BranchDiff, Fork, ShotOutcome, diff_fork
 from codirector.engine.views.projection import Projection
 from codirector.errors import InvalidArgument
-from codirector.events import BranchRanked, DirectionChosen, KeyframeJudged, RecordedEvent, RewardObserved
+from codirector.events import (
+    BranchRanked,
+    DirectionChosen,
+    KeyframeJudged,
+    RecordedEvent,
+    RewardObserved,
+    StoryCreated,
+)
 from codirector.events.arms import DIMENSIONS
 from codirector.serve.pages import StoryRow, find_branch, find_story
 from codirector.store.event_store import MAIN
@@ -122,7 +129,9 @@ def director_page(studio: Studio, story_id: str) -> DirectorPage:
         arms[dim] = tuple(ArmBar(a, state.stats[dim][a].pulls, state.stats[dim][a].mean, tuple(got[a]))
                           for a in choices)
     created = studio.log(story_id, MAIN, limit=1)
-    planned = int(created[0].payload.get("settings", {}).get("director", {}).get("iterations", 0)) if created else 0
+    first = created[0].event if created and created[0].type == "StoryCreated" else None
+    director = first.settings.director if isinstance(first, StoryCreated) else None
+    planned = director.iterations if director is not None else 0
     return DirectorPage(story, tuple(view.rounds[i] for i in sorted(view.rounds)), arms, view.best_branch, view.rule,
                         planned)
 

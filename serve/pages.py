@@ -33,7 +33,7 @@ from codirector.engine.views.cost import CostRow
 from codirector.engine.views.evidence import ShotAudit
 from codirector.engine.views.state import RUN_STATE, fold_run_state
 from codirector.errors import BranchNotFound, InvalidArgument, StoryNotFound, did_you_mean
-from codirector.events import RecordedEvent
+from codirector.events import RecordedEvent, StoryCreated
 from codirector.store.event_store import MAIN, BranchInfo
 
 SHOTS_PER_PAGE = 20
@@ -84,8 +84,8 @@ class StoryRow:
 def kind_of(studio: Studio, story_id: str) -> str:
     """``brief`` for a story created from an advertising brief, else ``story``."""
     first = studio.log(story_id, MAIN, limit=1)
-    spec = first[0].payload.get("spec", {}) if first and first[0].type == "StoryCreated" else {}
-    return "brief" if spec.get("kind") == "brief" else "story"
+    created = first[0].event if first and first[0].type == "StoryCreated" else None
+    return "brief" if isinstance(created, StoryCreated) and created.spec.kind == "brief" else "story"
 
 
 def _from_shot(studio: Studio, story_id: str, b: BranchStatus) -> int | None:

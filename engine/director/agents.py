@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from codirector.engine.agents.base import AgentContext, ask
 from codirector.engine.director.bandit import DIMENSIONS
 from codirector.events import RecordedEvent
+from codirector.events.specs import BriefRecord
 
 MAX_CAST = 6
 
@@ -129,20 +130,21 @@ def check_recommendation(out: RecommendationOutput) -> list[str]:
     return [] if out.why.strip() else ["give a short reason in why"]
 
 
-def brief_text(brief: Mapping[str, Any]) -> str:
+def brief_text(brief: BriefRecord) -> str:
     """The brief as the agents read it."""
-    lines = [f"PRODUCT: {brief['product']}", f"BRAND: {brief['brand']}"]
-    if brief.get("category"):
-        lines.append(f"CATEGORY: {brief['category']}")
-    lines += [f"DESCRIPTION: {brief['description']}", f"TARGET AUDIENCE: {brief['target_audience']}"]
+    lines = [f"PRODUCT: {brief.product}", f"BRAND: {brief.brand}"]
+    if brief.category:
+        lines.append(f"CATEGORY: {brief.category}")
+    lines += [f"DESCRIPTION: {brief.description}", f"TARGET AUDIENCE: {brief.target_audience}"]
     return "\n".join(lines)
 
 
-def _brief_plan(brief: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: brief.get(k) for k in ("product", "brand", "category", "description", "target_audience")}
+def _brief_plan(brief: BriefRecord) -> dict[str, Any]:
+    return {"product": brief.product, "brand": brief.brand, "category": brief.category,
+            "description": brief.description, "target_audience": brief.target_audience}
 
 
-def recommend_direction(ctx: AgentContext, *, brief: Mapping[str, Any]) -> tuple[RecommendationOutput, RecordedEvent]:
+def recommend_direction(ctx: AgentContext, *, brief: BriefRecord) -> tuple[RecommendationOutput, RecordedEvent]:
     """The warm start: one recommended arm per dimension for this brief, and why."""
     user = f"{brief_text(brief)}\n\nRecommend the creative direction."
     return ask(ctx, agent="direction_recommender", system=RECOMMENDER, user=user, output=RecommendationOutput,
@@ -238,7 +240,7 @@ def check_storyline(out: StorylineOutput, *, num_shots: int, product: str, forbi
 
 
 def write_storyline(
-    ctx: AgentContext, *, brief: Mapping[str, Any], arms: Mapping[str, str], num_shots: int,
+    ctx: AgentContext, *, brief: BriefRecord, arms: Mapping[str, str], num_shots: int,
     earlier: Sequence[str] = (), iteration: int = 1,
 ) -> tuple[StorylineOutput, RecordedEvent]:
     """The creative director's storyline, cast and shots for one configuration."""
@@ -248,11 +250,11 @@ def write_storyline(
     notes = ("\n\nWHAT THE JUDGE SAID ABOUT EARLIER DIRECTIONS (avoid these faults):\n"
              + "\n".join(f"- {n}" for n in earlier)) if earlier else ""
     user = (f"{brief_text(brief)}\n\nCREATIVE DIRECTION:\n{direction}\n\nNUMBER OF SHOTS: {num_shots}\n"
-            f"THE PRODUCT'S EXACT NAME (use it in uses): {brief['product']}{notes}")
-    forbidden = [str(brief["product"]), str(brief["brand"]), str(brief["target_audience"])]
+            f"THE PRODUCT'S EXACT NAME (use it in uses): {brief.product}{notes}")
+    forbidden = [brief.product, brief.brand, brief.target_audience]
     plan = {**_brief_plan(brief), "num_shots": num_shots, "arms": dict(arms), "card": card, "iteration": iteration}
     return ask(ctx, agent="creative_director", system=CREATIVE_DIRECTOR, user=user, output=StorylineOutput,
-               check=lambda out: check_storyline(out, num_shots=num_shots, product=str(brief["product"]),
+               check=lambda out: check_storyline(out, num_shots=num_shots, product=brief.product,
                                                  forbidden=forbidden),
                shot=None, plan=plan)
 

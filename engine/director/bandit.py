@@ -37,10 +37,11 @@ from typing import Any
 from codirector.errors import RunStateError, did_you_mean
 from codirector.events import DirectionChosen, Event, RecordedEvent, RewardObserved
 from codirector.events.arms import DIMENSIONS  # the one table of arms (re-exported here)
+from codirector.events.specs import DirectorSettings
 
 POLICIES = ("ucb", "epsilon_greedy")
-DEFAULT_C = 50.0
-DEFAULT_EPSILON = 0.1
+DEFAULT_C = float(DirectorSettings().c)
+DEFAULT_EPSILON = float(DirectorSettings().epsilon)
 _TIE = 1e-9
 
 

@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from codirector.errors import StoryFileError, did_you_mean
+from codirector.events.specs import BriefRecord, CastRecord
 
 MAX_SHOTS = 12
 
@@ -54,17 +55,18 @@ class BriefSpec(BaseModel):
     def display_title(self) -> str:
         return self.title or f"{self.brand} {self.product}"
 
-    def product_cast(self, reference_blob: str | None) -> dict[str, Any]:
+    def product_cast(self, reference_blob: str | None) -> CastRecord:
         """The product as a cast member of the story (a prop, with its reference image blob if any)."""
         member: dict[str, Any] = {"name": self.product, "kind": "prop", "description": self.description}
-        if reference_blob is not None:
+        if reference_blob is not None:  # absent, not null, without one (as it was always recorded)
             member["reference_blob"] = reference_blob
-        return member
+        return CastRecord.model_validate(member)
 
-    def to_spec(self, reference_blob: str | None) -> dict[str, Any]:
+    def to_spec(self, reference_blob: str | None) -> BriefRecord:
         """``StoryCreated.spec`` for this brief: ``kind: brief``, the brief's fields and the product cast."""
         data = self.model_dump(mode="json", exclude_none=True)
-        return {"kind": "brief", **data, "title": self.display_title, "cast": [self.product_cast(reference_blob)]}
+        return BriefRecord.model_validate({"kind": "brief", **data, "title": self.display_title,
+                                           "cast": [self.product_cast(reference_blob)]})
 
 
 _EXPECTED = {

@@ -54,6 +54,7 @@ from codirector.events import (
     ViewSource,
     seal,
 )
+from codirector.events.specs import BranchPlan, BriefRecord, CastRecord, DirectorSettings
 from codirector.generators.base import Backends, ImageInput
 from codirector.generators.build import build_backends
 from codirector.generators.profiles import RunConfig, resolve
@@ -90,10 +91,9 @@ def create_brief(
     sid = story_id or default_brief_id(brief_file, spec)
     require_new_story(ws, sid)
     blob = ws.blobs.put(image) if image is not None else None  # the blob lands before the event naming it
-    settings = cfg.to_settings()
-    settings["director"] = {"iterations": iterations, "c": c, "policy": policy, "epsilon": epsilon}
-    if parallel > 1:  # recorded only when used, so a sequential director's log is as it always was
-        settings["director"]["parallel"] = parallel
+    parallel_given = {"parallel": parallel} if parallel > 1 else {}  # recorded only when used, as it always was
+    director = DirectorSettings(iterations=iterations, c=c, policy=policy, epsilon=epsilon, **parallel_given)
+    settings = cfg.to_settings().model_copy(update={"director": director})
     story_seed = spec.seed if seed is None else seed
     ws.store.create_story(sid, title=spec.display_title, events=[
         StoryCreated(title=spec.display_title, seed=story_seed, spec=spec.to_spec(blob), settings=settings).at()
@@ -127,13 +127,14 @@ def resume_direction(
     events = store.read(story_id, MAIN)
     if not events or events[0].type != "StoryCreated":
         raise StoryNotFound(f"{story_id!r} has no StoryCreated event")
-    created = events[0].payload
-    spec, settings = created["spec"], created["settings"]
-    if spec.get("kind") != "brief":
+    created = events[0].event
+    assert isinstance(created, StoryCreated)
+    spec, settings = created.spec, created.settings
+    if not isinstance(spec, BriefRecord):
         raise RunStateError(f"{story_id!r} is a story, not an advertising brief",
                             hint=f"continue it with `codirector resume {story_id}`")
-    director = settings.get("director", {})
-    iterations = int(director.get("iterations", 4))
+    director = settings.director or DirectorSettings()
+    iterations = director.iterations
     writer = RunWriter(store, story_id, MAIN, head=store.branch(story_id, MAIN).head_position,
                        lease=ws.held(story_id, MAIN))
     calls = CallStats()
@@ -151,10 +152,9 @@ def resume_direction(
             budget.count_story(store, story_id, skip=is_scratch)
         recorder = CallRecorder(writer, ws.blobs, backends, known=known, budget=budget)
         ctx = AgentContext(recorder, writer, RunSettings.from_table(cfg.run).agent_attempts)
-        pilot = _Pilot(ws, story_id, spec, int(created["seed"]), ctx, backends, progress or QuietProgress(),
-                       director)
+        pilot = _Pilot(ws, story_id, spec, created.seed, ctx, backends, progress or QuietProgress(), director)
         state = bandit.fold(events)
-        parallel = int(director.get("parallel", 1))
+        parallel = director.parallel
         if parallel > 1:
             from codirector.engine.director.rounds import run_rounds
 
@@ -180,14 +180,14 @@ def resume_direction(
 class _Pilot:
     """One director run's working parts: a pull is choose -> write -> branch -> run -> judge -> reward."""
 
-    def __init__(self, ws: Workspace, story_id: str, spec: dict[str, Any], seed: int, ctx: AgentContext,
-                 backends: Backends, progress: Progress, director: dict[str, Any]) -> None:
+    def __init__(self, ws: Workspace, story_id: str, spec: BriefRecord, seed: int, ctx: AgentContext,
+                 backends: Backends, progress: Progress, director: DirectorSettings) -> None:
         self.ws, self.store = ws, ws.store
         self.story_id, self.spec, self.seed = story_id, spec, seed
         self.ctx, self.backends, self.progress = ctx, backends, progress
-        self.c = float(director.get("c", bandit.DEFAULT_C))
-        self.policy = str(director.get("policy", "ucb"))
-        self.epsilon = float(director.get("epsilon", bandit.DEFAULT_EPSILON))
+        self.c = float(director.c)
+        self.policy = director.policy
+        self.epsilon = float(director.epsilon)
         self.stats = CallStats()
         self._warm: tuple[dict[str, str], str] | None = None
 
@@ -244,7 +244,7 @@ class _Pilot:
         earlier = [f"{p.branch}: {self._feedback(p.iteration)}"
                    for p in sorted(state.pulls.values(), key=lambda p: p.iteration)
                    if p.rewarded and (before is None or p.iteration < before)]
-        out, _ = write_storyline(self.ctx, brief=self.spec, arms=pull.arms, num_shots=int(self.spec["num_shots"]),
+        out, _ = write_storyline(self.ctx, brief=self.spec, arms=pull.arms, num_shots=self.spec.num_shots,
                                  earlier=earlier, iteration=pull.iteration)
         self._create_branch(pull, out)
 
@@ -267,9 +267,9 @@ class _Pilot:
         """Fork the pull's branch from main's head with its plan, atomically."""
         card = direction_card(pull.arms)
         fork = self.writer.position
-        plan = {"cast": [m.model_dump() for m in out.cast], "storyline": out.storyline,
-                "style_instructions": out.style_instructions, "arms": dict(pull.arms), "iteration": pull.iteration,
-                "card": card}
+        plan = BranchPlan(cast=[CastRecord.model_validate(m.model_dump()) for m in out.cast], storyline=out.storyline,
+                          style_instructions=out.style_instructions, arms=dict(pull.arms), iteration=pull.iteration,
+                          card=card)
         created = BranchCreated(name=pull.branch, parent=MAIN, fork_position=fork, from_shot=1, plan=plan).at(1)
         drafts: list[Draft] = [created, *self._product_registration(pull.branch, fork, created.id)]
         style = out.style_instructions.strip()
@@ -287,15 +287,15 @@ class _Pilot:
         A pull branch runs from shot 1 without the story-level cast registration of ``main``, so the
         brief's product image enters the branch's memory here, caused by its ``BranchCreated``.
         """
-        product = next((m for m in self.spec.get("cast", []) if m.get("reference_blob")), None)
-        if product is None:
+        product = next((m for m in self.spec.cast if m.reference_blob), None)
+        if product is None or product.reference_blob is None:
             return []
         collector = _Collector(self.store, self.story_id, branch, cause=cause, head=fork + 1)
         recorder = CallRecorder(collector, self.ws.blobs, self.backends)
-        name, blob = str(product["name"]), str(product["reference_blob"])
-        text = recorder.embed_texts([product["description"]], shot=None)
+        name, blob = product.name, product.reference_blob
+        text = recorder.embed_texts([product.description], shot=None)
         ref = embedding_ref(self.story_id, name, text.blobs[0], text.model)
-        collector.one(EntityRegistered(name=name, kind="prop", description=product["description"], base_entity=None,
+        collector.one(EntityRegistered(name=name, kind="prop", description=product.description, base_entity=None,
                                        origin="cast", text_embedding=ref).at(None))
         view = ImageInput(label=name, digest=blob, data=self.ws.blobs.get(blob))
         image = recorder.embed_images([view], shot=None)
@@ -317,9 +317,9 @@ class _Pilot:
         clips = clips_of(state.completed)
         self.progress.step(f"judge {pull.branch}")
         frames = story_frames(self.ws.blobs, clips, cap=AD_JUDGE_FRAMES)
-        storyline = str((state.branch_created or {}).get("plan", {}).get("storyline", ""))
-        facts = {"arms": dict(pull.arms), "product": self.spec.get("product"), "brand": self.spec.get("brand"),
-                 "target_audience": self.spec.get("target_audience"), "category": self.spec.get("category"),
+        storyline = state.branch_created.plan.storyline if state.branch_created is not None else ""
+        facts = {"arms": dict(pull.arms), "product": self.spec.product, "brand": self.spec.brand,
+                 "target_audience": self.spec.target_audience, "category": self.spec.category,
                  "shots": state.num_shots, "completed": len(state.completed), "iteration": pull.iteration}
         execution, call = ad_execution(self.ctx, brief=self.spec, storyline=storyline, frames=frames, plan=facts)
         efficacy: dict[str, float] = {}

@@ -46,6 +46,7 @@ from codirector.events import (
     StoryJudged,
     VideoAnalyzed,
 )
+from codirector.events.specs import BriefRecord, StoryRecord
 from codirector.generators.base import Backends
 from codirector.generators.build import build_backends
 from codirector.generators.profiles import RunConfig, resolve
@@ -133,12 +134,11 @@ class Evaluation:
 def story_prompt(state: RunState) -> str:
     """What the story judge checks the video against: the story text, a brief's storyline, or the shots."""
     spec = state.spec
-    plan = (state.branch_created or {}).get("plan", {})
-    if spec.get("kind") == "brief" and plan.get("storyline"):
-        return (f"An ad for {spec.get('product')} by {spec.get('brand')}, for {spec.get('target_audience')}. "
-                f"{plan['storyline']}")
-    if spec.get("story"):
-        return str(spec["story"])
+    storyline = state.branch_created.plan.storyline if state.branch_created is not None else ""
+    if isinstance(spec, BriefRecord) and storyline:
+        return f"An ad for {spec.product} by {spec.brand}, for {spec.target_audience}. {storyline}"
+    if isinstance(spec, StoryRecord) and spec.story:
+        return spec.story
     return " ".join(state.plan[s].keyframe_prompt for s in sorted(state.plan))
 
 
@@ -263,7 +263,7 @@ def evaluate(
     if backends is None:
         cfg = resolve(profile, config) if (profile or config) else RunConfig.from_settings(state.settings)
         backends = build_backends(cfg)
-    settings = RunSettings.from_table(state.settings.get("run", {}))
+    settings = RunSettings.from_table(state.settings.run)
     writer = RunWriter(store, story_id, branch, head=store.branch(story_id, branch).head_position,
                        lease=ws.held(story_id, branch))
     known = recorded_answers(events)

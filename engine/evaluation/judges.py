@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict
 from codirector.engine.agents.base import AgentContext, ask
 from codirector.engine.director.agents import ARM_GUIDE, brief_text
 from codirector.events import RecordedEvent
+from codirector.events.specs import BriefRecord
 from codirector.generators.base import ImageInput
 from codirector.generators.video_io import frame_jpeg, read_some_frames, sample_indices
 from codirector.store.blobs import BlobStore
@@ -244,7 +245,7 @@ def story_judge(ctx: AgentContext, *, story_prompt: str, frames: Sequence[ImageI
                check=check_story_judge, shot=None, images=list(frames), plan=plan)
 
 
-def ad_execution(ctx: AgentContext, *, brief: Mapping[str, Any], storyline: str, frames: Sequence[ImageInput],
+def ad_execution(ctx: AgentContext, *, brief: BriefRecord, storyline: str, frames: Sequence[ImageInput],
                  plan: dict[str, Any]) -> tuple[AdExecutionOutput, RecordedEvent]:
     """The ad judge's execution criteria, primary fault and feedback."""
     user = (f"{brief_text(brief)}\n\nSTORYLINE:\n{storyline}\n\nFRAMES: {len(frames)} frames, one per second, "
@@ -253,7 +254,7 @@ def ad_execution(ctx: AgentContext, *, brief: Mapping[str, Any], storyline: str,
                check=check_ad_execution, shot=None, images=list(frames), plan=plan)
 
 
-def ad_efficacy(ctx: AgentContext, *, brief: Mapping[str, Any], dimension: str, arm: str,
+def ad_efficacy(ctx: AgentContext, *, brief: BriefRecord, dimension: str, arm: str,
                 frames: Sequence[ImageInput], plan: dict[str, Any]) -> tuple[EfficacyOutput, RecordedEvent]:
     """The efficacy of one dimension's arm, asked on its own (never shown the execution score)."""
     label = dimension.replace("_", " ")

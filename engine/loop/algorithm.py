@@ -29,6 +29,7 @@ from typing import Any
 from codirector.engine import agents
 from codirector.engine.loop.context import RunContext
 from codirector.engine.loop.retrieval import Retrieved, add_view, register_entity, retrieve_and_update
+from codirector.errors import RunStateError
 from codirector.events import (
     AlignmentReport,
     EntityUpdate,
@@ -44,6 +45,7 @@ from codirector.events import (
     VideoGenerated,
     ViewSource,
 )
+from codirector.events.specs import Evolution, StoryRecord
 from codirector.events.video import ClipReference
 from codirector.generators import registry
 from codirector.generators.base import ImageInput, ImageRequest, VideoRequest
@@ -89,25 +91,28 @@ class Loop:
         """Write the shot plan (from the story file, or from the Planner agent) and the cast's given views."""
         ctx = self.ctx
         spec = ctx.state.spec
-        if spec.get("shots"):
-            drafts = [ShotPlanned(keyframe_prompt=s["keyframe"], motion_prompt=s["motion"], uses=s.get("uses", []),
-                                  evolves=s.get("evolves", []), group=s.get("group")).at(i)
-                      for i, s in enumerate(spec["shots"], start=1)]
+        if not isinstance(spec, StoryRecord):
+            raise RunStateError(f"{ctx.story_id}/{ctx.branch} is an advertising brief's main branch, not a story",
+                                hint="run one of its pull branches")
+        if spec.shots:
+            drafts = [ShotPlanned(keyframe_prompt=s.keyframe, motion_prompt=s.motion, uses=list(s.uses),
+                                  evolves=list(s.evolves), group=s.group).at(i)
+                      for i, s in enumerate(spec.shots, start=1)]
         else:
             ctx.progress.step("planning shots")
-            out, call = agents.plan_shots(ctx.agents, story=spec["story"], num_shots=spec["num_shots"],
-                                          style=spec.get("style"))
+            out, call = agents.plan_shots(ctx.agents, story=spec.story or "", num_shots=spec.num_shots or 0,
+                                          style=spec.style)
             drafts = [ShotPlanned(keyframe_prompt=s.keyframe_prompt, motion_prompt=s.motion_prompt,
                                   planner="planner agent").at(i, cause=call.id) for i, s in enumerate(out.shots, 1)]
         ctx.writer.append(drafts)  # the run-state listener adds them to ``ctx.state.plan``
         if not ctx.settings.no_memory:
-            for member in spec.get("cast", []):
-                if member.get("reference_blob"):
-                    view = ctx.image_input(member["name"], member["reference_blob"])
-                    register_entity(ctx, name=member["name"], description=member["description"], base_entity=None,
+            for member in spec.cast:
+                if member.reference_blob:
+                    view = ctx.image_input(member.name, member.reference_blob)
+                    register_entity(ctx, name=member.name, description=member.description, base_entity=None,
                                     origin="cast", shot=None, view=view, source=ViewSource(kind="cast_file"))
-                    for blob in member.get("extra_view_blobs", []):  # a story's further images of it
-                        add_view(ctx, entity=member["name"], view=ctx.image_input(member["name"], blob),
+                    for blob in member.extra_view_blobs:  # a story's further images of it
+                        add_view(ctx, entity=member.name, view=ctx.image_input(member.name, blob),
                                  source=ViewSource(kind="cast_file"), shot=None)
 
     def run_shots(self, first: int) -> None:
@@ -205,15 +210,14 @@ class Loop:
     def _plan_hints(self, t: int) -> dict[str, Any]:
         """The story's declared intent for shot t (read only by the plan-driven preview backend)."""
         state = self.ctx.state
-        cast = {m["name"]: {"kind": m.get("kind", "character"), "description": m["description"]}
-                for m in state.spec.get("cast", [])}
-        return {"shot": t, "uses": state.uses(t), "evolves": state.evolves(t), "cast": cast}
+        cast = {m.name: {"kind": m.kind, "description": m.description} for m in state.spec.cast}
+        return {"shot": t, "uses": state.uses(t), "evolves": _as_plain(state.evolves(t)), "cast": cast}
 
     def _keyframe(self, t: int, k: int, prompt: str, retrieved: Retrieved) -> str:
         ctx = self.ctx
         request = ImageRequest(prompt=prompt, purpose="keyframe", seed=ctx.seed(t, k, "keyframe"),
                                width=ctx.settings.width, height=ctx.settings.height,
-                               references=tuple(retrieved.references), style=ctx.state.spec.get("style"))
+                               references=tuple(retrieved.references), style=ctx.state.spec.style)
         ctx.progress.step(f"keyframe round {k}")
         digest, call = ctx.recorder.image(request, shot=t)
         ctx.writer.one(KeyframeGenerated(
@@ -243,7 +247,7 @@ class Loop:
         """The clip; ``views`` (the accepted keyframe's references) go with it to a model that takes references."""
         ctx = self.ctx
         s = ctx.settings
-        limit = registry.reference_limit("video", dict(ctx.state.settings.get("video") or {}))
+        limit = registry.reference_limit("video", dict(ctx.state.settings.video))
         sent = tuple(_one_view_per_entity(views)[:limit])
         request = VideoRequest(keyframe=keyframe, prompt=motion, seed=ctx.seed(t, 0, "video"),
                                num_frames=s.num_frames, fps=s.fps, width=s.width, height=s.height, references=sent)
@@ -274,7 +278,8 @@ class Loop:
         before = state.keyframe_prompt(t + 1)
         known = set(ctx.memory.names())
         hints = {**plan, "known": sorted(known), "frames": len(frames), "next_keyframe": before,
-                 "next_evolves": state.evolves(t + 1), "carry": [n for n in state.uses(t) if n in state.uses(t + 1)]}
+                 "next_evolves": _as_plain(state.evolves(t + 1)),
+                 "carry": [n for n in state.uses(t) if n in state.uses(t + 1)]}
         out, call = agents.video_analyzer(ctx.agents, frames=frames, memory=self._relevant_first(in_shot), known=known,
                                           motion_prompt=motion, next_keyframe_prompt=before, shot=t, plan=hints)
         after = before if ctx.settings.no_refine else out.refined_next_shot.keyframe_prompt
@@ -293,6 +298,11 @@ class Loop:
 
 
 __all__ = ["Candidate", "Loop", "add_view", "select_best"]
+
+
+def _as_plain(evolves: list[Evolution]) -> list[dict[str, Any]]:
+    """Evolved states as the plan hints carry them (plain JSON, as recorded in a hint-reader's request key)."""
+    return [e.model_dump() for e in evolves]
 
 
 def _one_view_per_entity(views: list[ImageInput]) -> list[ImageInput]:

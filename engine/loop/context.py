@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from codirector.engine.agents.base import AgentContext
+from codirector.engine.loop.patches import LOOP_PATCHES
 from codirector.engine.recording.recorder import CallRecorder
 from codirector.engine.recording.writer import RunWriter
 from codirector.engine.views.memory import MemoryBank, mutate
@@ -96,6 +97,7 @@ class RunContext:
     memory: MemoryBank
     progress: Progress = field(default_factory=QuietProgress)
     scores_meaningful: bool | None = None
+    patches: frozenset[str] = frozenset()  # the loop patches this run keeps (``engine.loop.patches``)
 
     def __post_init__(self) -> None:
         self.writer.listeners.append(self._fold)
@@ -111,6 +113,12 @@ class RunContext:
     def image_input(self, label: str, digest: str) -> ImageInput:
         """A stored image as a model input (label, digest, bytes)."""
         return ImageInput(label=label, digest=digest, data=self.blobs.get(digest))
+
+    def patched(self, name: str) -> bool:
+        """Whether this run has loop patch ``name`` (``engine.loop.patches``): new behaviour if so, else the old."""
+        if name not in LOOP_PATCHES:
+            raise KeyError(f"unknown loop patch {name!r}; add it to engine.loop.patches.LOOP_PATCHES")
+        return name in self.patches
 
     def seed(self, shot: int, round_: int, purpose: str) -> int:
         return derive_seed(self.state.seed, shot, round_, purpose)

@@ -79,13 +79,14 @@ def _value(key: str, fld: str, text: str) -> str | list[Any]:
 
 def _plan_as_story(state: RunState, changed: dict[int, dict[str, Any]]) -> dict[str, Any]:
     """The branch's plan in the story file's layout (the fields its checks read)."""
-    cast = [{k: m[k] for k in ("name", "kind", "description") if k in m} for m in state.spec.get("cast", [])]
+    cast = [m.model_dump(include={"name", "kind", "description"}) for m in state.spec.cast]
     shots = []
     for n in sorted(state.plan):
         mine = changed.get(n, {})
         shots.append({"keyframe": mine.get("keyframe", state.plan[n].keyframe_prompt),
                       "motion": mine.get("motion", state.plan[n].motion_prompt),
-                      "uses": mine.get("uses", state.uses(n)), "evolves": mine.get("evolves", state.evolves(n))})
+                      "uses": mine.get("uses", state.uses(n)),
+                      "evolves": mine.get("evolves", [e.model_dump() for e in state.evolves(n)])})
     return {"title": state.title or "story", "cast": cast, "shots": shots}
 
 

@@ -5,8 +5,10 @@ backend at all: every model call must be answered by the original's ``ModelCalle
 request the recording lacks raises ``ReplayDivergence`` (with a diff of the request against the
 closest recorded one). The scratch branch's events are then compared with the original's, event
 by event (type, shot and payload; ids and timestamps aside; causation compared by position).
-Run marks (``BudgetReached``: where a budgeted run stopped before it was resumed) are not part of
-what a run did: they are left out of the comparison.
+Run marks (``BudgetReached``: where a budgeted run stopped before it was resumed;
+``RunSegmentStarted``: where each segment of the run began) are not part of what a run did: they
+are left out of the comparison. The replay runs with the loop patches the original run kept
+(``engine.loop.patches``), so a run recorded by an earlier release replays as it ran.
 
 Invariant: replay never calls a model (``model_calls`` counts calls that reached a backend, and
 there is none to reach) and never writes to the replayed branch.
@@ -18,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from codirector.engine.loop.patches import run_patches
 from codirector.engine.loop.runs import SCRATCH_PREFIX, _creation_end, execute, is_scratch
 from codirector.engine.recording.recorder import CallStats, request_diff
 from codirector.engine.workspace import Workspace
@@ -105,6 +108,7 @@ def replay(ws: Workspace, story_id: str, branch: str = MAIN, *, backends: Backen
         start = original[0].position
     else:
         start = _creation_end([e for e in original if e.branch == branch])
+    patches = run_patches([e for e in original if e.position > start], where=f"{story_id}/{branch}")
     taken = {b.name for b in store.story(story_id).branches}
     n = 1
     while f"{SCRATCH_PREFIX}{branch}~{n}" in taken:
@@ -116,10 +120,10 @@ def replay(ws: Workspace, story_id: str, branch: str = MAIN, *, backends: Backen
     stats = CallStats()
     try:
         execute(ws, story_id, branch, recording=recording, target_branch=scratch, stats=stats,
-                backends=backends)
+                backends=backends, patches=patches)
     except CodirectorError as e:  # a divergence, or the original's own failure reproduced
         stopped = e
-    replayed = [e for e in store.read(story_id, scratch) if e.position > start]
+    replayed = [e for e in store.read(story_id, scratch) if e.position > start and e.type not in RUN_MARKS]
     expected = [e for e in original if e.position > start and e.type not in RUN_MARKS]
     end = next((i for i, e in enumerate(expected) if e.type == "StoryCompleted"), None)
     evaluations = 0

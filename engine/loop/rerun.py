@@ -32,6 +32,7 @@ from codirector.engine.views.state import fold_run_state
 from codirector.engine.workspace import Workspace
 from codirector.errors import AlreadyExists, RunStateError
 from codirector.events import StoryCreated, StoryForgotten
+from codirector.events.specs import RecordedSettings, StoryRecord
 from codirector.store.blobs import digest_of
 from codirector.store.event_store import MAIN
 from codirector.store.lineage import StoryInfo
@@ -51,7 +52,7 @@ class NewStory:
 
 
 def story_to_create(story: LoadedStory, spec: StorySpec, *, plan_notes: list[str], seed: int | None,
-                    settings: dict[str, Any]) -> NewStory:
+                    settings: RecordedSettings) -> NewStory:
     """The ``StoryCreated`` a run of ``story`` would record (``spec`` may carry a derived plan); images by digest."""
     spec_data = spec.model_dump(mode="json", exclude_none=True)
     if story.format != NATIVE:
@@ -67,8 +68,8 @@ def story_to_create(story: LoadedStory, spec: StorySpec, *, plan_notes: list[str
             member["reference_blob"] = digests[0]
         if digests[1:]:
             member["extra_view_blobs"] = digests[1:]
-    created = StoryCreated(title=spec.title, seed=spec.seed if seed is None else seed, spec=spec_data,
-                           settings=settings)
+    created = StoryCreated(title=spec.title, seed=spec.seed if seed is None else seed,
+                           spec=StoryRecord.model_validate(spec_data), settings=settings)
     return NewStory(created, images)
 
 

@@ -51,9 +51,9 @@ class Retrieved:
 
 
 def _kind_for(ctx: RunContext, name: str, base: str | None) -> str:
-    for member in ctx.state.spec.get("cast", []):
-        if member["name"] == name:
-            return str(member.get("kind", "character"))
+    for member in ctx.state.spec.cast:
+        if member.name == name:
+            return member.kind
     if base is not None and base in ctx.memory:
         return ctx.memory.get(base).kind
     return "background" if name.startswith("bg_") else "other"
@@ -198,7 +198,7 @@ def _generate_reference(ctx: RunContext, p: ProposedEntity, shot: int, round_: i
     request = ImageRequest(
         prompt=f"Reference image of {p.name}: {p.description}", purpose="reference",
         seed=ctx.seed(shot, round_, f"reference:{p.name}"), width=ctx.settings.width, height=ctx.settings.height,
-        references=conditioning, style=ctx.state.spec.get("style"),
+        references=conditioning, style=ctx.state.spec.style,
     )
     ctx.progress.step(f"reference image for {p.name}")
     digest, _ = ctx.recorder.image(request, shot=shot)

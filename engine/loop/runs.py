@@ -7,6 +7,9 @@ A run of a branch is a deterministic re-execution from the branch's start (the s
 - ``execute`` (what ``resume`` and ``run --branch`` call) rebuilds the backends from the recorded
   settings, matches what the log already holds and continues from where it stopped, calling a
   backend only for requests the recording cannot answer;
+- a run records the release and the loop patches it runs with before it works, and again when a
+  later release continues it (``RunSegmentStarted``); a resumed run keeps the patches it started
+  with (``engine.loop.patches``), so a run begun on one release resumes on the next;
 - both hold the branch's lease while they work (``Workspace.lease``): a second runner of the same
   branch, in any process on any machine sharing the database, gets ``BranchBusy`` (or waits);
 - ``create_branch`` forks just before a shot started, recording overrides as events; nothing is
@@ -23,6 +26,7 @@ from codirector.engine.loop.algorithm import Loop
 from codirector.engine.loop.context import Progress, QuietProgress, RunContext, RunSettings
 from codirector.engine.loop.derived_plan import derive_plan, needs_derived_plan
 from codirector.engine.loop.overrides import parse_overrides
+from codirector.engine.loop.patches import run_patches, segment_to_record
 from codirector.engine.loop.rerun import FORGOTTEN_PREFIX, NewStory, continuation, story_to_create
 from codirector.engine.loop.story import default_story_id, read_story
 from codirector.engine.recording.budget import Budget
@@ -32,7 +36,7 @@ from codirector.engine.views.memory import fold
 from codirector.engine.views.state import RunState, fold_run_state
 from codirector.engine.workspace import Workspace
 from codirector.errors import AlreadyExists, InvalidArgument, RunStateError, StoryNotFound
-from codirector.events import MEMORY_EVENT_TYPES, BranchCreated, RecordedEvent, ShotPlanRevised
+from codirector.events import MEMORY_EVENT_TYPES, BranchCreated, RecordedEvent, ShotPlanRevised, StoryCreated
 from codirector.generators.base import Backends
 from codirector.generators.build import build_backends
 from codirector.generators.preflight import require_ready
@@ -100,7 +104,7 @@ def require_new_story(ws: Workspace, story_id: str) -> None:
 def is_brief(ws: Workspace, story_id: str) -> bool:
     """Whether ``story_id`` was created from an advertising brief (its main branch is the director's)."""
     first = ws.store.read(story_id, MAIN, limit=1)
-    return bool(first) and first[0].type == "StoryCreated" and first[0].payload.get("spec", {}).get("kind") == "brief"
+    return bool(first) and isinstance(created := first[0].event, StoryCreated) and created.spec.kind == "brief"
 
 
 def refuse_brief_main(ws: Workspace, story_id: str, branch: str, *, action: str) -> None:
@@ -192,20 +196,21 @@ def execute(
     ws: Workspace, story_id: str, branch: str = MAIN, *, backends: Backends | None = None,
     progress: Progress | None = None, recording: list[RecordedEvent] | None = None,
     target_branch: str | None = None, stats: CallStats | None = None, wait: float | None = None,
-    budget: Budget | None = None,
+    budget: Budget | None = None, patches: frozenset[str] | None = None,
 ) -> RunResult:
     """Run (or continue) a branch from its start, holding the lease of the branch it writes;
-    ``recording`` + ``target_branch`` is a replay. ``wait``: see ``Workspace.lease``. ``budget``: the
-    spending cap and prices (a replay makes no call and takes none)."""
+    ``recording`` + ``target_branch`` is a replay, run with the loop ``patches`` of the run it replays.
+    ``wait``: see ``Workspace.lease``. ``budget``: the spending cap and prices (a replay makes no call
+    and takes none)."""
     with ws.lease(story_id, target_branch or branch, wait=wait) as lease:
         return _execute(ws, story_id, branch, backends=backends, progress=progress, recording=recording,
-                        target_branch=target_branch, stats=stats, budget=budget, lease=lease)
+                        target_branch=target_branch, stats=stats, budget=budget, lease=lease, patches=patches)
 
 
 def _execute(
     ws: Workspace, story_id: str, branch: str, *, backends: Backends | None, progress: Progress | None,
     recording: list[RecordedEvent] | None, target_branch: str | None, stats: CallStats | None,
-    budget: Budget | None = None, lease: BranchLease | None = None,
+    budget: Budget | None = None, lease: BranchLease | None = None, patches: frozenset[str] | None = None,
 ) -> RunResult:
     store = ws.store
     info = store.branch(story_id, branch)
@@ -224,18 +229,21 @@ def _execute(
                          notes=[f"{story_id}/{branch} is already complete"])
     refuse_brief_main(ws, story_id, branch, action="run")
     config = RunConfig.from_settings(state.settings)
-    notes: list[str] = list(state.spec.get("plan_notes", []))  # e.g. "plan derived from the text"
+    notes: list[str] = list(state.spec.plan_notes)  # e.g. "plan derived from the text"
     if recording is None and backends is None:
         backends = build_backends(config)
     if backends is not None:
         notes.extend(backends.notes)
     write_to = target_branch or branch
     if recording is None:
-        writer = RunWriter(store, story_id, branch, head=info.head_position,
-                           existing=[e for e in events if e.position > start], lease=lease)
-    else:
+        run = [e for e in events if e.position > start]
+        patches = run_patches(run, where=f"{story_id}/{branch}")
+        segment = segment_to_record(run, patches)
+        writer = RunWriter(store, story_id, branch, head=info.head_position, existing=run, lease=lease)
+    else:  # a replay: its marks are the original's, copied where they stand there
+        segment = None
         writer = RunWriter(store, story_id, write_to, head=store.branch(story_id, write_to).head_position,
-                           lease=lease)
+                           lease=lease, mirror=[e for e in events if e.position > start])
     known = recorded_answers(prefix)
     # In a replay the backends (if any were given) are never called: the recording answers or it diverges.
     recorder = CallRecorder(writer, ws.blobs, backends, known=known, recording=recording,
@@ -248,7 +256,10 @@ def _execute(
     ctx = RunContext(story_id=story_id, branch=write_to, state=state,
                      settings=RunSettings.from_table(config.run), writer=writer, recorder=recorder,
                      blobs=ws.blobs, index=index, memory=fold(e for e in prefix if e.type in MEMORY_EVENT_TYPES),
-                     progress=progress or QuietProgress())
+                     progress=progress or QuietProgress(),
+                     patches=frozenset() if patches is None else patches)
+    if segment is not None:
+        writer.mark(segment.at())
     loop = Loop(ctx)
     begin = getattr(ctx.progress, "begin", None)  # optional: lets a progress display label each branch
     if begin is not None:
@@ -259,7 +270,9 @@ def _execute(
             first = 1
         else:
             assert state.branch_created is not None
-            first = int(state.branch_created["from_shot"])
+            if state.branch_created.from_shot is None:
+                raise RunStateError(f"{story_id}/{branch} records no shot to run from (BranchCreated.from_shot)")
+            first = state.branch_created.from_shot
         loop.run_shots(first)
     finally:
         index.save()
@@ -293,7 +306,7 @@ def create_branch(
     drafts = [created]
     for o in parsed:
         before = {"keyframe": state.keyframe_prompt, "motion": state.motion_prompt, "uses": state.uses,
-                  "evolves": state.evolves}[o.field](o.shot)
+                  "evolves": lambda n: [e.model_dump() for e in state.evolves(n)]}[o.field](o.shot)
         drafts.append(ShotPlanRevised(field=o.field, before=before, after=o.value, reason="branch override",
                                       keeps_continuity=o.field == "keyframe").at(o.shot, cause=created.id))
     info = store.create_branch(story_id, name, parent=parent, at_position=fork, events=drafts)

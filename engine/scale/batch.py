@@ -39,6 +39,8 @@ from codirector.engine.loop.story import default_story_id, read_story
 from codirector.engine.views.cost import Spend
 from codirector.engine.workspace import Workspace
 from codirector.errors import CodirectorError, InvalidArgument, StoryFileError
+from codirector.events import StoryCreated
+from codirector.events.specs import StoryRecord
 from codirector.generators.preflight import require_ready
 from codirector.generators.profiles import resolve
 from codirector.store.event_store import MAIN
@@ -244,9 +246,9 @@ def _advance(ws: Workspace, job: Job, kind: str, seen: _Seen) -> None:
         if e.type == "ModelCalled":
             agent = e.payload.get("agent")
             seen.last = f"{e.payload.get('kind', 'a')} model answered" + (f" ({agent})" if agent else "")
-        elif e.type == "StoryCreated":
-            spec = e.payload.get("spec") or {}
-            seen.total = len(spec.get("shots") or []) or int(spec.get("num_shots") or 0)
+        elif isinstance(created := e.event, StoryCreated):
+            spec = created.spec
+            seen.total = (len(spec.shots) if isinstance(spec, StoryRecord) else 0) or spec.num_shots or 0
         elif e.type == "ShotPlanned" and e.shot is not None:
             seen.total = max(seen.total, e.shot)
         elif e.type == "ShotStarted" and e.shot is not None:

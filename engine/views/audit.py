@@ -277,7 +277,7 @@ def audit_events(events: Iterable[RecordedEvent], *, story_id: str, branch: str,
     memory = fold(e for e in events if e.type in MEMORY_EVENT_TYPES)
     return Audit(
         story=story_id, branch=branch, title=state.title,
-        notes=((UNTRAINED_NOTE,) if f.meaningless else ()) + tuple(state.spec.get("plan_notes", [])),  # derived plan
+        notes=((UNTRAINED_NOTE,) if f.meaningless else ()) + tuple(state.spec.plan_notes),  # derived plan
         planned_shots=state.num_shots, completed=state.story_completed,
         shots=f.records(), memory=tuple(memory),
     )

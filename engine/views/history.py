@@ -148,8 +148,8 @@ def _planned(m: _Mentions, e: ShotPlanned, ev: RecordedEvent) -> None:
     if m.name in e.uses:
         m.add(ev, "planned_use", {})
     for evo in e.evolves:
-        if m.name in (evo.get("name"), evo.get("base_entity")):
-            m.add(ev, "planned_evolution", dict(evo))
+        if m.name in (evo.name, evo.base_entity):
+            m.add(ev, "planned_evolution", logged(evo))
 
 
 @MENTIONS.on(ShotPlanRevised)

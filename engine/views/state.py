@@ -34,6 +34,7 @@ from codirector.events import (
     StoryCreated,
     VideoAnalyzed,
 )
+from codirector.events.specs import Evolution, RecordedSettings, SpecRecord, StoryRecord
 
 
 @dataclass
@@ -44,7 +45,7 @@ class PlannedShot:
     keyframe_prompt: str
     motion_prompt: str
     uses: list[str] = field(default_factory=list)
-    evolves: list[dict[str, Any]] = field(default_factory=list)
+    evolves: list[Evolution] = field(default_factory=list)
     group: str | None = None
 
 
@@ -55,8 +56,8 @@ class RunState:
     story_id: str = ""
     title: str = ""
     seed: int = 0
-    spec: dict[str, Any] = field(default_factory=dict)
-    settings: dict[str, Any] = field(default_factory=dict)
+    spec: SpecRecord = field(default_factory=StoryRecord)  # with a branch's own cast (``BranchCreated.plan``)
+    settings: RecordedSettings = field(default_factory=RecordedSettings)
     plan: dict[int, PlannedShot] = field(default_factory=dict)
     next_prompt: dict[int, str] = field(default_factory=dict)   # refined by the video analyzer
     refined_from: dict[int, tuple[int, str]] = field(default_factory=dict)  # shot -> (position, prompt it refined)
@@ -66,7 +67,7 @@ class RunState:
     started_prompt: dict[int, str] = field(default_factory=dict)  # shot -> the prompt it started from
     completed: dict[int, dict[str, Any]] = field(default_factory=dict)
     story_completed: bool = False
-    branch_created: dict[str, Any] | None = None
+    branch_created: BranchCreated | None = None
 
     @property
     def num_shots(self) -> int:
@@ -95,9 +96,12 @@ class RunState:
         """The entities shot ``shot`` declares it shows: overridden, else planned."""
         return list(self.overrides.get(shot, {}).get("uses", self.plan[shot].uses))
 
-    def evolves(self, shot: int) -> list[dict[str, Any]]:
+    def evolves(self, shot: int) -> list[Evolution]:
         """The evolved states shot ``shot`` declares first: overridden, else planned."""
-        return list(self.overrides.get(shot, {}).get("evolves", self.plan[shot].evolves))
+        override = self.overrides.get(shot, {}).get("evolves")
+        if override is None:
+            return list(self.plan[shot].evolves)
+        return [Evolution.model_validate(e) for e in override]  # an override's states, stored as in a story file
 
     def fork_position_for(self, shot: int) -> int:
         """The position just before ``shot`` started (what a branch from that shot forks after)."""
@@ -164,12 +168,11 @@ def _story_completed(state: RunState, e: StoryCompleted, ev: RecordedEvent) -> N
 
 @RUN_STATE.on(BranchCreated)
 def _branch_created(state: RunState, e: BranchCreated, ev: RecordedEvent) -> None:
-    state.branch_created = e.payload()
-    extra_cast = e.plan.get("cast", [])
-    if extra_cast:
-        known = {m["name"] for m in state.spec.get("cast", [])}
-        state.spec = {**state.spec,
-                      "cast": [*state.spec.get("cast", []), *(m for m in extra_cast if m["name"] not in known)]}
+    state.branch_created = e
+    if e.plan.cast:
+        known = {m.name for m in state.spec.cast}
+        state.spec = state.spec.model_copy(
+            update={"cast": [*state.spec.cast, *(m for m in e.plan.cast if m.name not in known)]})
 
 
 def fold_run_state(events: Iterable[RecordedEvent], initial: RunState | None = None) -> RunState:

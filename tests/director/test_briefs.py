@@ -70,7 +70,7 @@ def test_empty_text_and_a_missing_image_are_refused(tmp_path: Path) -> None:
 def test_a_brief_with_an_image_becomes_a_story_spec_with_the_product_as_a_prop(tmp_path: Path) -> None:
     spec, image = load_brief(BRIEFS / "dewline_serum.yaml")
     assert image is not None
-    data = spec.to_spec("abc123")
+    data = spec.to_spec("abc123").model_dump()
     assert data["kind"] == "brief" and data["num_shots"] == spec.num_shots
     assert data["cast"] == [{"name": "Dewline Night Serum", "kind": "prop", "description": spec.description,
                              "reference_blob": "abc123"}]

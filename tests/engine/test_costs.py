@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 from codirector import errors
 from codirector.cli import app
 from codirector.engine.studio import Studio
+from codirector.events import RUN_MARKS
 from codirector.generators.prices import PriceTable, call_cost, image_output_tokens_bound, vision_tokens_bound
 
 from support import TINY_CLIP, TINY_CLIP_CONFIG, write_story
@@ -147,7 +148,7 @@ def calls(home: Path, story: str, branch: str = "main") -> list[Any]:
 
 def comparable(events: list[Any]) -> list[tuple[Any, ...]]:
     """A log as content: type, shot, payload (latency aside), cause by place; run marks left out."""
-    kept = [e for e in events if e.type != "BudgetReached"]
+    kept = [e for e in events if e.type not in RUN_MARKS]
     place = {e.id: i for i, e in enumerate(kept)}
     out = []
     for e in kept:

@@ -52,6 +52,8 @@ def sample(annotation: Any, i: int) -> Any:
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if annotation is Any:
         return AWKWARD[i % len(AWKWARD)]
+    if origin is typing.Annotated:  # a tagged member of a discriminated union (``events.specs.SpecRecord``)
+        return sample(args[0], i)
     if origin is Literal:
         return args[i % len(args)]
     if origin in (typing.Union, types.UnionType):
@@ -173,26 +175,66 @@ def test_the_records_and_hashes_of_a_fixed_corpus_are_pinned(monkeypatch: pytest
     assert corpus_digests() == PINNED
 
 
+def resealed(old: str) -> str:
+    """A stored record read into its typed event (upcast as any reader does) and sealed again."""
+    data = json.loads(old)
+    event = from_record(old, "").event
+    assert event.payload() == data["payload"]
+    draft = Draft(event=event, shot=data["shot"], causation_id=data["causation_id"], id=data["id"])
+    _, record = seal(draft, story_id=data["story_id"], branch=data["branch"], position=data["position"],
+                     prev_hash=data["prev_hash"], recorded_at=data["recorded_at"])
+    return record
+
+
 def test_records_written_before_a_schema_change_seal_the_same() -> None:
     """Records the code of 2026-11-30 wrote for the types whose schemas gained fields since (``VideoGenerated``:
     ``references``; ``ShotPlanRevised``: list values, ``keeps_continuity``) read and re-seal byte for byte."""
     records = json.loads((Path(__file__).parent / "records_2026_11_30.json").read_text(encoding="utf-8"))
     assert {json.loads(r)["type"] for r in records} == {"VideoGenerated", "ShotPlanRevised"}
     for old in records:
-        data = json.loads(old)
-        event = event_types()[data["type"]].model_validate(data["payload"])
-        draft = Draft(event=event, shot=data["shot"], causation_id=data["causation_id"], id=data["id"])
-        _, record = seal(draft, story_id=data["story_id"], branch=data["branch"], position=data["position"],
-                         prev_hash=data["prev_hash"], recorded_at=data["recorded_at"])
+        assert resealed(old) == old
+
+
+def test_records_written_before_the_payloads_were_typed_seal_the_same() -> None:
+    """Records the code of 2026-12-07 (2256650) wrote before ``StoryCreated.spec``/``settings``,
+    ``ShotPlanned.evolves`` and ``BranchCreated.plan`` were typed (#24) read into ``events.specs`` and re-seal
+    byte for byte: a story with reference images, extra views, a style and cuts; a story the planner writes; a
+    derived plan; an ST-Bench story; a brief with a product image and a parallel director (``c`` a float, ``[run]
+    fps`` an int); a director pull's plan; a user's branch overriding uses and evolves."""
+    records = json.loads((Path(__file__).parent / "records_2026_12_07.json").read_text(encoding="utf-8"))
+    specs = [json.loads(r)["payload"]["spec"] for r in records if json.loads(r)["type"] == "StoryCreated"]
+    assert {s.get("kind", "story") for s in specs} == {"story", "brief"}
+    assert any("plan_notes" in s for s in specs) and any("source_format" in s for s in specs)
+    assert any(json.loads(r)["payload"].get("plan", {}).get("storyline") for r in records)
+    for old in records:
+        assert resealed(old) == old
+
+
+def test_every_event_of_the_committed_home_of_2026_12_07_seals_the_same() -> None:
+    """Every event of ``tests/fixtures/home-2026-12-07`` (read only) re-seals byte for byte after validation into
+    the current typed events, and its hash is the one stored."""
+    import sqlite3
+
+    db = Path(__file__).parents[1] / "fixtures" / "home-2026-12-07" / "codirector.db"
+    with sqlite3.connect(f"file:{db}?mode=ro&immutable=1", uri=True) as conn:
+        rows = conn.execute("SELECT record, hash FROM events ORDER BY seq").fetchall()
+    assert len(rows) > 200
+    for old, stored_hash in rows:
+        record = resealed(old)
         assert record == old
+        assert hashlib.sha256(json.loads(old)["prev_hash"].encode() + record.encode()).hexdigest() == stored_hash
 
 
 # Pinned 2026-11-30 (the whole corpus, then one digest); per type since 2026-12-07, when ProviderJobSubmitted and
 # ProviderJobLost were added and VideoGenerated / ShotPlanRevised gained optional fields. Every other type's digest
 # was checked equal under the code of 2026-11-30 (58e601b) and of 2026-12-07.
+# Re-pinned 2026-12-07 (#24): StoryCreated, ShotPlanned and BranchCreated, whose spec/settings, evolves and plan
+# became typed (events.specs), so this corpus samples them differently; records written before re-seal byte for
+# byte (test_records_written_before_the_payloads_were_typed_seal_the_same, and every event of the committed
+# home in test_every_event_of_the_committed_home_of_2026_12_07_seals_the_same). RunSegmentStarted added.
 PINNED = {
     "AgentOutputRejected": "fed7fecfed3dbefe6b7010405ebbab43baa93fb83385dfd5ecf99f956637fc21",
-    "BranchCreated": "ef53ad9d598d5daf764f25703a5ceffac4ec0abbab726cc2e509cc1c0adaa9f5",
+    "BranchCreated": "059507b2913e5af3747417b9c768f532497e05b348bd7d302ff59856528d6efd",
     "BranchRanked": "8a8a00b882ac352261d7781b794ff68042cfe799c156c795745d43ab484d3285",
     "BudgetReached": "bd67ff26ac1e19c397b33e3b1fe8fce4449f3a97a85ab8866fa8a6c61363947d",
     "DirectionChosen": "22ae56343a389b9b4f031f6d4723eb8b635cda86216d42a0f4ff28b6696a9319",
@@ -206,13 +248,14 @@ PINNED = {
     "ProviderJobLost": "80005418c25bae410270b3fcc35341ecbe1d55549b26dcb3f2ed8da5b96053e2",
     "ProviderJobSubmitted": "9c4b33818dbe006bd399456f8452057823afc760b20b15754d6c7532923a0ded",
     "RewardObserved": "feb4c653c7184666b5f4bcc85a22c554fd746b75bd8787d76bf742dd58c37cd8",
+    "RunSegmentStarted": "447e69a60f0103545bc55e1375a798f22c86f13d5b15a0f28c605a5a66384c2a",
     "ShotCompleted": "803448da2e4c90c137e93010a93dfc8b3461059847547d649b1b8314184d25bf",
     "ShotJudged": "ee49d8afbc830ad3f8ac868fedb56d9378bff69c14c21fb89c67681acfd16281",
     "ShotPlanRevised": "cc05af2627ae250efddd7bce41cb3d42605d88799c8c9e5e4646042eb57e3d08",
-    "ShotPlanned": "a4edde4a294ad9bad634230a7412d381a385020bc49e40ee05d5527f2293f898",
+    "ShotPlanned": "f11d05b41c490a1d408e1da5428c8ce888fd2192347a86c6fe0eee557fd93c88",
     "ShotStarted": "5adb8c930cad953ea6d93741e095273e9d9ff0fdb9872845ae90b5d867ae7939",
     "StoryCompleted": "b3ed6394eae3ed70133dfda881adb1b259f7965a3601aa54c06ddddfd84968f4",
-    "StoryCreated": "109575f38d69f1c2e9731642c0f716a2fd9657ed84ea4cfaa75d670e6e11ef6d",
+    "StoryCreated": "f4ca7f2c56642311bdd23aa60cf34326f56d474c7034da0b2fe26c534f719c94",
     "StoryForgotten": "8ed29c9908ccca7346e06addd9c838314f5a5491ab5362b2a5930f889511b655",
     "StoryJudged": "d0c6c88e058c4de850a2ace0fa350cbc64ec42989e65b48e9bd4a82d9591f966",
     "VideoAnalyzed": "19c620b39bc612a67d6033b1d8dd87695401742308a12366663ed0f7a20cc9d5",

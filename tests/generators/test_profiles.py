@@ -39,4 +39,4 @@ def test_bad_configs_are_refused_with_the_reason(tmp_path: Path, text: str, mess
 
 def test_settings_recorded_with_a_run_hold_no_secret() -> None:
     settings = resolve("openai").to_settings()
-    assert settings["vlm"]["backend"] == "openai" and "api_key" not in str(settings)
+    assert settings.vlm["backend"] == "openai" and "api_key" not in str(settings.model_dump())
