@@ -42,15 +42,14 @@ LOOP_PATCHES: dict[str, str] = {}
 
 
 def engine_version() -> str:
-    """The installed codirector release (the package's own version when it is not installed)."""
+    """The installed codirector release ("0+source" for a source tree that is not installed). Read from the
+    distribution's metadata, not from the package root, which would import the engine back (an import circle)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
         return version("codirector")
-    except PackageNotFoundError:  # a source tree on the path
-        from codirector import __version__
-
-        return __version__
+    except PackageNotFoundError:  # a source tree on the path, not installed: say so rather than guess
+        return "0+source"
 
 
 def run_patches(run: Iterable[RecordedEvent], *, where: str = "this run") -> frozenset[str]:
