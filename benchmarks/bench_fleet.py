@@ -1,4 +1,4 @@
-"""Fleet benchmark (DESIGN §10, #26): how far one PostgreSQL carries N workers writing stories at once.
+"""Fleet benchmark (docs/architecture.md §10, #26): how far one PostgreSQL carries N workers writing stories at once.
 
 Run:  python benchmarks/bench_fleet.py                       (about 6 minutes)
       python benchmarks/bench_fleet.py --workers 1,2,4,8,16,32 --seconds 25 --json out.json [--pg URL]

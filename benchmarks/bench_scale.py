@@ -1,4 +1,4 @@
-"""Scale benchmark (DESIGN §10): a batch of 16 stories at 1, 2 and 4 Ray workers on one machine.
+"""Scale benchmark (docs/architecture.md §10): a batch of 16 stories at 1, 2 and 4 Ray workers on one machine.
 
 Run:  pip install "codirector[ray]"; python benchmarks/bench_scale.py          (about 2 minutes)
       python benchmarks/bench_scale.py --stories 16 --workers 1,2,4 --shots 3 --json out.json

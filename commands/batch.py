@@ -1,4 +1,5 @@
-"""``batch``: many stories and briefs at once, one job each, in this process or on Ray workers (DESIGN §10).
+"""``batch``: many stories and briefs at once, one job each, in this process or on Ray workers
+(docs/architecture.md §10).
 
 Also the options every command that can run on Ray shares (``--workers``, ``--ray``, ``--gpus-per-worker``).
 Nothing here imports Ray: the engine does, and only when one of those options is given.

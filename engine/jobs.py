@@ -1,4 +1,5 @@
-"""Jobs: the unit of parallel work (DESIGN §10). A job = "continue (story, branch)"; this module is its data.
+"""Jobs: the unit of parallel work (docs/architecture.md §10). A job = "continue (story, branch)";
+this module is its data.
 
     spec = WorkspaceSpec(db_url, blobs_url, cache_dir)      # all a worker needs to reach storage
     job = Job("lighthouse", "storm", budget_usd=2.0)        # what travels to a worker (ids and numbers)

@@ -2,7 +2,7 @@
 
 Invariants: nothing here writes an event. ``reindex`` only rebuilds caches (the vector index file
 and memory snapshots), which are projections of the log; ``verify`` first catches this machine's
-index cache up with the log (DESIGN §10: the cache is per worker), so what it reports is damage,
+index cache up with the log (docs/architecture.md §10: the cache is per worker), so what it reports is damage,
 never a cache that is merely behind. ``collect_garbage`` (``codirector gc``) is the one place that removes
 blobs, and only unreferenced ones: blobs no stored row names, older than ``min_age`` (a blob is written
 before its event, so a young one may belong to a run in flight).
@@ -113,7 +113,7 @@ def verify_workspace(ws: Workspace, story_id: str | None = None) -> VerifyReport
         ws.store.story(story_id)
     ids = [story_id] if story_id is not None else [s.id for s in ws.store.stories()]
     for sid in ids:
-        try:  # the index is this machine's cache (DESIGN §10): caught up first, so only damage is reported
+        try:  # the index is this machine's cache (architecture §10): caught up first, so only damage is reported
             ws.index(sid)
         except IntegrityViolation:
             pass  # an unreadable index file or a damaged embedding blob: the checks below name it

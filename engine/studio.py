@@ -250,7 +250,7 @@ class Studio:
                ray: str | None = None, gpus_per_worker: float = 0.0,
                concurrency: int | None = None) -> DirectorResult:
         """Explore creative directions for an ad brief, one branch per pull (``codirector direct``);
-        ``parallel`` pulls per round, run on Ray workers with ``workers``/``ray`` (DESIGN §10), or on
+        ``parallel`` pulls per round, run on Ray workers with ``workers``/``ray`` (docs/architecture.md §10), or on
         ``concurrency`` threads of this process (hosted models). ``budget``
         caps the whole brief, on workers too (one account for the pool: ``engine.scale.ray_pool``)."""
         from codirector.engine.director.direction import direct

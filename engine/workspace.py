@@ -1,4 +1,4 @@
-"""``Workspace``: the storage every engine service works on, built from three values (DESIGN §10).
+"""``Workspace``: the storage every engine service works on, built from three values (docs/architecture.md §10).
 
     ws = Workspace.open(db_url, blobs_url, cache_dir)   # blobs_url: a path, s3://bucket/prefix, gs://...
     ws.store      the event store (the log; SQLite or PostgreSQL)

@@ -332,7 +332,7 @@ def nearest_multiple(value: int, multiple: int) -> int:
 def availability(model: str, offline: bool | None, *, section: str, need_cuda: bool, allow_cpu: bool) -> Readiness:
     """Cheap: packages, CUDA, and the weights on disk or the hub in reach (no model load, no torch import).
 
-    Without CUDA, a backend that needs it reports ``fallback = "animatic"`` (DESIGN §7).
+    Without CUDA, a backend that needs it reports ``fallback = "animatic"`` (docs/architecture.md §9).
     """
     missing = missing_packages("torch", "diffusers", "transformers")
     if missing:

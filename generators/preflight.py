@@ -15,7 +15,7 @@ Invariants:
   set, the TOML key for a local checkpoint or folder, ``pretrained = "none"`` for tests, the package
   to install); the same problem of two backends (one unset key) is listed once, naming both.
 - Secret-free: an API key's variable is named, its value is never read beyond "is it set".
-- A backend with a documented fallback (image-to-video without CUDA runs as ``animatic``, DESIGN §7)
+- A backend with a documented fallback (image-to-video without CUDA runs as ``animatic``, docs/architecture.md §9)
   is a note, not a problem.
 - A ``[vlm]`` or ``[image]`` model that OpenAI has shut down (``profiles.model_notice``, sent to
   OpenAI's own API) is a problem of its table, with the replacement to set, listed beside any other

@@ -1,7 +1,7 @@
 """Profiles and config files: which backends a run uses, and with what options.
 
 A profile is a named set of backends; a TOML file (``--config F``) starts from a profile and
-overrides any part. The keys of DESIGN §7 are a contract (``profile``, ``[vlm] backend/model/
+overrides any part. The keys of docs/architecture.md §9 are a contract (``profile``, ``[vlm] backend/model/
 base_url``, ``[image]``, ``[video]``, ``[embedder] backend/model/pretrained``); other keys of a
 table are passed to that backend as options. ``[run]`` holds the loop's own settings.
 ``[prices."MODEL"]`` overrides a model's price (``generators.prices``); prices are not settings:

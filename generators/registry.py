@@ -40,7 +40,7 @@ class BackendInfo:
 class Readiness:
     """What a backend's cheap check found: whether it can run here, what it saw, and the fix when it cannot.
 
-    ``fallback`` names the backend a run uses instead (DESIGN §7: image-to-video without CUDA becomes
+    ``fallback`` names the backend a run uses instead (docs/architecture.md §9: image-to-video without CUDA becomes
     ``animatic``): such a backend is a note for the user, not a problem.
     """
 

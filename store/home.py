@@ -5,7 +5,7 @@
 home's ``blobs/``; ``s3://bucket/prefix``, ``gs://...``) and ``--cache DIR`` / ``CODIRECTOR_CACHE``
 (this machine's vector-index cache; default: the home). Nothing outside the home is written
 except the database, blob store and cache those values point at. These four values are all a
-worker on another machine needs (DESIGN §10); only the database and the blobs are shared.
+worker on another machine needs (docs/architecture.md §10); only the database and the blobs are shared.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The package's imports form no circle, and point one way between the layers (DESIGN §2).
+"""The package's imports form no circle, and point one way between the layers (docs/architecture.md §2).
 
 The graph is read from the source with ``ast``: every ``import`` and ``from ... import`` of a
 ``codirector`` module, wherever it stands (inside a function or under ``TYPE_CHECKING`` too: a

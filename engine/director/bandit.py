@@ -19,7 +19,7 @@ state is ``fold(events)`` over ``DirectionChosen`` / ``RewardObserved`` (other e
 ignored), so the director's state after a crash is rebuilt exactly from the log; ``apply``
 returns a new state and never mutates its argument.
 
-Parallel pulls (``direct --parallel P``, DESIGN §10): the P choices of a round are made on the
+Parallel pulls (``direct --parallel P``, docs/architecture.md §10): the P choices of a round are made on the
 statistics at the round's start (``before``) with the pulls already chosen in the round counted as
 pending (``with_pending``: the arm's count +1 at its current mean), so they spread over arms and
 remain a pure function of the log.

@@ -1,4 +1,4 @@
-"""Parallel Co-Director pulls (``direct --parallel P``, DESIGN §10): P pulls per round, run as P jobs.
+"""Parallel Co-Director pulls (``direct --parallel P``, docs/architecture.md §10): P pulls per round, run as P jobs.
 
 A round of iterations ``start .. start+P-1``:
 1. choose every pull of the round not yet chosen, in order, each on the statistics at the round's

@@ -1,6 +1,6 @@
 """An offline plan for a story that declares no cast: who and what recurs, read from the shot prompts.
 
-The preview profile's agents are plan-driven (DESIGN §7): they answer from a story's ``cast`` and
+The preview profile's agents are plan-driven (docs/architecture.md §9): they answer from a story's ``cast`` and
 each shot's ``uses``. A story from the field rarely declares either, so the preview would run with an
 empty memory. ``derive_plan`` writes that plan from the text, by the fixed rules of
 ``engine.loop.plan_text``:

@@ -1,6 +1,6 @@
 """Retrieve&Update (Algorithm 1, eq. 1) as hybrid retrieval, and registering entities.
 
-For a keyframe prompt q_t (DESIGN §5):
+For a keyframe prompt q_t (docs/architecture.md §5):
 1. vector shortlist of the entities visible on this branch now (text<->text and text<->image),
    widened with the base chains and derived states of what it found;
 2. the MemoryController chooses ``retrieved_existing`` and proposes ``new_entities``;

@@ -1,5 +1,5 @@
 """Pools that run jobs (``engine.jobs``) with workers (``engine.scale.worker``): in-process one after another,
-or on Ray actors (DESIGN §10).
+or on Ray actors (docs/architecture.md §10).
 
     pool = open_pool(spec, ws=ws)                          # no --workers/--ray: in-process, Ray never imported
     pool = open_pool(spec, workers=4, address=None)        # a local Ray with 4 worker actors

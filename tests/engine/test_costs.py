@@ -1,4 +1,4 @@
-"""Costs and budgets (DESIGN §11), end to end through the CLI against a loopback OpenAI server.
+"""Costs and budgets (docs/architecture.md §9), end to end through the CLI against a loopback OpenAI server.
 
 The server answers every agent and image request and reports usage the way OpenAI does (chat:
 prompt/completion tokens with cached prompt tokens; images: input/output tokens with text/image

@@ -102,7 +102,7 @@ def test_stale_or_tampered_index_is_reported_and_reindex_repairs_it(home: Path, 
     result = runner.invoke(app, ["--home", str(home), "reindex"])
     assert result.exit_code == 0 and "lighthouse: 8 vectors" in result.output
     assert run_verify(home)[0] == 0
-    path.unlink()  # the index is a cache (DESIGN §10): verify rebuilds a missing one from the log, no damage
+    path.unlink()  # the index is a cache (architecture §10): verify rebuilds a missing one from the log, no damage
     assert run_verify(home)[0] == 0 and path.exists()
 
 

@@ -1,4 +1,4 @@
-"""Our own story files (YAML or JSON; DESIGN §8): taken as they are, validated by ``engine.loop.story``."""
+"""Our own story files (YAML or JSON; README, "Story files"): taken as they are, validated by ``engine.loop.story``."""
 
 from __future__ import annotations
 
