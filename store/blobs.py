@@ -19,7 +19,9 @@ Invariants:
   ``AWS_DEFAULT_REGION``; for GCS gcsfs's usual sources: ``GOOGLE_APPLICATION_CREDENTIALS``, gcloud's
   application-default login, ``STORAGE_EMULATOR_HOST`` for an emulator), never from the log.
 - A remote store that stalls or errors is retried, never waited on forever: every request has short
-  connect/read timeouts (``CODIRECTOR_BLOB_TIMEOUT`` seconds, default 5, for S3), and a transient failure
+  connect/read timeouts (``CODIRECTOR_BLOB_TIMEOUT`` seconds, default 5, for S3) and a deadline for the
+  whole request (4 × that, plus a second per MB; a request stuck where no socket timeout reaches, such as a
+  PUT waiting for ``100 Continue`` on a stalled connection, is abandoned there), and a transient failure
   (a timeout, a dropped connection, HTTP 5xx, 429/SlowDown) is tried again with backoff for up to
   ``CODIRECTOR_BLOB_RETRY_SECONDS`` (default 60) before a ``StoreError`` naming the store says that
   ``resume`` continues. A put is safe to repeat (same name, same bytes); a missing blob or one whose bytes
@@ -334,7 +336,7 @@ class FsspecBlobStore(BlobStore):
         return bool(self._call("look up", self.fs.exists, self.key(digest)))
 
     def digests(self) -> Iterator[str]:
-        found = self._call("list", self.fs.find, self.root)
+        found = self._call("list", self.fs.find, self.root, size=-1)
         skip = len(self.root) + 1
         for path in sorted(found):
             name = str(path)[skip:].replace("/", "")
@@ -342,7 +344,7 @@ class FsspecBlobStore(BlobStore):
                 yield name
 
     def inventory(self) -> Iterator[BlobInfo]:
-        found = self._call("list", self._find_detailed)
+        found = self._call("list", self._find_detailed, size=-1)
         skip = len(self.root) + 1
         for path in sorted(found):
             name = str(path)[skip:].replace("/", "")
@@ -356,8 +358,8 @@ class FsspecBlobStore(BlobStore):
         except FileNotFoundError:
             pass
 
-    def _find_detailed(self) -> dict[str, dict[str, Any]]:
-        return dict(self.fs.find(self.root, detail=True))
+    def _find_detailed(self, **deadline: Any) -> dict[str, dict[str, Any]]:
+        return dict(self.fs.find(self.root, detail=True, **deadline))
 
     def describe(self) -> str:
         where = f"{self.protocol}://{self.root}"
@@ -378,7 +380,7 @@ class FsspecBlobStore(BlobStore):
             return None
 
     def _write(self, digest: str, data: bytes) -> None:
-        self._call("write", self.fs.pipe_file, self.key(digest), data)
+        self._call("write", self.fs.pipe_file, self.key(digest), data, size=len(data))
 
     def _has(self, digest: str, size: int) -> bool:
         try:
@@ -387,15 +389,20 @@ class FsspecBlobStore(BlobStore):
             return False
         return int(info.get("size", -1)) == size
 
-    def _call(self, what: str, fn: Any, *args: Any) -> Any:
+    def _call(self, what: str, fn: Any, *args: Any, size: int = 0) -> Any:
         """``fn(*args)``, tried again with backoff while it fails transiently (``is_transient``) for up to
-        ``retry_seconds()``; a missing object stays ``FileNotFoundError``, other failures become ``StoreError``."""
+        ``retry_seconds()``; a missing object stays ``FileNotFoundError``, other failures become ``StoreError``.
+        On an async filesystem (s3fs, gcsfs) each try has a deadline: 4 request timeouts plus a second per MB
+        of ``size`` (-1: a listing, 10 minutes)."""
         bound = retry_seconds()
         start = time.monotonic()
         attempt = 0
+        deadline: dict[str, float] = {}
+        if getattr(self.fs, "async_impl", False):  # fsspec's sync() abandons (cancels) the request past it
+            deadline["timeout"] = 600.0 if size < 0 else 4 * request_timeout() + size / 1e6
         while True:
             try:
-                return fn(*args)
+                return fn(*args, **deadline)
             except FileNotFoundError:
                 raise
             except Exception as e:  # botocore/aiohttp/gcsfs errors have no common base but OSError-ish ones

@@ -82,21 +82,21 @@ def test_transient_answers_are_retried_and_damage_is_not(proxied: FsspecBlobStor
                                         "ResponseMetadata": {"HTTPStatusCode": 500}}, "GetObject")
     calls = []
 
-    def flaky(path: str) -> bytes:
+    def flaky(path: str, **deadline: float) -> bytes:
         calls.append(path)
         if answers:
             raise answers.pop(0)
-        return bytes(real(path))
+        return bytes(real(path, **deadline))
 
     monkeypatch.setattr(proxied.fs, "cat_file", flaky)
     assert proxied.get(digest) == b"payload" and len(calls) == 3
     # a blob whose bytes do not match its name is damage: read once, never retried
-    monkeypatch.setattr(proxied.fs, "cat_file", lambda path: calls.append(path) or b"tampered")
+    monkeypatch.setattr(proxied.fs, "cat_file", lambda path, **kw: calls.append(path) or b"tampered")
     calls.clear()
     with pytest.raises(IntegrityViolation, match="altered"):
         proxied.get(digest)
     assert len(calls) == 1
-    monkeypatch.setattr(proxied.fs, "cat_file", lambda path: calls.append(path) or real(path))
+    monkeypatch.setattr(proxied.fs, "cat_file", lambda path, **kw: calls.append(path) or real(path, **kw))
     calls.clear()
     with pytest.raises(IntegrityViolation, match="missing"):  # a missing blob neither
         proxied.get(digest_of(b"never stored"))
