@@ -10,8 +10,9 @@ naming the fix instead of failing later on a missing column. ``connection`` turn
 A lost PostgreSQL connection (a restart, a dropped socket, a failover, a server still starting) is
 ``StoreUnreachable``; ``retrying`` (and the ``retried`` method decorator) run an operation again with
 exponential backoff until it succeeds or ``CODIRECTOR_DB_RETRY_SECONDS`` (default 30) have passed since
-the first failure, then let ``StoreUnreachable`` out (exit 6). Only the outermost retry loop of a thread
-waits: an operation made of retried operations is bounded once, not once per layer. An operation is
+the first failure, then let ``StoreUnreachable`` out (exit 6); a database this process never reached is
+retried for 3 s at most (a wrong URL is named at once, not after half a minute). Only the outermost retry
+loop of a thread waits: an operation made of retried operations is bounded once, not once per layer. An operation is
 retried only if running it again is safe: reads, lease statements (conditional on the owner), and
 appends, whose unknown outcomes the event store resolves by reading the branch head.
 """
@@ -103,6 +104,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             kwargs = {**kwargs, "connect_args": connect_args}
         engine = create_engine(url, **kwargs)
         _ping_after_idle(engine)
+        sa_event.listen(engine, "connect", lambda *_: _REACHED.add(engine))
         return engine
     raise StoreError(
         f"unsupported database URL {mask_url(url)!r}",
@@ -352,6 +354,12 @@ _PERMANENT_TEXT = ("does not exist", "authentication", "password", "pg_hba.conf"
                    "could not translate host name", "invalid", "role ")
 
 
+# Engines that have reached their database at least once. A database never reached (a wrong URL, a server down
+# before the command started) is retried only briefly: that is a set-up problem to name, not an outage to ride out.
+_REACHED: weakref.WeakSet[Engine] = weakref.WeakSet()
+FIRST_CONNECT_RETRY_S = 3.0
+
+
 def retry_seconds() -> float:
     """How long a lost database connection is retried: ``CODIRECTOR_DB_RETRY_SECONDS``, else 30."""
     raw = os.environ.get("CODIRECTOR_DB_RETRY_SECONDS") or ""
@@ -407,13 +415,13 @@ def retrying(engine: Engine, operation: Callable[[], T], what: str) -> T:
             except StoreUnreachable as e:
                 now = time.monotonic()
                 if deadline is None:
-                    bound = retry_seconds()
+                    bound = retry_seconds() if engine in _REACHED else min(retry_seconds(), FIRST_CONNECT_RETRY_S)
                     deadline = now + bound
                     _log.warning("%s: %s; retrying for up to %.0f s", what, e.message, bound)
                 failures += 1
                 if now >= deadline:
                     raise StoreUnreachable(
-                        f"{e.message}; still unreachable after {failures} tries over {retry_seconds():g} s "
+                        f"{e.message}; still unreachable after {failures} tries over {bound:g} s "
                         f"({what})",
                         hint="what was written is kept: once the database is back, `codirector resume STORY` "
                              "continues (CODIRECTOR_DB_RETRY_SECONDS sets how long a run waits for it)",

@@ -279,8 +279,11 @@ def test_an_append_to_a_locked_database_names_the_lock_writes_nothing_and_recove
 
 
 @pytest.mark.postgres
-def test_a_connection_dropped_inside_an_append_is_not_pooled_again(pg_url: str) -> None:
+def test_a_connection_dropped_inside_an_append_is_not_pooled_again(pg_url: str,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     import psycopg
+
+    monkeypatch.setenv("CODIRECTOR_DB_RETRY_SECONDS", "1")  # every try dies here: give up soon
 
     store = EventStore.open(pg_url, create=True)
     new_story(store)
