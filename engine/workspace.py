@@ -99,7 +99,9 @@ class Workspace:
         """The story's vector index, caught up with the log (and saved if it was behind)."""
         entries = expected_entries(self.store.read_story(story_id, types=VECTOR_EVENT_TYPES))
         index = VectorIndex(index_path(self.vectors_dir, story_id))
-        folder = self.vectors_dir if self.vectors_dir.exists() else self.vectors_dir.parent
+        folder = self.vectors_dir  # the nearest folder that exists: a new cache is made where one may write
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
         if sync(index, entries, self.blobs) and os.access(folder, os.W_OK):
             index.save()  # (a cache folder this user may not write, as on a read-only home: kept in memory)
         return index

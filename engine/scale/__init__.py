@@ -162,6 +162,8 @@ def open_ray_pool(spec: WorkspaceSpec, *, workers: int | None = None, address: s
 
 
 def _ray_pool_module() -> ModuleType:
+    if _ray_missing():  # ray_pool imports Ray only when a pool starts: say it before anything runs
+        raise _no_ray()
     try:
         from codirector.engine.scale import ray_pool
     except ImportError as e:
