@@ -48,8 +48,10 @@ def templates() -> Environment:
     """The one Jinja2 environment (``engine.views.templating``): the studio's folder added to its loader, and
     the studio's page helpers to its globals (the same values each time: safe to ask once per app)."""
     env = add_folder(HERE / "templates")
+    from codirector.engine.views.describe import brief_entity
+
     env.globals.update(url=url, usd=usd, thumb=lambda d, w=320: f"/thumb/{d}?w={w}", blob=lambda d: f"/blob/{d}",
-                       MAIN="main")
+                       MAIN="main", described=brief_entity)
     return env
 
 

@@ -116,6 +116,11 @@ def test_memory_page_is_memory_at_shot(served) -> None:  # type: ignore[no-untyp
     html = page(served, "/memory?story=lighthouse&branch=main&shot=8")
     assert re.search(r'class="link" data-from="Mia" data-to="Mia_red_scarf"', html)
     assert re.search(r'class="link" data-from="Mia_red_scarf" data-to="Mia_red_scarf_back"', html)
+    scarf = served.studio.memory("lighthouse", at_shot=8).get("Mia_red_scarf")
+    card = re.search(r'<article class="entity" data-entity="Mia_red_scarf">.*?</article>', html, re.S)
+    shown = card.group(0).split('title="', 1)[1].split('">', 1)[1] if card else ""
+    assert len(scarf.description) > 220 and "…" in shown  # shortened, and says so
+    assert "red scarf wound twice around her neck" in shown  # the end, where it differs from Mia, is kept (#25)
     html = page(served, "/memory?story=lighthouse&branch=main&position=30")
     assert attrs(html.split('class="gallery"', 1)[1], "data-entity") == served.studio.memory(
         "lighthouse", at_position=30).names()
