@@ -13,6 +13,12 @@ Invariants:
 - Times are the database's clock (seconds since the epoch), never a runner's, so machines whose
   clocks disagree still agree on who holds a lease and when it expires. (A test may hand ``Leases``
   and ``BranchLease`` a clock of its own, to expire a lease at once instead of sleeping through its TTL.)
+- Test hook, for tests whose lease holders are other processes: ``CODIRECTOR_LEASE_CLOCK_FILE=PATH``
+  moves every lease clock of the process (the database time ``Leases`` stamps and judges by, and the
+  ``BranchLease`` clock that times waits and renewals) forward by the seconds written in PATH, read
+  afresh at each reading (``clock_offset``), so a test expires a stopped or killed holder's lease by
+  writing the file instead of sleeping through the TTL. Unset, or PATH absent or empty: no offset, the
+  real clocks (production never sets it).
 - Renewing is taking again with the same owner: it extends our lease, or re-takes it if it
   expired and nobody else took it; if someone else did, the lease is lost (``BranchLease.lost``).
   Releasing deletes only our own row. A holder that dies (SIGKILL, a lost machine) stops renewing,
@@ -126,6 +132,31 @@ def holder_gone(owner: str) -> bool:
     return now is None or (now != "" and now != start)
 
 
+CLOCK_FILE = "CODIRECTOR_LEASE_CLOCK_FILE"
+
+
+def clock_offset() -> float:
+    """Test hook: the seconds every lease clock of this process runs ahead of the real one, as written in the file
+    that ``CODIRECTOR_LEASE_CLOCK_FILE`` names; 0 when the variable is unset or the file is absent or empty."""
+    path = os.environ.get(CLOCK_FILE)
+    if not path:
+        return 0.0
+    try:
+        text = Path(path).read_text().strip()
+    except FileNotFoundError:
+        return 0.0
+    try:
+        return float(text) if text else 0.0
+    except ValueError:
+        raise ConfigError(f"{CLOCK_FILE} names {path}, which holds {text!r}, not a number of seconds",
+                          hint=f"{CLOCK_FILE} is a test hook: unset it") from None
+
+
+def _monotonic() -> float:
+    """``BranchLease``'s default clock: ``time.monotonic``, moved on by the test hook's ``clock_offset``."""
+    return time.monotonic() + clock_offset()
+
+
 def _clock(dialect: str) -> Any:
     """The database's current time in seconds since the epoch, as an SQL expression."""
     if dialect == "postgresql":
@@ -205,8 +236,12 @@ class Leases:
 
     @property
     def _now(self) -> Any:
-        """Now, as an SQL expression: the database's clock, or the given clock's reading."""
-        return self._db_now if self.clock is None else sa.literal(float(self.clock()), sa.Float)
+        """Now, as an SQL expression: the database's clock (moved on by the test hook's ``clock_offset``), or
+        the given clock's reading."""
+        if self.clock is not None:
+            return sa.literal(float(self.clock()), sa.Float)
+        offset = clock_offset()
+        return self._db_now + sa.literal(offset, sa.Float) if offset else self._db_now
 
     def _insert(self) -> Any:
         """An INSERT with ``on_conflict_do_nothing`` (both dialects have one)."""
@@ -297,7 +332,7 @@ class BranchLease:
 
     def __init__(self, leases: Leases, story_id: str, branch: str, *, ttl: float | None = None,
                  wait: float | None = None, owner: str | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = _monotonic) -> None:
         self.leases = leases
         self.story_id = story_id
         self.branch = branch

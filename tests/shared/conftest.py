@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from shared.machines import Machine, counting_config
+from shared.machines import LeaseClock, Machine, counting_config
+
+from codirector.store.leases import CLOCK_FILE
 
 from processes import ForkServer
 
@@ -27,3 +29,12 @@ def machine(tmp_path: Path, fork_server: ForkServer):  # type: ignore[no-untyped
 @pytest.fixture
 def counting(tmp_path: Path) -> Path:
     return counting_config(tmp_path / "counting.toml")
+
+
+@pytest.fixture
+def lease_clock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LeaseClock:
+    """The lease clock of this test: its own leases and those of every `codirector` process it starts (their
+    environment is this process's) move on when the test says (``LeaseClock.advance``), not by sleeping."""
+    clock = LeaseClock(tmp_path / "lease-clock")
+    monkeypatch.setenv(CLOCK_FILE, str(clock.path))
+    return clock

@@ -23,7 +23,8 @@ from codirector.errors import StoryNotFound
 from processes import ForkServer
 from support import counting_config, normalised
 
-__all__ = ["EXAMPLES", "Machine", "Starter", "counting_config", "normalised", "solo_log", "wait_for_a_shot"]
+__all__ = ["EXAMPLES", "LeaseClock", "Machine", "Starter", "counting_config", "normalised", "solo_log", "stopped",
+           "wait_for_a_shot"]
 
 TESTS = Path(__file__).resolve().parents[1]
 EXAMPLES = TESTS.parent / "examples" / "stories"
@@ -137,6 +138,40 @@ while not go.exists():
 sys.argv = ["codirector", *sys.argv[3:]]
 codirector.cli.main()
 """
+
+
+class LeaseClock:
+    """The lease clock of a test's processes (the ``CODIRECTOR_LEASE_CLOCK_FILE`` test hook of
+    ``codirector.store.leases``): ``advance`` moves it on, in the test process and in every `codirector` process
+    whose environment names the file, at their next lease statement: a stopped or killed holder's lease expires
+    without the test sleeping through its TTL."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0.0
+        self._write()
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+        self._write()
+
+    def _write(self) -> None:  # a reader sees the old offset or the new one, never a half-written file
+        part = self.path.with_name(self.path.name + ".part")
+        part.write_text(repr(self.offset))
+        os.replace(part, self.path)
+
+
+def stopped(pid: int, timeout: float = 60) -> None:
+    """Return once the process ``pid`` is stopped (SIGSTOP has landed: state T in /proc/PID/stat; where there is no
+    /proc, after 0.1 s)."""
+    stat = Path(f"/proc/{pid}/stat")
+    if not stat.parent.exists():
+        time.sleep(0.1)
+        return
+    deadline = time.monotonic() + timeout
+    while stat.read_text().rsplit(")", 1)[1].split()[0] not in ("T", "t"):
+        assert time.monotonic() < deadline, f"pid {pid} did not stop within {timeout} s"
+        time.sleep(0.002)
 
 
 def solo_log(m: Machine, story: Path, config: Path, story_id: str = "pier") -> list[tuple[str, int | None, str]]:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from shared.machines import Machine, normalised, solo_log, wait_for_a_shot
+from shared.machines import LeaseClock, Machine, normalised, solo_log, wait_for_a_shot
 
 from codirector.engine.studio import Studio
 from codirector.store.leases import LEASES, BranchLease, Leases, boot_key
@@ -144,12 +144,12 @@ def _took_over(pid: int) -> str:
 
 
 def test_a_killed_holder_of_another_host_keeps_the_branch_until_its_lease_expires(  # type: ignore[no-untyped-def]
-    machine, counting: Path, db_url: str, tmp_path: Path
+    machine, counting: Path, db_url: str, tmp_path: Path, lease_clock: LeaseClock
 ) -> None:
     story = write_story(tmp_path / "pier.yaml", shots=4)
     reference = solo_log(machine("ref"), story, counting)
 
-    ttl = 4.0
+    ttl = 600.0  # never reached by waiting (however slow the machine): the test moves the lease clock past it
     m = machine("m", db=db_url, ttl=ttl)
     m.run("init")
     waiting = m.prepare([["resume", "pier"]], tmp_path / "busy")  # imported before the kill, released after it
@@ -159,7 +159,7 @@ def test_a_killed_holder_of_another_host_keeps_the_branch_until_its_lease_expire
         proc.kill()
         proc.wait()
         _elsewhere(s)  # the row as a runner on another machine leaves it: this host cannot tell that it is gone
-        killed = waiting.release()
+        waiting.release()
         (busy,) = waiting.procs
         assert proc.returncode == -9, "the run finished before it could be killed"
         _, err = busy.communicate(timeout=600)
@@ -170,7 +170,7 @@ def test_a_killed_holder_of_another_host_keeps_the_branch_until_its_lease_expire
         listed = s.stories()[0].branches[0]  # what `stories` shows
         assert listed.lease is not None and listed.lease.pid == proc.pid
 
-    time.sleep(max(0.0, ttl + 0.3 - (time.time() - killed)))
+    lease_clock.advance(ttl + 0.3)  # past the killed run's TTL, for this process and the ones it starts
     stale = m.json("stories")[0]["branches"][0]  # type: ignore[index]
     assert stale["running"] is False and stale["lease"]["live"] is False  # shown, but expired
     assert stale["lease"]["pid"] == proc.pid and stale["lease"]["heartbeat_age_s"] > ttl / 2
@@ -193,7 +193,7 @@ def _elsewhere(s: Studio) -> None:
 
 
 def test_wait_waits_for_the_holder_instead_of_failing(  # type: ignore[no-untyped-def]
-    machine, counting: Path, tmp_path: Path
+    machine, counting: Path, tmp_path: Path, lease_clock: LeaseClock
 ) -> None:
     story = write_story(tmp_path / "pier.yaml", shots=3)
     m = machine("m")
@@ -203,11 +203,20 @@ def test_wait_waits_for_the_holder_instead_of_failing(  # type: ignore[no-untype
         s.branch("pier", from_shot=1, name="again", overrides={"shots.1.keyframe": "Ada and Ben on a pier at dusk"})
         waiter = m.prepare([["resume", "pier", "--branch", "again", "--wait", "--json"]], tmp_path / "waiter",
                            CODIRECTOR_TEST_CALL_LOG=str(phase))
-        with BranchLease(Leases(s.store.engine), "pier", "again", ttl=2):  # another process holds the branch
+        ttl = 30.0
+        with BranchLease(Leases(s.store.engine), "pier", "again", ttl=ttl) as held:  # another process holds it
             waiter.release()
-            time.sleep(3)  # longer than the TTL: the holder's heartbeat keeps it
-            assert waiter.procs[0].poll() is None, "the waiter did not wait for the holder"
-            assert not phase.exists()  # and made no call while waiting
+            # Two TTLs on the lease clock, renewed as a heartbeat does (past half the TTL), over at least 1.5 s of
+            # real time: the waiter polls every second (its own TTL is 60 s), and waits all the while.
+            started, moved = time.monotonic(), 0.0
+            while moved < 2 * ttl or time.monotonic() - started < 1.5:
+                assert waiter.procs[0].poll() is None, "the waiter did not wait for the holder"
+                assert not phase.exists()  # and made no call while waiting
+                lease_clock.advance(2.0)
+                moved += 2.0
+                held.check()  # renews the lease once over half its TTL went by on the clock
+                time.sleep(0.05)
+            assert held.renewals >= 3 and not held.taken_over
         out, err = waiter.procs[0].communicate(timeout=600)
     assert waiter.procs[0].returncode == 0, err
     result = json.loads(out)

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from shared.machines import normalised, solo_log, wait_for_a_shot
+from shared.machines import LeaseClock, normalised, solo_log, stopped, wait_for_a_shot
 
 from codirector.engine.studio import Studio
 from codirector.store.leases import BranchLease, Leases
@@ -49,12 +49,13 @@ def test_a_terminated_run_releases_its_lease_and_resumes_at_once(  # type: ignor
         assert s.verify().ok
 
 
-def _take_while_paused(proc, leases: Leases, ttl: float) -> BranchLease:  # type: ignore[no-untyped-def]
-    """Pause ``proc`` until its lease expires and take the branch; if the pause caught it inside a lease
-    transaction (it holds the row lock), let it go on a moment and try again."""
+def _take_while_paused(proc, leases: Leases, ttl: float, clock: LeaseClock) -> BranchLease:  # type: ignore[no-untyped-def]
+    """Pause ``proc``, move the lease clock past its lease's expiry and take the branch; if the pause caught it
+    inside a lease transaction (it holds the row lock), let it go on a moment and try again."""
     while True:
         proc.send_signal(signal.SIGSTOP)
-        time.sleep(ttl + 0.5)
+        stopped(proc.pid)  # it renews nothing from here on
+        clock.advance(ttl + 0.5)
         thief = BranchLease(leases, "pier", "main", ttl=600)
         took = threading.Thread(target=thief.acquire, daemon=True)
         took.start()
@@ -64,24 +65,24 @@ def _take_while_paused(proc, leases: Leases, ttl: float) -> BranchLease:  # type
         proc.send_signal(signal.SIGCONT)
         took.join()
         thief.release()  # it got the row once the paused process went on: give it back, try again
-        time.sleep(0.2)
+        time.sleep(0.05)
 
 
 @pytest.mark.postgres
 def test_a_paused_run_that_lost_its_lease_stops_before_writing(  # type: ignore[no-untyped-def]
-    machine, counting: Path, pg_url: str, tmp_path: Path
+    machine, counting: Path, pg_url: str, tmp_path: Path, lease_clock: LeaseClock
 ) -> None:
     story = write_story(tmp_path / "pier.yaml", shots=4)
     reference = solo_log(machine("ref"), story, counting)
 
-    ttl = 2.0
+    ttl = 30.0  # never reached by waiting (however slow the machine): the test moves the lease clock past it
     m = machine("m", db=pg_url, ttl=ttl)
     m.run("init")
     proc = m.start("run", str(story), "--config", str(counting))
     with Studio(m.home, db=pg_url) as s:
         wait_for_a_shot(proc, s)
         assert proc.poll() is None, "the run finished before it could be paused"
-        thief = _take_while_paused(proc, Leases(s.store.engine), ttl)
+        thief = _take_while_paused(proc, Leases(s.store.engine), ttl, lease_clock)
         taken_at = len(s.log("pier"))
         proc.send_signal(signal.SIGCONT)
         _, err = proc.communicate(timeout=120)

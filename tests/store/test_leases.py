@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -20,7 +21,17 @@ from codirector.errors import BranchBusy, ConfigError
 from codirector.events import Draft
 from codirector.store.blobs import open_blobs
 from codirector.store.event_store import EventStore
-from codirector.store.leases import LEASES, BranchLease, Leases, boot_key, lease_ttl, new_owner, process_start
+from codirector.store.leases import (
+    CLOCK_FILE,
+    LEASES,
+    BranchLease,
+    Leases,
+    boot_key,
+    clock_offset,
+    lease_ttl,
+    new_owner,
+    process_start,
+)
 
 
 @pytest.fixture
@@ -71,6 +82,31 @@ def test_an_expired_lease_is_taken_over_and_its_holder_has_lost_it(store: EventS
     assert not leases.get("s", "main").live  # type: ignore[union-attr]
     assert leases.acquire("s", "main", "next", 30)
     assert not leases.acquire("s", "main", "dead", 30)  # the old holder cannot renew it any more
+
+
+def test_the_clock_file_test_hook_moves_the_database_clock_and_the_wait_clock_on(
+        store: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CODIRECTOR_LEASE_CLOCK_FILE: how tests with holders in other processes expire a lease without sleeping."""
+    clock_file = tmp_path / "clock"
+    monkeypatch.setenv(CLOCK_FILE, str(clock_file))
+    leases = Leases(store.engine)
+    assert clock_offset() == 0.0 and leases.acquire("s", "main", "dead", 30)  # no file yet: the real clock
+    held = BranchLease(leases, "s", "other", ttl=30).acquire()
+    try:
+        clock_file.write_text("30.5")
+        assert clock_offset() == 30.5
+        info = leases.get("s", "main")
+        assert info is not None and not info.live and abs(info.now - time.time() - 30.5) < 5
+        assert leases.acquire("s", "main", "next", 30) and not leases.acquire("s", "main", "dead", 30)
+        held.check()  # over half its TTL went by on its clock: renewed there and then
+        assert held.renewals == 1 and not held.taken_over
+    finally:
+        held.release()
+    clock_file.write_text("ten")
+    with pytest.raises(ConfigError, match="CODIRECTOR_LEASE_CLOCK_FILE"):
+        clock_offset()
+    monkeypatch.delenv(CLOCK_FILE)
+    assert clock_offset() == 0.0
 
 
 def test_heartbeat_keeps_the_lease_past_its_ttl_and_exit_releases_it(store: EventStore) -> None:
