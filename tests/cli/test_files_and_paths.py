@@ -156,6 +156,7 @@ def as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.skipif(os.geteuid() != 0 or SETPRIV is None,
                     reason="needs root and setpriv to run the CLI as an unprivileged user")
+@pytest.mark.slow  # several `codirector` processes, each paying the interpreter start-up: not the fast lane
 def test_queries_work_on_a_home_this_user_may_not_write(folder: Path) -> None:
     home = folder / "home"
     db = home / "codirector.db"

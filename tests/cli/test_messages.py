@@ -12,6 +12,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -176,6 +177,7 @@ def test_the_demo_duration_is_stated_one_way() -> None:
         assert "about a minute" not in text and "half a minute" not in text
 
 
+@pytest.mark.slow  # a `codirector` process of its own (interpreter start-up, a run): not the fast lane
 def test_an_interrupted_run_names_the_command_that_continues_it(tmp_path: Path) -> None:
     story = write_story(tmp_path / "pier.yaml", shots=3)
     home = tmp_path / "my home"
@@ -186,7 +188,7 @@ def test_an_interrupted_run_names_the_command_that_continues_it(tmp_path: Path) 
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     db = home / "codirector.db"
     while count_events(db, "ShotCompleted") < 1 and proc.poll() is None:
-        pass
+        time.sleep(0.01)  # not a busy loop: on 2 cores it would take the CPU the run needs
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err

@@ -152,6 +152,7 @@ def register_backends(register):
 '''
 
 
+@pytest.mark.slow  # several `codirector` processes, each paying the interpreter start-up: not the fast lane
 def test_third_party_log_lines_and_tracebacks_only_with_verbose(tmp_path: Path) -> None:
     (tmp_path / "noisy_plugin.py").write_text(NOISY_PLUGIN)
     cfg = tmp_path / "noisy.toml"

@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from processes import cli_env
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "home-2026-12-07"
@@ -40,6 +42,7 @@ def calls_made(calls: Path) -> int:
     return len(calls.read_text().splitlines()) if calls.exists() else 0
 
 
+@pytest.mark.slow  # several `codirector` processes, each paying the interpreter start-up: not the fast lane
 def test_the_home_of_2026_12_07_resumes_runs_replays_and_verifies(tmp_path: Path) -> None:
     home, calls = tmp_path / "home", tmp_path / "calls.log"
     shutil.copytree(FIXTURE, home)

@@ -70,6 +70,7 @@ def _ignore(folder: str, names: list[str]) -> set[str]:
     return {n for n in names if n in skip or n.endswith(".egg-info")}
 
 
+@pytest.mark.slow  # builds a wheel and installs it (pip in a process of its own): not the fast lane
 def test_a_wheel_ships_the_data_the_templates_and_every_subpackage(tmp_path: Path) -> None:
     pytest.importorskip("setuptools")
     src = tmp_path / "src"

@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from support import write_story
 
 
@@ -26,6 +28,7 @@ def _bucket_objects(url: str) -> dict[str, int]:
     return {b.name: b.size for b in bucket.list_blobs(prefix=prefix)}
 
 
+@pytest.mark.slow  # several `codirector` processes, each paying the interpreter start-up: not the fast lane
 def test_a_story_keeps_its_blobs_in_a_gcs_bucket_and_verify_rehashes_them_there(  # type: ignore[no-untyped-def]
     machine, counting: Path, gcs_bucket: str, tmp_path: Path
 ) -> None:

@@ -6,6 +6,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from codirector.events import StoryCreated
 from codirector.store.blobs import LocalBlobStore
 from codirector.store.event_store import EventStore
@@ -59,9 +61,11 @@ def race(url: str, tmp_path, n: int = 1000) -> None:  # type: ignore[no-untyped-
     store.close()
 
 
+@pytest.mark.slow  # two writer processes, each paying the interpreter start-up: not the fast lane
 def test_two_processes_on_sqlite(sqlite_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
     race(sqlite_url, tmp_path)
 
 
+@pytest.mark.slow
 def test_two_processes_on_postgres(pg_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
     race(pg_url, tmp_path)
