@@ -16,6 +16,7 @@ import pytest
 from shared.machines import LeaseClock, normalised, solo_log, stopped, wait_for_a_shot
 
 from codirector.engine.studio import Studio
+from codirector.errors import BranchBusy
 from codirector.store.leases import BranchLease, Leases
 
 from support import write_story
@@ -57,15 +58,25 @@ def _take_while_paused(proc, leases: Leases, ttl: float, clock: LeaseClock) -> B
         stopped(proc.pid)  # it renews nothing from here on
         clock.advance(ttl + 0.5)
         thief = BranchLease(leases, "pier", "main", ttl=600)
-        took = threading.Thread(target=thief.acquire, daemon=True)
+        busy: list[BranchBusy] = []
+
+        def take(thief: BranchLease = thief, busy: list[BranchBusy] = busy) -> None:
+            try:
+                thief.acquire()
+            except BranchBusy as e:  # the paused process went on (below) and renewed its lease first
+                busy.append(e)
+
+        took = threading.Thread(target=take, daemon=True)
         took.start()
-        took.join(5)
+        took.join(10)
         if not took.is_alive():
+            assert not busy, f"the lease of a stopped process, past its TTL, was not taken: {busy[0].message}"
             return thief
         proc.send_signal(signal.SIGCONT)
         took.join()
-        thief.release()  # it got the row once the paused process went on: give it back, try again
-        time.sleep(0.05)
+        if not busy:
+            thief.release()  # it got the row once the paused process went on: give it back
+        time.sleep(0.05)  # and try again
 
 
 @pytest.mark.postgres
