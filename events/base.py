@@ -49,7 +49,9 @@ class Event(BaseModel):
 
     def payload(self) -> dict[str, Any]:
         """The JSON payload exactly as it is stored."""
-        return self.__pydantic_serializer__.to_python(self, mode="json")  # model_dump, minus its wrapper
+        # model_dump, minus its wrapper
+        payload: dict[str, Any] = self.__pydantic_serializer__.to_python(self, mode="json")
+        return payload
 
     def at(self, shot: int | None = None, *, cause: str | None = None) -> Draft:
         """Wrap this event for appending, with the envelope fields the writer chooses."""

@@ -283,7 +283,7 @@ class EventStore:
         if sealed:
             return self._landed(story_id, MAIN, sealed[-1])
         with self._connect() as conn:
-            head = conn.execute(select(BRANCHES.c.head_position).where(
+            head: int | None = conn.execute(select(BRANCHES.c.head_position).where(
                 BRANCHES.c.story_id == story_id, BRANCHES.c.name == MAIN)).scalar()
         return head == 0
 
@@ -292,7 +292,7 @@ class EventStore:
         """Whether ``last`` (the last event of a batch whose commit outcome is unknown) is in the branch: the event
         at its position carries its hash, which chains every event before it, so the whole batch landed."""
         with self._connect() as conn:
-            found = conn.execute(select(EVENTS.c.hash).where(
+            found: str | None = conn.execute(select(EVENTS.c.hash).where(
                 EVENTS.c.story_id == story_id, EVENTS.c.branch == branch, EVENTS.c.position == last.position)).scalar()
         return found == last.hash
 

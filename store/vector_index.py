@@ -230,7 +230,8 @@ class VectorIndex:
         rows = self._id_map().rows_of(np.asarray([vector_id], dtype=np.int64))
         if rows.size == 0:
             raise KeyError(vector_id)
-        return self._mat[int(rows[0])].copy()
+        vector: np.ndarray = self._mat[int(rows[0])].copy()
+        return vector
 
     def search(
         self, query: np.ndarray, k: int, allowed: Collection[int] | np.ndarray | VisibleRows

@@ -62,7 +62,7 @@ def rows_by_search(wanted: np.ndarray, sorted_ids: np.ndarray, sorted_rows: np.n
         return np.empty(0, dtype=np.int64)
     pos = np.searchsorted(sorted_ids, wanted)
     pos[pos == sorted_ids.size] = 0
-    rows = sorted_rows[pos[sorted_ids[pos] == wanted]]
+    rows: np.ndarray = sorted_rows[pos[sorted_ids[pos] == wanted]]
     rows.sort()  # ascending rows: the vectors are read in memory order
     return rows
 
