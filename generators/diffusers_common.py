@@ -156,7 +156,7 @@ def pipeline_class(spec: str | type | None, class_name: str | None) -> type:
         return spec
     name = spec or class_name
     if not name:
-        return diffusers.DiffusionPipeline  # type: ignore[no-any-return]
+        return diffusers.DiffusionPipeline
     if ":" in name:
         module, _, attr = name.partition(":")
         try:

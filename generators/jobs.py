@@ -27,7 +27,7 @@ send with a clip, so a replay without backends builds the same request.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeGuard, runtime_checkable
 
 from codirector.generators.base import ImageRequest, ImageResult, VideoRequest, VideoResult
 
@@ -74,7 +74,7 @@ class ImageJobs(SubmitsJobs, Protocol):
     def collect(self, ticket: JobTicket, request: ImageRequest) -> ImageResult: ...
 
 
-def submits_jobs(backend: object) -> bool:
+def submits_jobs(backend: object) -> TypeGuard[SubmitsJobs]:
     """Whether ``backend`` is called through the job protocol (submit, then collect)."""
     return callable(getattr(backend, "submit", None)) and callable(getattr(backend, "collect", None))
 

@@ -304,7 +304,8 @@ class HashEmbedder:
 
         seed = int.from_bytes(hashlib.sha256(data).digest()[:8], "big")
         v = np.random.default_rng(seed).standard_normal(self.dim).astype("float32")
-        return v / np.linalg.norm(v)
+        unit: np.ndarray = v / np.linalg.norm(v)
+        return unit
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         return np.stack([self.vector(t.encode()) for t in texts])

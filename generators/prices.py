@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -214,7 +215,7 @@ class PriceTable:
         return cls(prices)
 
     @classmethod
-    def from_file(cls, path: str | Path | None) -> PriceTable:
+    def from_file(cls, path: str | os.PathLike[str] | None) -> PriceTable:
         """The built-ins and the ``[prices]`` of a TOML file (a run's config; other tables are ignored)."""
         if path is None:
             return cls.builtin()

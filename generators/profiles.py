@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
 import re
 import tomllib
 from dataclasses import asdict, dataclass, field
@@ -248,7 +249,7 @@ def _refuse_secrets(value: Any, where: str, path: str = "") -> None:
             _refuse_secrets(v, where, f"{path}{k}.")
 
 
-def resolve(profile: str | None = None, config_path: str | Path | None = None,
+def resolve(profile: str | None = None, config_path: str | os.PathLike[str] | None = None,
             overrides: dict[str, dict[str, Any]] | None = None) -> RunConfig:
     """Profile defaults, then the config file, then explicit overrides (later wins)."""
     data: dict[str, Any] = {}

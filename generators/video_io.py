@@ -202,7 +202,7 @@ def probe_mp4(data: bytes) -> tuple[int, float, int, int]:
             fps = float(stream.average_rate or stream.guessed_rate or 0) or 0.0
             width, height = int(stream.codec_context.width), int(stream.codec_context.height)
             frames = sum(1 for _ in container.decode(stream))
-    except (av.error.FFmpegError, IndexError, ValueError) as e:  # type: ignore[attr-defined]
+    except (av.error.FFmpegError, IndexError, ValueError) as e:
         raise BackendError(
             f"the downloaded clip is not a readable video ({len(data)} bytes, starts {data[:12]!r}): {e}",
             hint="the provider sent something else than its MP4; `codirector resume` fetches it again") from e
