@@ -127,7 +127,7 @@ def test_past_the_bound_the_operation_stops_with_store_unreachable(
     store = EventStore.open(proxy.url, create=True)  # type: ignore[attr-defined]
     try:
         write(store, 1)
-        monkeypatch.setenv("CODIRECTOR_DB_RETRY_SECONDS", "1.5")
+        monkeypatch.setenv("CODIRECTOR_DB_RETRY_SECONDS", "0.5")
         server_gone(proxy)
         for operation in (lambda: store.read("s"),
                           lambda: store.append("s", "main", [entity(9).at(1)], expected_position=3),
@@ -135,9 +135,9 @@ def test_past_the_bound_the_operation_stops_with_store_unreachable(
             t = time.monotonic()
             with pytest.raises(StoreUnreachable) as stopped:
                 operation()
-            assert 1.5 <= time.monotonic() - t < 6
+            assert 0.5 <= time.monotonic() - t < 6
             assert stopped.value.exit_code == 6 and isinstance(stopped.value, StoreError)
-            assert "still unreachable after" in stopped.value.message and "over 1.5 s" in stopped.value.message
+            assert "still unreachable after" in stopped.value.message and "over 0.5 s" in stopped.value.message
             assert "codirector resume" in (stopped.value.hint or "")
     finally:
         store.close()
