@@ -10,6 +10,7 @@ services the CLI's commands call, on the Workspace it is given.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from importlib import resources
@@ -116,8 +117,8 @@ class DemoSummary:
         }
 
 
-def run_demo(ws: Workspace, out_dir: str | Path = "codirector-demo", *, home: str = "",
-             config: str | Path | None = None, backends: Backends | None = None,
+def run_demo(ws: Workspace, out_dir: str | os.PathLike[str] = "codirector-demo", *, home: str = "",
+             config: str | os.PathLike[str] | None = None, backends: Backends | None = None,
              progress: Progress | None = None) -> DemoSummary:
     """Run the showcase and write its outputs into ``out_dir``; returns what it did and wrote."""
     started = time.perf_counter()

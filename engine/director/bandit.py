@@ -36,7 +36,7 @@ from typing import Any
 
 from codirector.errors import RunStateError, did_you_mean
 from codirector.events import DirectionChosen, Event, RecordedEvent, RewardObserved
-from codirector.events.arms import DIMENSIONS  # the one table of arms (re-exported here)
+from codirector.events.arms import DIMENSIONS as DIMENSIONS  # the one table of arms (re-exported here)
 from codirector.events.specs import DirectorSettings
 
 POLICIES = ("ucb", "epsilon_greedy")

@@ -13,6 +13,7 @@ within bounds) and its product image exists. Errors name the file, the place in 
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -107,7 +108,7 @@ def parse_brief(data: Any, source: str = "<brief>") -> BriefSpec:
                              "fix the brief and run again (see examples/briefs/ for the format)") from None
 
 
-def load_brief(path: str | Path) -> tuple[BriefSpec, bytes | None]:
+def load_brief(path: str | os.PathLike[str]) -> tuple[BriefSpec, bytes | None]:
     """Read and validate a brief file; returns the spec and the product image's bytes (if given)."""
     path = Path(path)
     try:
@@ -138,7 +139,7 @@ def load_brief(path: str | Path) -> tuple[BriefSpec, bytes | None]:
     return spec, image
 
 
-def default_brief_id(path: str | Path, spec: BriefSpec) -> str:
+def default_brief_id(path: str | os.PathLike[str], spec: BriefSpec) -> str:
     """A story id from the brief's file name (``glow_serum.yaml`` -> ``glow_serum``)."""
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(path).stem).strip("-")
     return stem or re.sub(r"[^A-Za-z0-9]+", "-", spec.display_title.lower()).strip("-") or "brief"

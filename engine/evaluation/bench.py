@@ -197,10 +197,10 @@ def bench(
                      "profile for judgements of the images")
     if any(not r.evaluation.consistency_meaningful for r in runs):
         notes.append("the embedder is untrained here: consistency values carry no meaning")
-    result = BenchResult(methods, [p.stem for p in files], rows, runs, notes, spend=spend)
+    summary = BenchResult(methods, [p.stem for p in files], rows, runs, notes, spend=spend)
     if out_dir is not None:
-        result.files = write_reports(result, out_dir)
-    return result
+        summary.files = write_reports(summary, out_dir)
+    return summary
 
 
 def _run_on_pool(ws: Workspace, files: list[Path], methods: list[str], pool: Pool, *, profile: str | None,

@@ -281,11 +281,12 @@ def evaluate(
         if clip.shot not in judged:
             planned = state.plan[clip.shot]
             description = f"Keyframe: {planned.keyframe_prompt}\nMotion: {planned.motion_prompt}"
-            out, call = shot_judge(ctx, description=description, frames=frames, shot=clip.shot,
-                                   plan=facts.shot(clip.shot, len(frames)))
+            verdict, call = shot_judge(ctx, description=description, frames=frames, shot=clip.shot,
+                                       plan=facts.shot(clip.shot, len(frames)))
             judged[clip.shot] = writer.one(ShotJudged(
-                content_match=out.content_match, action_match=out.action_match, camera_match=out.camera_match,
-                overall=out.overall, rationale=out.rationale, sampled_frames=len(frames),
+                content_match=verdict.content_match, action_match=verdict.action_match,
+                camera_match=verdict.camera_match, overall=verdict.overall, rationale=verdict.rationale,
+                sampled_frames=len(frames),
             ).at(clip.shot, cause=call.id))
         emb = recorder.embed_images(frames, shot=clip.shot)
         vectors[clip.shot] = metrics.clip_vector(emb.vectors)

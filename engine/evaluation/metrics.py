@@ -33,7 +33,7 @@ def clip_vector(frame_vectors: np.ndarray) -> np.ndarray:
     v = np.asarray(frame_vectors, dtype=np.float64)
     if v.ndim != 2 or v.shape[0] == 0:
         raise ValueError(f"expected a (frames, dim) array with at least one frame, got shape {v.shape}")
-    mean = v.mean(axis=0)
+    mean: np.ndarray = v.mean(axis=0)
     norm = float(np.linalg.norm(mean))
     return mean / norm if norm > 0 else mean
 

@@ -24,9 +24,10 @@ by hand (the writer's listener folds every written or matched event into both, `
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from codirector.engine import agents
+from codirector.engine.agents.schemas import KeyframeAnalyzerOutput
 from codirector.engine.loop.context import RunContext
 from codirector.engine.loop.retrieval import Retrieved, add_view, register_entity, retrieve_and_update
 from codirector.errors import RunStateError
@@ -160,7 +161,7 @@ class Loop:
                 q = judged.refined_keyframe_prompt
                 retrieved = retrieve_and_update(ctx, query=q, shot=t, round_=k + 1, plan=plan)
         if selected is not None:
-            how = "only_round" if s.no_synergy else "accepted"
+            how: Literal["accepted", "best_of", "only_round"] = "only_round" if s.no_synergy else "accepted"
             why = ("the analyzer is off (--no-synergy)" if s.no_synergy
                    else f"the keyframe analyzer accepted round {selected.round}")
         else:
@@ -228,7 +229,7 @@ class Loop:
         return digest
 
     def _judge(self, t: int, k: int, blob: str, q0: str, q: str, retrieved: Retrieved,
-               plan: dict[str, Any]) -> agents.KeyframeAnalyzerOutput:
+               plan: dict[str, Any]) -> KeyframeAnalyzerOutput:
         ctx = self.ctx
         ctx.progress.step(f"judge keyframe round {k}")
         visible = [ctx.memory.get(n) for n in retrieved.entities if n in ctx.memory]

@@ -22,6 +22,7 @@ view is used, and the event says so.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 
@@ -39,6 +40,7 @@ from codirector.events import (
     ViewAdded,
     ViewSource,
 )
+from codirector.events.memory import EntityKind, EntityOrigin
 from codirector.generators.base import ImageInput, ImageRequest
 
 
@@ -50,17 +52,17 @@ class Retrieved:
     entities: list[str]
 
 
-def _kind_for(ctx: RunContext, name: str, base: str | None) -> str:
+def _kind_for(ctx: RunContext, name: str, base: str | None) -> EntityKind:
     for member in ctx.state.spec.cast:
         if member.name == name:
-            return member.kind
+            return cast(EntityKind, member.kind)  # the story file's kinds are checked when it is read
     if base is not None and base in ctx.memory:
-        return ctx.memory.get(base).kind
+        return cast(EntityKind, ctx.memory.get(base).kind)  # as its EntityRegistered recorded it
     return "background" if name.startswith("bg_") else "other"
 
 
 def register_entity(
-    ctx: RunContext, *, name: str, description: str, base_entity: str | None, origin: str, shot: int | None,
+    ctx: RunContext, *, name: str, description: str, base_entity: str | None, origin: EntityOrigin, shot: int | None,
     view: ImageInput | None, source: ViewSource | None, text_vector: tuple[np.ndarray, str, str] | None = None,
     cause: str | None = None,
 ) -> None:
@@ -98,7 +100,8 @@ def _widen(ctx: RunContext, names: list[str]) -> list[Entity]:
 
 def _duplicate_of(ctx: RunContext, proposal: ProposedEntity, vector: np.ndarray) -> tuple[str, float] | None:
     """The existing entity a proposal duplicates, if its description is that close to one."""
-    ancestors = set(ctx.memory.base_chain(proposal.base_entity)) if proposal.base_entity in ctx.memory else set()
+    ancestors = (set(ctx.memory.base_chain(proposal.base_entity))
+                 if proposal.base_entity is not None and proposal.base_entity in ctx.memory else set())
     allowed = {e.text_embedding_id: e.name for e in ctx.memory
                if e.text_embedding_id is not None and e.name not in ancestors}
     if not allowed:
@@ -129,7 +132,7 @@ def _reference_view(
     return best_view(ctx.index, ctx.memory, entity, query)
 
 
-def retrieve_and_update(ctx: RunContext, *, query: str, shot: int, round_: int, plan: dict) -> Retrieved:
+def retrieve_and_update(ctx: RunContext, *, query: str, shot: int, round_: int, plan: dict[str, Any]) -> Retrieved:
     """One Retrieve&Update: returns the references for the keyframe and logs ``MemoryRetrieved``."""
     if ctx.settings.no_memory:
         ctx.writer.one(MemoryRetrieved(round=round_, query=query, memory_disabled=True).at(shot))
@@ -170,13 +173,13 @@ def retrieve_and_update(ctx: RunContext, *, query: str, shot: int, round_: int, 
         owner = _viewed(ctx, name)
         if owner in lent or (owner != name and any(r.entity == owner for r in references)):
             continue  # that view is already sent
-        view, score = _reference_view(ctx, owner, qvec, meaningful)
-        if view is None:
+        shown, score = _reference_view(ctx, owner, qvec, meaningful)
+        if shown is None:
             continue
         if owner != name:
             lent.add(owner)
-        references.append(Reference(entity=owner, blob=view.blob, view_position=view.position, score=score))
-        inputs.append(ctx.image_input(owner, view.blob))
+        references.append(Reference(entity=owner, blob=shown.blob, view_position=shown.position, score=score))
+        inputs.append(ctx.image_input(owner, shown.blob))
     ctx.writer.one(MemoryRetrieved(
         round=round_, query=query,
         candidates=[Candidate(entity=h.entity, score=h.score, via=h.via) for h in hits],

@@ -18,8 +18,9 @@ A run of a branch is a deterministic re-execution from the branch's start (the s
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from codirector.engine.loop.algorithm import Loop
@@ -121,7 +122,7 @@ def refuse_brief_main(ws: Workspace, story_id: str, branch: str, *, action: str)
 
 
 def prepare_story(
-    story_file: str | Path, *, profile: str | None = None, config: str | Path | None = None,
+    story_file: str | os.PathLike[str], *, profile: str | None = None, config: str | os.PathLike[str] | None = None,
     seed: int | None = None, max_rounds: int | None = None, story_id: str | None = None,
     ablations: dict[str, bool] | None = None, story_format: str | None = None,
 ) -> tuple[str, RunConfig, NewStory]:
@@ -152,7 +153,8 @@ def record_story(ws: Workspace, story_id: str, new: NewStory) -> None:
 
 
 def start_run(
-    ws: Workspace, story_file: str | Path, *, profile: str | None = None, config: str | Path | None = None,
+    ws: Workspace, story_file: str | os.PathLike[str], *, profile: str | None = None,
+    config: str | os.PathLike[str] | None = None,
     seed: int | None = None, max_rounds: int | None = None, story_id: str | None = None,
     ablations: dict[str, bool] | None = None, backends: Backends | None = None,
     progress: Progress | None = None, story_format: str | None = None, wait: float | None = None,
@@ -305,8 +307,10 @@ def create_branch(
                             overrides=dict(overrides or {})).at(from_shot)
     drafts = [created]
     for o in parsed:
-        before = {"keyframe": state.keyframe_prompt, "motion": state.motion_prompt, "uses": state.uses,
-                  "evolves": lambda n: [e.model_dump() for e in state.evolves(n)]}[o.field](o.shot)
+        current: dict[str, Callable[[int], str | list[Any]]] = {
+            "keyframe": state.keyframe_prompt, "motion": state.motion_prompt, "uses": state.uses,
+            "evolves": lambda n: [e.model_dump() for e in state.evolves(n)]}
+        before = current[o.field](o.shot)
         drafts.append(ShotPlanRevised(field=o.field, before=before, after=o.value, reason="branch override",
                                       keeps_continuity=o.field == "keyframe").at(o.shot, cause=created.id))
     info = store.create_branch(story_id, name, parent=parent, at_position=fork, events=drafts)

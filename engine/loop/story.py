@@ -15,6 +15,7 @@ before it is evolved, and every reference file exists. Errors name the file, the
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -222,7 +223,7 @@ class LoadedStory:
     path: Path = Path("<story>")
 
 
-def read_story(path: str | Path, story_format: str | None = None) -> LoadedStory:
+def read_story(path: str | os.PathLike[str], story_format: str | None = None) -> LoadedStory:
     """Read a story file or ViStoryBench folder in any known format (found by content, or ``story_format``)."""
     raw = read_story_data(path, story_format)
     spec = parse_story(raw.data, str(raw.path), story_format=raw.format)
@@ -246,7 +247,7 @@ def load_story(path: str | Path, story_format: str | None = None) -> tuple[Story
     return story.spec, story.images
 
 
-def default_story_id(path: str | Path, spec: StorySpec) -> str:
+def default_story_id(path: str | os.PathLike[str], spec: StorySpec) -> str:
     """A story id from the file name (``lighthouse.yaml`` -> ``lighthouse``; a story folder: its name)."""
     p = Path(path)
     if p.is_dir() or p.name == "story.json":  # a ViStoryBench story folder is named by its folder

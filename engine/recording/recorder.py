@@ -54,6 +54,7 @@ from codirector.events import (
     canonical_json,
     event_class,
 )
+from codirector.events.calls import CallKind
 from codirector.generators.base import (
     Backends,
     ImageInput,
@@ -184,7 +185,7 @@ class CallRecorder:
     # -- the one path -------------------------------------------------------------------
 
     def call(
-        self, kind: str, backend: str, model: str, request: dict[str, Any], *, shot: int | None, agent: str | None,
+        self, kind: CallKind, backend: str, model: str, request: dict[str, Any], *, shot: int | None, agent: str | None,
         invoke: Callable[[], tuple[Any, bytes | None, dict[str, Any] | None]],
         also: Sequence[dict[str, Any]] = (),
         bound: Callable[[], dict[str, Any] | None] | None = None,
@@ -231,7 +232,7 @@ class CallRecorder:
             self.budget.release()  # the call's hold, unless its answer settled it: a failed call bills nothing
 
     def _job_invoke(
-        self, kind: str, backend: str, model: str, key: str, shot: int | None,
+        self, kind: CallKind, backend: str, model: str, key: str, shot: int | None,
         job: tuple[SubmitsJobs, Any, Callable[[Any], tuple[Any, bytes | None, dict[str, Any] | None]]],
         ticket: JobTicket | None,
     ) -> Callable[[], tuple[Any, bytes | None, dict[str, Any] | None]]:
@@ -290,7 +291,7 @@ class CallRecorder:
         return answer
 
     def _within_budget(
-        self, kind: str, backend: str, model: str, agent: str | None, key: str, shot: int | None,
+        self, kind: CallKind, backend: str, model: str, agent: str | None, key: str, shot: int | None,
         bound: Callable[[], dict[str, Any] | None] | None,
     ) -> None:
         """Stop before a live call whose worst case would take spending past the budget (``BudgetReached``)."""
@@ -304,7 +305,7 @@ class CallRecorder:
         raise self.budget.exceeded(mark, shot=shot, story_id=self.writer.story_id, branch=self.writer.branch)
 
     def _from_recording(
-        self, kind: str, backend: str, model: str, forms: list[dict[str, Any]], keys: list[str], shot: int | None
+        self, kind: CallKind, backend: str, model: str, forms: list[dict[str, Any]], keys: list[str], shot: int | None
     ) -> RecordedEvent:
         recorded = next((self._recording[k] for k in keys if k in self._recording), None)
         if recorded is None:
@@ -317,7 +318,7 @@ class CallRecorder:
         return self.writer.one(ModelCalled.model_validate(recorded.payload).at(shot))
 
     def _divergence(
-        self, kind: str, backend: str, model: str, forms: list[dict[str, Any]], shot: int | None
+        self, kind: CallKind, backend: str, model: str, forms: list[dict[str, Any]], shot: int | None
     ) -> ReplayDivergence:
         """The error for a request the recording lacks, with a diff against the closest recorded one."""
         request = forms[0]
@@ -342,7 +343,7 @@ class CallRecorder:
         )
 
     def _live(
-        self, kind: str, backend: str, model: str, agent: str | None, request: dict[str, Any], key: str,
+        self, kind: CallKind, backend: str, model: str, agent: str | None, request: dict[str, Any], key: str,
         shot: int | None, invoke: Callable[[], tuple[Any, bytes | None, dict[str, Any] | None]],
     ) -> RecordedEvent:
         if self.on_call is not None:
@@ -382,7 +383,7 @@ class CallRecorder:
         return self.writer.one(event.at(shot))
 
     def _record_failure(
-        self, kind: str, backend: str, model: str, agent: str | None, request: dict[str, Any], key: str,
+        self, kind: CallKind, backend: str, model: str, agent: str | None, request: dict[str, Any], key: str,
         shot: int | None, started: float, message: str,
     ) -> None:
         event = ModelCalled(kind=kind, backend=backend, model=model, agent=agent, request_key=key, request=request,
@@ -460,7 +461,8 @@ class CallRecorder:
         from PIL import Image
 
         def run(e: Any) -> np.ndarray:
-            return e.embed_images([Image.open(io.BytesIO(im.data)) for im in images])
+            vectors: np.ndarray = e.embed_images([Image.open(io.BytesIO(im.data)) for im in images])
+            return vectors
 
         return self._embed({"images": [{"blob": im.digest} for im in images]}, shot, run)
 

@@ -224,7 +224,7 @@ class RayPool:
             raise InvalidArgument("this budget is shared by another Ray pool already",
                                   hint="run one pool at a time for a command's --budget")
         name = f"codirector-budget-{uuid.uuid4().hex}"
-        self._account = AccountActor.options(name=name).remote(**asdict(budget.ledger))  # type: ignore[attr-defined]
+        self._account = AccountActor.options(name=name).remote(**asdict(budget.ledger))
         self._budget, self._driver_holder = budget, budget.holder
         budget.ledger, budget.holder = SharedLedger(self._account, budget.limit_usd), "driver"
         return name, budget.limit_usd, budget.prices

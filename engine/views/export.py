@@ -37,7 +37,7 @@ class ExportResult:
                 "planned_shots": self.planned_shots}
 
 
-def output_path(out: str | Path, story_id: str, branch: str) -> Path:
+def output_path(out: str | os.PathLike[str], story_id: str, branch: str) -> Path:
     """Where ``-o OUT`` puts the video: ``OUT`` itself, or ``OUT/STORY-BRANCH.mp4`` when ``OUT`` is a folder
     (or ends with a slash). A slash or control character of a name becomes ``_`` in the file name."""
     path = Path(out)
@@ -51,7 +51,7 @@ def video_name(story_id: str, branch: str) -> str:
     return "".join("_" if c in "/\\" or not c.isprintable() else c for c in f"{story_id}-{branch}") + ".mp4"
 
 
-def export_branch(ws: Workspace, story_id: str, branch: str, out: str | Path) -> ExportResult:
+def export_branch(ws: Workspace, story_id: str, branch: str, out: str | os.PathLike[str]) -> ExportResult:
     """Write the branch's video to ``out`` (a file, or a folder: ``output_path``); returns shots, frames and the
     file's path. A failed export leaves no file behind, and its ``OSError`` names the path asked for."""
     state = fold_run_state(ws.store.read(story_id, branch))

@@ -11,6 +11,7 @@ rounds (``img.keyframe``) and each round's ``.decision``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from codirector.engine.views.audit import Audit
@@ -62,7 +63,7 @@ def render_html(audit: Audit, blobs: BlobStore) -> str:
     return render("audit.html", audit=audit, image=images.uri, checks=_checks, card=card)
 
 
-def write_html(audit: Audit, blobs: BlobStore, path: str | Path) -> Path:
+def write_html(audit: Audit, blobs: BlobStore, path: str | os.PathLike[str]) -> Path:
     path = Path(path)  # (write_atomically makes the folder, and names this path if it cannot)
     write_atomically(path, render_html(audit, blobs).encode("utf-8"))
     return path

@@ -13,6 +13,7 @@ every error names the file and, once a format is chosen, that format.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,7 @@ def detect_format(data: Any) -> StoryFormat | None:
     return next((f for f in FORMATS if f.detect(data)), None)
 
 
-def read_story_data(path: str | Path, story_format: str | None = None) -> StoryData:
+def read_story_data(path: str | os.PathLike[str], story_format: str | None = None) -> StoryData:
     """Parse, detect (or take ``story_format``) and convert a story; ``StoryFileError`` on any problem."""
     given = Path(path)
     file = _story_file(given)

@@ -127,9 +127,9 @@ def convert(data: dict[str, Any], source: str, folder: Path) -> dict[str, Any]:
                       "motion": text["Plot Correspondence"], "uses": [*uses, bg]})
         plots.append(_sentence(text["Plot Correspondence"]))
     # the memory controller's limit on new entities per shot; characters with an image are known from the start
-    uses = cap_new_per_shot([s["uses"] for s in shots], MAX_NEW_ENTITIES,
-                            known={m["name"] for m in cast if m.get("reference")})
-    for shot, used in zip(shots, uses, strict=True):
+    capped = cap_new_per_shot([s["uses"] for s in shots], MAX_NEW_ENTITIES,
+                              known={m["name"] for m in cast if m.get("reference")})
+    for shot, used in zip(shots, capped, strict=True):
         shot["uses"] = used
     title = f"ViStoryBench story {folder.name}"
     kind = data.get("Story_type")
