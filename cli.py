@@ -23,6 +23,7 @@ import signal
 import sys
 import traceback
 import warnings
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -209,7 +210,7 @@ def _global(
 
 
 # In the order `codirector --help` lists them.
-for _name, _command in [
+_COMMANDS: list[tuple[str, Callable[..., Any]]] = [
     ("init", queries.init), ("stories", queries.stories), ("forget", queries.forget), ("log", queries.log),
     ("memory", queries.memory),
     ("history", views.history), ("run", runs.run), ("resume", runs.resume), ("export", runs.export),
@@ -219,7 +220,8 @@ for _name, _command in [
     ("demo", director.demo),
     ("serve", serve.serve),
     ("backends", queries.backends), ("verify", queries.verify), ("reindex", queries.reindex), ("gc", gc.gc),
-]:
+]
+for _name, _command in _COMMANDS:
     app.command(name=_name)(_command)
 
 

@@ -160,8 +160,8 @@ def evidence_lines(s: ShotAudit) -> list[str]:
         lines.append(f"memory: {u.label()} {u.kind}{frame} (position {u.position})")
     if s.next_prompt is not None and s.next_prompt.after:
         lines.append(f"next shot {s.next_prompt.shot}: {s.next_prompt.before!r} -> {s.next_prompt.after!r}")
-    for j in s.rejected:
-        lines.append(f"rejected: {j.agent} attempt {j.attempt}: {'; '.join(j.errors)}")
+    for rejection in s.rejected:
+        lines.append(f"rejected: {rejection.agent} attempt {rejection.attempt}: {'; '.join(rejection.errors)}")
     return lines
 
 
