@@ -129,3 +129,11 @@ def pick_duration(seconds: float, allowed: tuple[float, ...]) -> float:
         return seconds
     longer = [d for d in sorted(allowed) if d >= seconds - 1e-9]
     return longer[0] if longer else max(allowed)
+
+
+def clip_seconds(num_frames: int, fps: float, configured: float | None, allowed: tuple[float, ...]) -> float:
+    """The clip length to ask a hosted video model for (what it bills): the configured ``duration``, else the
+    shot's own length (``num_frames / fps``) as the model allows (``pick_duration``)."""
+    if configured is not None:
+        return configured
+    return pick_duration(num_frames / fps, allowed)

@@ -29,7 +29,7 @@ from codirector.errors import BackendError, ConfigError, ProviderJobFailed, Prov
 from codirector.generators.base import ImageRequest, ImageResult, VideoRequest, VideoResult
 from codirector.generators.hosted.fal_presets import Preset, preset_for
 from codirector.generators.hosted.http import ProviderHTTP, api_key, poll_delays, without_query
-from codirector.generators.jobs import Capabilities, JobTicket, aspect_ratio, pick_duration
+from codirector.generators.jobs import Capabilities, JobTicket, aspect_ratio, clip_seconds
 from codirector.generators.openai_client import data_url
 from codirector.generators.registry import Readiness
 
@@ -214,9 +214,7 @@ class FalVideoGenerator(_FalJobs):
 
     def seconds(self, request: VideoRequest) -> float:
         """The clip length asked of the model: the configured duration, else the shot's, as the model allows."""
-        if self.opts.duration is not None:
-            return self.opts.duration
-        return pick_duration(request.num_frames / request.fps, self.capabilities.durations)
+        return clip_seconds(request.num_frames, request.fps, self.opts.duration, self.capabilities.durations)
 
     def usage_bound(self, request: VideoRequest) -> dict[str, Any]:
         return {"video_seconds": self.seconds(request)}

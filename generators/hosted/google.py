@@ -47,7 +47,7 @@ from codirector.errors import BackendError, ConfigError, ProviderJobFailed, Prov
 from codirector.generators import datafiles
 from codirector.generators.base import ImageRequest, ImageResult, VideoRequest, VideoResult
 from codirector.generators.hosted.http import ProviderHTTP, api_key, poll_delays
-from codirector.generators.jobs import Capabilities, JobTicket, aspect_ratio, pick_duration
+from codirector.generators.jobs import Capabilities, JobTicket, aspect_ratio, clip_seconds
 from codirector.generators.openai_client import bad_base_url, image_mime, safe_url
 from codirector.generators.registry import Readiness
 
@@ -226,9 +226,7 @@ class GoogleVideoGenerator(_GoogleHTTP):
     def seconds(self, request: VideoRequest) -> float:
         if request.references[: self.capabilities.references]:
             return REFERENCE_SECONDS
-        if self.opts.duration is not None:
-            return self.opts.duration
-        return pick_duration(request.num_frames / request.fps, self.capabilities.durations)
+        return clip_seconds(request.num_frames, request.fps, self.opts.duration, self.capabilities.durations)
 
     def usage_bound(self, request: VideoRequest) -> dict[str, Any]:
         return {"video_seconds": self.seconds(request)}

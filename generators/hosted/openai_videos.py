@@ -34,7 +34,7 @@ from typing import Any
 from codirector.errors import BackendError, ConfigError, ProviderJobFailed, ProviderJobUnknown
 from codirector.generators.base import VideoRequest, VideoResult
 from codirector.generators.hosted.http import ProviderHTTP, api_key, poll_delays, without_query
-from codirector.generators.jobs import Capabilities, JobTicket, pick_duration
+from codirector.generators.jobs import Capabilities, JobTicket, clip_seconds
 from codirector.generators.openai_client import bad_base_url, data_url, image_mime, is_openai_host, safe_url
 from codirector.generators.registry import Readiness
 
@@ -178,9 +178,7 @@ class OpenAIVideosGenerator:
 
     def seconds(self, request: VideoRequest) -> float:
         """The clip length asked for: the configured duration, else the shot's, as the model allows."""
-        if self.opts.duration is not None:
-            return self.opts.duration
-        return pick_duration(request.num_frames / request.fps, self.capabilities.durations)
+        return clip_seconds(request.num_frames, request.fps, self.opts.duration, self.capabilities.durations)
 
     def usage_bound(self, request: VideoRequest) -> dict[str, Any]:
         return {"video_seconds": self.seconds(request)}
