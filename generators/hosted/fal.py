@@ -28,7 +28,7 @@ from typing import Any
 from codirector.errors import BackendError, ConfigError, ProviderJobFailed, ProviderJobUnknown
 from codirector.generators.base import ImageRequest, ImageResult, VideoRequest, VideoResult
 from codirector.generators.hosted.fal_presets import Preset, preset_for
-from codirector.generators.hosted.http import ProviderHTTP, api_key, poll_delays, without_query
+from codirector.generators.hosted.http import ProviderHTTP, answer_body, api_key, poll_delays, without_query
 from codirector.generators.jobs import Capabilities, JobTicket, aspect_ratio, clip_seconds
 from codirector.generators.openai_client import data_url
 from codirector.generators.registry import Readiness
@@ -113,11 +113,9 @@ class _FalJobs:
 
     def _submit(self, body: dict[str, Any]) -> JobTicket:
         response = self.http.request("POST", f"/{self.model}", json=body)
-        if response.status_code in (400, 422):
-            reason = reason_of(_json(response))
-            raise ProviderJobFailed(f"fal refused the {self.kind} job for {self.model!r}: {reason}",
-                                    hint="the provider's reason is quoted; change the prompt, the input or the "
-                                    "model, then `codirector resume`", reason=reason)
+        self.http.refuse_rejected(response, f"fal refused the {self.kind} job for {self.model!r}", reason_of,
+                                  "the provider's reason is quoted; change the prompt, the input or the model, then "
+                                  "`codirector resume`")
         data = self.http.json_or_error(response, f"submitting to {self.model!r}")
         try:
             request_id = str(data["request_id"])
@@ -140,7 +138,7 @@ class _FalJobs:
                                          job_id=ticket.job_id)
             if response.status_code not in (200, 202):
                 raise self.http.error(response, f"the status of request {ticket.job_id}")
-            status = _json(response)
+            status = answer_body(response)
             state = str(status.get("status", "")) if isinstance(status, dict) else ""
             if state == "COMPLETED":
                 if isinstance(status, dict) and status.get("error"):
@@ -159,7 +157,7 @@ class _FalJobs:
         if response.status_code == 404:
             raise ProviderJobUnknown(f"fal has no result for request {ticket.job_id} any more", job_id=ticket.job_id)
         if not 200 <= response.status_code < 300:
-            self._failed(ticket, reason_of(_json(response)) or f"HTTP {response.status_code}")
+            self._failed(ticket, reason_of(answer_body(response)) or f"HTTP {response.status_code}")
         output = self.http.json_or_error(response, f"the result of request {ticket.job_id}")
         if not isinstance(output, dict):
             raise BackendError(f"fal's result for request {ticket.job_id} is not an object: {str(output)[:200]!r}")
@@ -182,12 +180,6 @@ class _FalJobs:
         raise ProviderJobUnknown(f"fal's {what} for request {ticket.job_id} expired before it was downloaded",
                                  job_id=ticket.job_id)
 
-
-def _json(response: Any) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return {"detail": response.text[:300]}
 
 
 def _output_url(output: dict[str, Any], field: str) -> str | None:

@@ -120,12 +120,6 @@ def reason_of(body: Any) -> str:
     return str(body)[:500]
 
 
-def _json(response: Any) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return {"error": {"message": response.text[:300]}}
-
 
 def inline_image(data: bytes) -> dict[str, str]:
     """An image as Veo's instances take it."""
@@ -256,11 +250,9 @@ class GoogleVideoGenerator(_GoogleHTTP):
 
     def submit(self, request: VideoRequest) -> JobTicket:
         response = self.http.request("POST", f"/models/{self.model}:predictLongRunning", json=self.body_for(request))
-        if response.status_code in (400, 422):
-            reason = reason_of(_json(response))
-            raise ProviderJobFailed(f"Google refused the Veo job for {self.model!r}: {reason}",
-                                    hint="Google's reason is quoted; change the prompt, the keyframe or the model, "
-                                    "then `codirector resume`", reason=reason)
+        self.http.refuse_rejected(response, f"Google refused the Veo job for {self.model!r}", reason_of,
+                                  "Google's reason is quoted; change the prompt, the keyframe or the model, then "
+                                  "`codirector resume`")
         data = self.http.json_or_error(response, f"starting {self.model!r}")
         name = data.get("name") if isinstance(data, dict) else None
         if not name:
@@ -368,11 +360,9 @@ class GoogleImageGenerator(_GoogleHTTP):
 
         with self.job_slot():
             response = self.http.request("POST", f"/models/{self.model}:generateContent", json=self.body_for(request))
-        if response.status_code in (400, 422):
-            reason = reason_of(_json(response))
-            raise ProviderJobFailed(f"Google refused the image request for {self.model!r}: {reason}",
-                                    hint="Google's reason is quoted; change the prompt or the references, then "
-                                    "`codirector resume`", reason=reason)
+        self.http.refuse_rejected(response, f"Google refused the image request for {self.model!r}", reason_of,
+                                  "Google's reason is quoted; change the prompt or the references, then "
+                                  "`codirector resume`")
         answer = self.http.json_or_error(response, f"generating an image with {self.model!r}")
         data = _image_part(answer)
         if data is None:

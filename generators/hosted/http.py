@@ -24,12 +24,12 @@ import os
 import random
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from codirector.errors import BackendError
+from codirector.errors import BackendError, ProviderJobFailed
 
 log = logging.getLogger("codirector.hosted")
 
@@ -61,6 +61,15 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def answer_body(response: Any) -> Any:
+    """A provider's answer as JSON, or its text (stripped, the first 300 characters) when it is not JSON: what each
+    provider's ``reason_of`` reads its own words from."""
+    try:
+        return response.json()
+    except ValueError:
+        return response.text[:300].strip()
 
 
 def api_key(variable: str, provider: str) -> str:
@@ -177,6 +186,13 @@ class ProviderHTTP:
             hint="the provider is overloaded or down; `codirector resume` continues later without repeating "
             "recorded calls",
         )
+
+    def refuse_rejected(self, response: Any, message: str, reason_of: Callable[[Any], str], hint: str) -> None:
+        """``ProviderJobFailed`` (``message``: the provider's reason, quoted) when it rejected a request outright
+        (400 or 422: moderation, invalid input); nothing otherwise. ``reason_of`` reads the provider's error shape."""
+        if response.status_code in (400, 422):
+            reason = reason_of(answer_body(response))
+            raise ProviderJobFailed(f"{message}: {reason}", hint=hint, reason=reason)
 
     def json_or_error(self, response: Any, what: str) -> Any:
         """The JSON body of a 2xx answer; ``BackendError`` quoting the provider for anything else."""

@@ -212,11 +212,9 @@ class OpenAIVideosGenerator:
             mime, ext = image_mime(request.keyframe.data)
             files = {"input_reference": (f"keyframe.{ext}", request.keyframe.data, mime)}
             response = self.http.request("POST", "/videos", data=fields, files=files)
-        if response.status_code in (400, 422):
-            reason = reason_of(_json(response))
-            raise ProviderJobFailed(f"{PROVIDER} refused the video job for {self.model!r}: {reason}",
-                                    hint="the provider's reason is quoted; change the prompt, the keyframe or the "
-                                    "model, then `codirector resume`", reason=reason)
+        self.http.refuse_rejected(response, f"{PROVIDER} refused the video job for {self.model!r}", reason_of,
+                                  "the provider's reason is quoted; change the prompt, the keyframe or the model, "
+                                  "then `codirector resume`")
         data = self.http.json_or_error(response, f"creating a video with {self.model!r}")
         video_id = data.get("id") if isinstance(data, dict) else None
         if not video_id:
@@ -279,12 +277,6 @@ class OpenAIVideosGenerator:
         with self.job_slot():
             return self.collect(self.submit(request), request)
 
-
-def _json(response: Any) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return {"error": {"message": response.text[:300]}}
 
 
 def check(model: str | None = None, base_url: str | None = None, api_key_env: str = DEFAULT_KEY_ENV,
