@@ -169,6 +169,15 @@ class _FalJobs:
             hint="the provider's reason is quoted; fix the cause (the prompt, the input image, the model), then "
             "`codirector resume` submits it again", reason=reason, job_id=ticket.job_id)
 
+    def _output_file(self, ticket: JobTicket) -> bytes:
+        """The job's output file (the first at the preset's ``output_field``), once the job is done."""
+        field = self.opts.preset.output_field
+        url = _output_url(self._result(ticket), field)
+        if url is None:
+            raise BackendError(f"fal's result for request {ticket.job_id} has no {field}.url",
+                               hint=f"set [{self.kind}.arguments] output_field to the field that holds the {self.kind}")
+        return self._fetch(ticket, url, self.kind)
+
     def _fetch(self, ticket: JobTicket, url: str, what: str) -> bytes:
         """Download an output at once; an expired URL is asked for again, then the job counts as lost."""
         for _ in range(2):
@@ -239,12 +248,7 @@ class FalVideoGenerator(_FalJobs):
     def collect(self, ticket: JobTicket, request: VideoRequest) -> VideoResult:
         from codirector.generators.video_io import probe_mp4
 
-        output = self._result(ticket)
-        url = _output_url(output, self.opts.preset.output_field)
-        if url is None:
-            raise BackendError(f"fal's result for request {ticket.job_id} has no {self.opts.preset.output_field}.url",
-                               hint="set [video.arguments] output_field to the field that holds the video")
-        mp4 = self._fetch(ticket, url, "video")
+        mp4 = self._output_file(ticket)
         frames, fps, width, height = probe_mp4(mp4)
         # fal bills the duration asked for (Kling's 5 s, Wan's frame count), whatever the file holds
         usage: dict[str, Any] = {"video_seconds": self.seconds(request), "frames": frames}
@@ -297,12 +301,7 @@ class FalImageGenerator(_FalJobs):
 
         from codirector.generators.imaging import cover, png
 
-        output = self._result(ticket)
-        url = _output_url(output, self.opts.preset.output_field)
-        if url is None:
-            raise BackendError(f"fal's result for request {ticket.job_id} has no {self.opts.preset.output_field}.url",
-                               hint="set [image.arguments] output_field to the field that holds the images")
-        data = self._fetch(ticket, url, "image")
+        data = self._output_file(ticket)
         try:
             im = Image.open(io.BytesIO(data)).convert("RGB")
         except Exception as e:
