@@ -50,6 +50,21 @@ def count_events(db: Path, type: str | None = None) -> int:
         return 0
 
 
+def event_payloads(db: Path, type: str) -> list[dict[str, Any]]:
+    """The payloads of a SQLite store's events of one type, read-only; [] while the store does not exist yet."""
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
+            rows = conn.execute("SELECT record FROM events WHERE type = ?", (type,)).fetchall()
+    except sqlite3.Error:
+        return []
+    return [json.loads(r[0])["payload"] for r in rows]
+
+
+def video_answers(db: Path) -> int:
+    """How many clips a SQLite store's log holds answers for (``ModelCalled`` of kind video)."""
+    return sum(1 for p in event_payloads(db, "ModelCalled") if p.get("kind") == "video")
+
+
 def kill_when(proc: Any, ready: Callable[[], bool], *, delay: float = 0.0, poll: float = 0.005) -> bool:
     """SIGKILL ``proc`` ``delay`` seconds after ``ready()`` first holds. True if the kill ended it; False if it
     exited on its own first (before ``ready()`` or during the delay): then there was no crash."""

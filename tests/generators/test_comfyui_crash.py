@@ -9,7 +9,6 @@ uninterrupted run's, ids and timestamps aside (prompt ids and the server's port 
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +17,8 @@ from comfyui_loopback import ComfyServer, comfy_config
 
 from codirector.engine.studio import Studio
 
-from processes import ForkServer, cli_env, kill_when
+from processes import ForkServer, cli_env, event_payloads, kill_when, video_answers
 from support import normalised, write_story
-
-
-def job_events(db: Path, type_: str) -> list[dict[str, Any]]:
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
-            rows = conn.execute("SELECT record FROM events WHERE type = ?", (type_,)).fetchall()
-    except sqlite3.Error:
-        return []
-    return [json.loads(r[0])["payload"] for r in rows]
-
-
-def video_answers(db: Path) -> int:
-    return sum(1 for p in job_events(db, "ModelCalled") if p.get("kind") == "video")
 
 
 def without_job_ids(log: list[Any]) -> list[tuple[str, int | None, str]]:
@@ -78,10 +64,10 @@ def test_sigkill_while_a_prompt_runs_then_resume(tmp_path: Path, fork_server: Fo
         proc = fork_server.start(["run", str(story), "--config", str(config)], cli_env(home, ttl=0.5), capture=True)
 
         def second_prompt_running() -> bool:  # shot 2's prompt is in the log, its answer is not
-            return len(job_events(db, "ProviderJobSubmitted")) >= 2 and video_answers(db) == 1
+            return len(event_payloads(db, "ProviderJobSubmitted")) >= 2 and video_answers(db) == 1
 
         assert kill_when(proc, second_prompt_running, delay=0.5), f"the run ended before its kill: {proc.output()}"
-        in_flight = job_events(db, "ProviderJobSubmitted")[-1]["ticket"]["job_id"]
+        in_flight = event_payloads(db, "ProviderJobSubmitted")[-1]["ticket"]["job_id"]
         assert len(server.posts("/prompt")) == 2 and in_flight not in server.history  # still running there
 
         resumed = fork_server.run(["resume", "pier", "--wait"], cli_env(home, ttl=0.5))

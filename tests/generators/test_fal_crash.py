@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import pytest
 from codirector.engine.studio import Studio
 
 from hosted_loopback import FAL_TEST_KEY, FalServer, fal_config
-from processes import ForkServer, cli_env, kill_when
+from processes import ForkServer, cli_env, event_payloads, kill_when, video_answers
 from support import normalised, write_story
 
 
@@ -30,18 +29,6 @@ def fal_env(home: Path) -> dict[str, str]:
     env["FAL_KEY"] = FAL_TEST_KEY
     return env
 
-
-def job_events(db: Path, type_: str) -> list[dict[str, Any]]:
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
-            rows = conn.execute("SELECT record FROM events WHERE type = ?", (type_,)).fetchall()
-    except sqlite3.Error:
-        return []
-    return [json.loads(r[0])["payload"] for r in rows]
-
-
-def video_answers(db: Path) -> int:
-    return sum(1 for p in job_events(db, "ModelCalled") if p.get("kind") == "video")
 
 
 def without_job_ids(log: list[Any]) -> list[tuple[str, int | None, str]]:
@@ -86,12 +73,12 @@ def test_sigkill_while_a_fal_job_is_in_flight_then_resume(tmp_path: Path, fork_s
         proc = fork_server.start(["run", str(story), "--config", str(config)], fal_env(home))
 
         def second_job_in_flight() -> bool:  # shot 2's job is in the log, its answer is not
-            return len(job_events(db, "ProviderJobSubmitted")) >= 2 and video_answers(db) == 1
+            return len(event_payloads(db, "ProviderJobSubmitted")) >= 2 and video_answers(db) == 1
 
         killed = kill_when(proc, second_job_in_flight, delay=0.05 if when == "queued" else 0.7, poll=0.005)
         killed_at = time.monotonic()
         assert killed, "the run finished before it could be killed"
-        in_flight = job_events(db, "ProviderJobSubmitted")[-1]["ticket"]["job_id"]
+        in_flight = event_payloads(db, "ProviderJobSubmitted")[-1]["ticket"]["job_id"]
         assert server.jobs[in_flight].state(killed_at) == ("IN_QUEUE" if when == "queued" else "IN_PROGRESS")
         assert video_answers(db) == 1 and len(server.submits()) == 2
 
@@ -118,13 +105,13 @@ def test_ctrl_c_leaves_the_job_running_and_resume_collects_it(tmp_path: Path, fo
         config = fal_config(tmp_path / "fal.toml", server)
         proc = fork_server.start(["run", str(story), "--config", str(config)], fal_env(home), capture=True)
         deadline = time.monotonic() + 60
-        while not job_events(db, "ProviderJobSubmitted"):
+        while not event_payloads(db, "ProviderJobSubmitted"):
             assert proc.poll() is None and time.monotonic() < deadline, "the run ended before its first job"
             time.sleep(0.01)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 130
         _, err = proc.output()
-        job_id = job_events(db, "ProviderJobSubmitted")[0]["ticket"]["job_id"]
+        job_id = event_payloads(db, "ProviderJobSubmitted")[0]["ticket"]["job_id"]
         assert job_id in err and "still running at the provider" in err and "codirector resume" in err
         assert not server.jobs[job_id].done(time.monotonic())  # it was left running, not waited for
         resumed = fork_server.run(["resume", "pier", "--wait"], fal_env(home))
