@@ -9,8 +9,11 @@ is the one event of a branch of its own (``forgotten~N``, forked at main's head 
 main's log, and every run, resume and replay of it, stay exactly as they were; once main grows past
 that fork (the story was continued) it is listed again.
 
-``RunSegmentStarted`` records which release ran each segment of a branch's run and with which loop
-patches, so a run begun on one release resumes with the same loop behaviour on the next.
+A branch's run is versioned (``engine.loop.patches``): the event that creates the branch
+(``StoryCreated`` for main, ``BranchCreated`` for a fork) names the release that created it and the
+loop patches its run keeps (``codirector``, ``loop_patches``); ``RunSegmentStarted`` records where a
+later segment of the run took over on another release. Events written before runs were versioned
+lack both fields and are stored and re-sealed exactly as they were.
 """
 
 from __future__ import annotations
@@ -23,13 +26,20 @@ from codirector.events.base import Event
 from codirector.events.specs import BranchPlan, Evolution, RecordedSettings, SpecRecord, StoryRecord
 
 
+def _unset(value: object) -> bool:
+    return value is None
+
+
 class StoryCreated(Event):
-    """A story was started from a story file (or a brief)."""
+    """A story was started from a story file (or a brief), by release ``codirector``; main's run keeps
+    ``loop_patches`` (both absent from stories created before runs were versioned)."""
 
     title: str
     seed: int
     spec: SpecRecord = Field(default_factory=StoryRecord)
     settings: RecordedSettings = Field(default_factory=RecordedSettings)
+    codirector: str | None = Field(default=None, exclude_if=_unset)
+    loop_patches: list[str] | None = Field(default=None, exclude_if=_unset)
 
 
 class ShotPlanned(Event):
@@ -61,7 +71,8 @@ class ShotPlanRevised(Event):
 
 
 class BranchCreated(Event):
-    """This branch was forked from ``parent`` after ``fork_position`` (shots >= from_shot run anew)."""
+    """This branch was forked from ``parent`` after ``fork_position`` (shots >= from_shot run anew), by release
+    ``codirector``; its run keeps ``loop_patches`` (both absent from branches created before runs were versioned)."""
 
     name: str
     parent: str
@@ -69,6 +80,8 @@ class BranchCreated(Event):
     from_shot: int | None = None
     overrides: dict[str, str] = Field(default_factory=dict)
     plan: BranchPlan = Field(default_factory=BranchPlan)  # a branch's own plan context (a director pull's cast)
+    codirector: str | None = Field(default=None, exclude_if=_unset)
+    loop_patches: list[str] | None = Field(default=None, exclude_if=_unset)
 
 
 class ShotStarted(Event):
@@ -96,8 +109,9 @@ class StoryCompleted(Event):
 
 
 class RunSegmentStarted(Event):
-    """A run of this branch (a first run, a resume, a ``run --branch``) began here, on release ``codirector``,
-    with these loop ``patches`` (``engine.loop.patches``). A run mark: re-running the branch never produces it."""
+    """A segment of this branch's run (a resume, a ``run --branch``) began here on release ``codirector``, another
+    release than the last one recorded (the branch's creation names the first), or a run begun before runs were
+    versioned went on; the run keeps ``patches`` (``engine.loop.patches``). A run mark: re-running never produces it."""
 
     codirector: str
     patches: list[str] = Field(default_factory=list)

@@ -32,6 +32,7 @@ from codirector.engine.director.briefs import default_brief_id, load_brief
 from codirector.engine.director.summary import DirectorResult, PullSummary, RankedBranch, pull_summaries
 from codirector.engine.evaluation.judges import ad_efficacy, ad_execution, clips_of, story_frames
 from codirector.engine.loop.context import Progress, QuietProgress, RunSettings
+from codirector.engine.loop.patches import creation_fields
 from codirector.engine.loop.runs import execute, is_brief, is_scratch, require_new_story
 from codirector.engine.loop.vectors import embedding_ref
 from codirector.engine.recording.budget import Budget
@@ -96,7 +97,8 @@ def create_brief(
     settings = cfg.to_settings().model_copy(update={"director": director})
     story_seed = spec.seed if seed is None else seed
     ws.store.create_story(sid, title=spec.display_title, events=[
-        StoryCreated(title=spec.display_title, seed=story_seed, spec=spec.to_spec(blob), settings=settings).at()
+        StoryCreated(title=spec.display_title, seed=story_seed, spec=spec.to_spec(blob), settings=settings,
+                     **creation_fields()).at()
     ])
     return sid
 
@@ -270,7 +272,8 @@ class _Pilot:
         plan = BranchPlan(cast=[CastRecord.model_validate(m.model_dump()) for m in out.cast], storyline=out.storyline,
                           style_instructions=out.style_instructions, arms=dict(pull.arms), iteration=pull.iteration,
                           card=card)
-        created = BranchCreated(name=pull.branch, parent=MAIN, fork_position=fork, from_shot=1, plan=plan).at(1)
+        created = BranchCreated(name=pull.branch, parent=MAIN, fork_position=fork, from_shot=1, plan=plan,
+                                **creation_fields()).at(1)
         drafts: list[Draft] = [created, *self._product_registration(pull.branch, fork, created.id)]
         style = out.style_instructions.strip()
         for i, shot in enumerate(out.shots, start=1):

@@ -5,21 +5,24 @@ what the log holds is matched, the rest is written. A change to what the loop do
 run begun on one release diverge (``RunStateError``) when it is resumed on the next, so, as
 Temporal's ``patched`` and DBOS's application version do it:
 
-- A run's first segment records ``RunSegmentStarted`` before the loop writes anything: the
-  codirector release and the loop patches the run keeps. A later segment (``resume``, ``run --branch``
-  again) records one when it runs on another release than the last one recorded, or continues a run
-  begun before loops were versioned; on the same release it adds nothing, so an interrupted and
-  resumed run logs exactly what an uninterrupted one does. Every event a run wrote was thus written
-  by the release of the last ``RunSegmentStarted`` before it. It is a run mark (``events.RUN_MARKS``):
-  re-running never produces it, resume steps over it, replay writes a copy where the original has
-  one and leaves it out of the comparison.
+- The event that creates a branch (``StoryCreated`` for main, ``BranchCreated`` for a fork) names the
+  release that created it and the loop patches its run keeps (``codirector``, ``loop_patches``:
+  ``creation_fields``). A segment of the run (a first run, ``resume``, ``run --branch`` again)
+  records ``RunSegmentStarted`` before it writes anything only when it runs on another release than
+  the last one recorded, or continues a run begun before runs were versioned; on the same release
+  it adds nothing, so a run logs exactly the events it did before runs were versioned, and an
+  interrupted and resumed run exactly what an uninterrupted one does. Every event a run wrote was
+  thus written by the release of the last mark before it. ``RunSegmentStarted`` is a run mark
+  (``events.RUN_MARKS``): re-running never produces it, resume steps over it, replay writes a copy
+  where the original has one and leaves it out of the comparison.
 - A behaviour change of the loop is a patch: a name in ``LOOP_PATCHES`` (with what it changes and
   since when) and ``if ctx.patched(NAME): new else: old`` in the loop.
-- ``patched(NAME)`` is True for a run that starts on code with the patch; a resumed run keeps the
-  patches its first segment recorded; a run with events but no segment was started before loops
-  were versioned (the release of 2026-12-07) and runs with none; a replay runs with the patches of
-  the run it replays. A run whose first segment recorded a patch this release does not know was
-  started on a newer release: it is refused, never continued with the wrong loop.
+- ``patched(NAME)`` is True for a run whose branch was created on code with the patch; a resumed
+  run keeps the patches its creation recorded; a run whose creation names no release and that has
+  events but no ``RunSegmentStarted`` before them was started before loops were versioned (the
+  release of 2026-12-07) and runs with none; a replay runs with the patches of
+  the run it replays. A run whose creation (or first segment) recorded a patch this release does
+  not know was started on a newer release: it is refused, never continued with the wrong loop.
 - A patch stays in ``LOOP_PATCHES``, its old behaviour in the loop, while a run recorded without it
   may still be resumed or replayed.
 
@@ -32,6 +35,7 @@ what the loop does with no setting to say so.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from codirector.errors import RunStateError
 from codirector.events import RUN_MARKS, RecordedEvent, RunSegmentStarted
@@ -52,34 +56,59 @@ def engine_version() -> str:
         return "0+source"
 
 
-def run_patches(run: Iterable[RecordedEvent], *, where: str = "this run") -> frozenset[str]:
-    """The loop patches of a run whose events after its branch's start are ``run`` (see the module docstring)."""
+VERSION_FIELDS = ("codirector", "loop_patches")  # what a creating event records of the release that made it
+
+
+def creation_fields() -> dict[str, Any]:
+    """What the event creating a branch records of this release: ``codirector`` and ``loop_patches``."""
+    return {"codirector": engine_version(), "loop_patches": sorted(LOOP_PATCHES)}
+
+
+def _creation_mark(created: RecordedEvent | None) -> tuple[str, list[str]] | None:
+    """(release, patches) a branch's creating event recorded, or None for one made before runs were versioned."""
+    if created is None or created.type not in ("StoryCreated", "BranchCreated"):
+        return None
+    release = created.payload.get("codirector")
+    return None if release is None else (release, list(created.payload.get("loop_patches") or []))
+
+
+def run_patches(run: Iterable[RecordedEvent], *, created: RecordedEvent | None = None,
+                where: str = "this run") -> frozenset[str]:
+    """The loop patches of a run whose branch was created by ``created`` and whose events after the branch's
+    start are ``run`` (see the module docstring)."""
     events = list(run)
-    first = next((e for e in events if e.type == "RunSegmentStarted"), None)
-    if first is None or any(e.position < first.position and e.type not in RUN_MARKS for e in events):
-        if any(e.type not in RUN_MARKS for e in events):
-            return frozenset()  # started before loops were versioned: the loop as it was then
-        return frozenset(LOOP_PATCHES)  # nothing run yet: a new run
-    segment = first.event
-    assert isinstance(segment, RunSegmentStarted)
-    unknown = sorted(set(segment.patches) - set(LOOP_PATCHES))
+    first = _creation_mark(created)
+    if first is None:
+        mark = next((e for e in events if e.type == "RunSegmentStarted"), None)
+        if mark is None or any(e.position < mark.position and e.type not in RUN_MARKS for e in events):
+            if any(e.type not in RUN_MARKS for e in events):
+                return frozenset()  # started before loops were versioned: the loop as it was then
+            return frozenset(LOOP_PATCHES)  # nothing run yet: a new run
+        segment = mark.event
+        assert isinstance(segment, RunSegmentStarted)
+        first = (segment.codirector, segment.patches)
+    release, kept = first
+    unknown = sorted(set(kept) - set(LOOP_PATCHES))
     if unknown:
         raise RunStateError(
-            f"{where} was started by codirector {segment.codirector} with loop patches this release "
+            f"{where} was started by codirector {release} with loop patches this release "
             f"({engine_version()}) does not have: {', '.join(unknown)}",
             hint="continue it with that release or a later one",
         )
-    return frozenset(segment.patches)
+    return frozenset(kept)
 
 
-def segment_to_record(run: Iterable[RecordedEvent], patches: Iterable[str]) -> RunSegmentStarted | None:
-    """The mark a segment of a run whose events after its branch's start are ``run`` records before it works
-    (this release and the patches the run keeps), or None when the last one recorded names this release."""
-    last = None
+def segment_to_record(run: Iterable[RecordedEvent], patches: Iterable[str], *,
+                      created: RecordedEvent | None = None) -> RunSegmentStarted | None:
+    """The mark a segment of a run (branch created by ``created``, events after the branch's start ``run``) records
+    before it works (this release and the patches the run keeps), or None when the last release recorded
+    (by a ``RunSegmentStarted``, else by the creation) is this one."""
+    last = _creation_mark(created)
+    last_release = None if last is None else last[0]
     for e in run:
-        if e.type == "RunSegmentStarted":
-            last = e
+        if e.type == "RunSegmentStarted" and isinstance(mark := e.event, RunSegmentStarted):
+            last_release = mark.codirector
     release = engine_version()
-    if last is not None and isinstance(mark := last.event, RunSegmentStarted) and mark.codirector == release:
+    if last_release == release:
         return None
     return RunSegmentStarted(codirector=release, patches=sorted(patches))

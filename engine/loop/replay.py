@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from codirector.engine.loop.patches import run_patches
-from codirector.engine.loop.runs import SCRATCH_PREFIX, _creation_end, execute, is_scratch
+from codirector.engine.loop.runs import SCRATCH_PREFIX, branch_start, execute, is_scratch
 from codirector.engine.recording.recorder import CallStats, request_diff
 from codirector.engine.workspace import Workspace
 from codirector.errors import CodirectorError, ReplayDivergence
@@ -104,11 +104,8 @@ def replay(ws: Workspace, story_id: str, branch: str = MAIN, *, backends: Backen
     store = ws.store
     started = time.perf_counter()
     original = store.read(story_id, branch)
-    if branch == MAIN:
-        start = original[0].position
-    else:
-        start = _creation_end([e for e in original if e.branch == branch])
-    patches = run_patches([e for e in original if e.position > start], where=f"{story_id}/{branch}")
+    start, created = branch_start(original, branch)
+    patches = run_patches([e for e in original if e.position > start], created=created, where=f"{story_id}/{branch}")
     taken = {b.name for b in store.story(story_id).branches}
     n = 1
     while f"{SCRATCH_PREFIX}{branch}~{n}" in taken:

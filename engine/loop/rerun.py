@@ -27,6 +27,7 @@ from typing import Any
 
 from codirector.engine.loop.derived_plan import PLAN_DERIVED
 from codirector.engine.loop.formats import NATIVE
+from codirector.engine.loop.patches import VERSION_FIELDS, creation_fields
 from codirector.engine.loop.story import LoadedStory, StorySpec
 from codirector.engine.views.state import fold_run_state
 from codirector.engine.workspace import Workspace
@@ -69,7 +70,7 @@ def story_to_create(story: LoadedStory, spec: StorySpec, *, plan_notes: list[str
         if digests[1:]:
             member["extra_view_blobs"] = digests[1:]
     created = StoryCreated(title=spec.title, seed=spec.seed if seed is None else seed,
-                           spec=StoryRecord.model_validate(spec_data), settings=settings)
+                           spec=StoryRecord.model_validate(spec_data), settings=settings, **creation_fields())
     return NewStory(created, images)
 
 
@@ -110,6 +111,12 @@ def differences(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _as_asked(created: dict[str, Any]) -> dict[str, Any]:
+    """A ``StoryCreated`` payload without what records the release that made it: the same file run on another
+    release is the same story (its run keeps the loop it began with, ``engine.loop.patches``)."""
+    return {k: v for k, v in created.items() if k not in VERSION_FIELDS}
+
+
 def _refusal(story_id: str, lines: list[str]) -> AlreadyExists:
     shown = lines[:MAX_DIFF_LINES]
     more = [f"... and {len(lines) - MAX_DIFF_LINES} more"] if len(lines) > MAX_DIFF_LINES else []
@@ -140,7 +147,7 @@ def continuation(ws: Workspace, story_id: str, new: NewStory) -> str | None:
         return None
     events = ws.store.read(story_id, MAIN)
     recorded = events[0].payload if events and events[0].type == "StoryCreated" else {}
-    lines = differences(recorded, new.event.payload())
+    lines = differences(_as_asked(recorded), _as_asked(new.event.payload()))
     if lines:
         raise _refusal(story_id, lines)
     state = fold_run_state(events)

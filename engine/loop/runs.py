@@ -27,7 +27,7 @@ from codirector.engine.loop.algorithm import Loop
 from codirector.engine.loop.context import Progress, QuietProgress, RunContext, RunSettings
 from codirector.engine.loop.derived_plan import derive_plan, needs_derived_plan
 from codirector.engine.loop.overrides import parse_overrides
-from codirector.engine.loop.patches import run_patches, segment_to_record
+from codirector.engine.loop.patches import creation_fields, run_patches, segment_to_record
 from codirector.engine.loop.rerun import FORGOTTEN_PREFIX, NewStory, continuation, story_to_create
 from codirector.engine.loop.story import default_story_id, read_story
 from codirector.engine.recording.budget import Budget
@@ -139,7 +139,7 @@ def prepare_story(
     cfg = resolve(profile, config, overrides={"run": run_overrides})
     RunSettings.from_table(cfg.run)  # a bad [run] value is refused before anything is recorded
     plan_notes: list[str] = []
-    if needs_derived_plan(spec, cfg.vlm.get("backend")):
+    if needs_derived_plan(spec, cfg.vlm.backend):
         spec, plan_notes = derive_plan(spec, str(story.path))
     sid = story_id or default_story_id(story_file, spec)
     return sid, cfg, story_to_create(story, spec, plan_notes=plan_notes, seed=seed, settings=cfg.to_settings())
@@ -181,17 +181,21 @@ def start_run(
         return result
 
 
-def _creation_end(own: list[RecordedEvent]) -> int:
-    """The last position of a branch's creation: BranchCreated and the events it caused right after it
+def branch_start(events: list[RecordedEvent], branch: str) -> tuple[int, RecordedEvent]:
+    """Where ``branch``'s run starts in its log ``events`` (the last position of its creation) and the event that
+    created it: main's ``StoryCreated``; a fork's ``BranchCreated`` with the events it caused right after it
     (prompt overrides; or a whole plan, for a branch that brings its own shots)."""
+    if branch == MAIN:
+        return events[0].position, events[0]
+    own = [e for e in events if e.branch == branch]
     created = next((e for e in own if e.type == "BranchCreated"), None)
     if created is None:
-        raise RunStateError(f"branch {own[0].branch if own else '?'!r} has no BranchCreated event")
+        raise RunStateError(f"branch {branch!r} has no BranchCreated event")
     end = created.position
     for e in own:
         if e.position == end + 1 and e.causation_id == created.id:
             end = e.position
-    return end
+    return end, created
 
 
 def execute(
@@ -219,10 +223,7 @@ def _execute(
     events = store.read(story_id, branch)
     if not events or events[0].type != "StoryCreated":
         raise StoryNotFound(f"{story_id!r} has no StoryCreated event", hint="was it created by `codirector run`?")
-    if branch == MAIN:
-        start = events[0].position
-    else:
-        start = _creation_end([e for e in events if e.branch == branch])
+    start, created = branch_start(events, branch)
     prefix = [e for e in events if e.position <= start]
     state = fold_run_state(prefix)
     full = fold_run_state(events)
@@ -239,8 +240,8 @@ def _execute(
     write_to = target_branch or branch
     if recording is None:
         run = [e for e in events if e.position > start]
-        patches = run_patches(run, where=f"{story_id}/{branch}")
-        segment = segment_to_record(run, patches)
+        patches = run_patches(run, created=created, where=f"{story_id}/{branch}")
+        segment = segment_to_record(run, patches, created=created)
         writer = RunWriter(store, story_id, branch, head=info.head_position, existing=run, lease=lease)
     else:  # a replay: its marks are the original's, copied where they stand there
         segment = None
@@ -304,7 +305,7 @@ def create_branch(
     fork = state.fork_position_for(from_shot)
     parsed = parse_overrides(state, dict(overrides or {}), from_shot=from_shot)
     created = BranchCreated(name=name, parent=parent, fork_position=fork, from_shot=from_shot,
-                            overrides=dict(overrides or {})).at(from_shot)
+                            overrides=dict(overrides or {}), **creation_fields()).at(from_shot)
     drafts = [created]
     for o in parsed:
         current: dict[str, Callable[[int], str | list[Any]]] = {

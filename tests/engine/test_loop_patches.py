@@ -52,7 +52,15 @@ def seen(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, bool]]:
 
 
 def segments(studio: Studio, story: str, branch: str = "main") -> list[dict[str, Any]]:
-    return [{"position": e.position, **e.payload} for e in studio.log(story, branch, types=["RunSegmentStarted"])]
+    """Where each release took over the run: the branch's creation, then each ``RunSegmentStarted``."""
+    out = []
+    for e in studio.log(story, branch, types=["StoryCreated", "BranchCreated", "RunSegmentStarted"]):
+        if e.type == "RunSegmentStarted":
+            out.append({"position": e.position, **e.payload})
+        elif e.branch == branch:
+            out.append({"position": e.position, "codirector": e.payload.get("codirector"),
+                        "patches": e.payload.get("loop_patches")})
+    return out
 
 
 def test_a_run_started_without_a_patch_resumes_without_it_on_code_that_has_it(
@@ -61,7 +69,8 @@ def test_a_run_started_without_a_patch_resumes_without_it_on_code_that_has_it(
     story, cfg = write_story(tmp_path / "pier.yaml", shots=3), fast_config(tmp_path / "f.toml")
     with pytest.raises(KeyboardInterrupt):  # started on a release without x
         studio.run(story, config=cfg, backends=scripted_backends(), progress=StopAtShot(2))
-    assert segments(studio, "pier") == [{"position": 2, "codirector": patches.engine_version(), "patches": []}]
+    assert segments(studio, "pier") == [{"position": 1, "codirector": patches.engine_version(), "patches": []}]
+    assert not studio.log("pier", types=["RunSegmentStarted"])  # created and run on one release: no mark
 
     monkeypatch.setitem(patches.LOOP_PATCHES, "x", "a behaviour change")  # the next release has x
     seen.clear()
@@ -121,3 +130,43 @@ def test_run_patches_reads_the_first_segment_and_a_log_from_before_segments_as_n
         assert patches.segment_to_record(recorded(started, planned), ["x"]) is None  # same release: no new mark
         assert patches.run_patches(recorded(planned, started)) == frozenset()  # a legacy run's first mark
     assert "RunSegmentStarted" in RUN_MARKS
+
+
+def test_the_same_file_run_again_on_a_new_release_continues_the_story_and_records_where_it_took_over(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seen: list[tuple[int, bool]]) -> None:
+    studio = Studio(tmp_path / "home")
+    story, cfg = write_story(tmp_path / "pier.yaml", shots=3), fast_config(tmp_path / "f.toml")
+    with pytest.raises(KeyboardInterrupt):
+        studio.run(story, config=cfg, backends=scripted_backends(), progress=StopAtShot(2))
+    head = studio.log("pier")[-1].position
+
+    monkeypatch.setattr(patches, "engine_version", lambda: "99.0")
+    monkeypatch.setitem(patches.LOOP_PATCHES, "x", "a behaviour change")  # the new release has x
+    seen.clear()
+    # The release that created the story is not part of what the file asks for: not refused as "differs".
+    assert studio.run(story, config=cfg, backends=scripted_backends()).completed
+    assert [p for _, p in seen] == [False] * 3  # the run keeps the loop it was created with
+    first = segments(studio, "pier")[0]["codirector"]
+    assert segments(studio, "pier") == [{"position": 1, "codirector": first, "patches": []},
+                                        {"position": head + 1, "codirector": "99.0", "patches": []}]
+
+
+def test_a_fork_keeps_the_patches_of_the_release_that_created_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seen: list[tuple[int, bool]]) -> None:
+    studio = Studio(tmp_path / "home")
+    story, cfg = write_story(tmp_path / "pier.yaml", shots=3), fast_config(tmp_path / "f.toml")
+    assert studio.run(story, config=cfg, backends=scripted_backends()).completed  # main: without x
+    monkeypatch.setitem(patches.LOOP_PATCHES, "x", "a behaviour change")
+    studio.branch("pier", from_shot=2, name="dusk")  # created on code with x
+    fork = next(e for e in studio.log("pier", "dusk") if e.type == "BranchCreated")
+    assert (fork.payload["codirector"], fork.payload["loop_patches"]) == (patches.engine_version(), ["x"])
+
+    monkeypatch.delitem(patches.LOOP_PATCHES, "x")  # an older release may not run it
+    with pytest.raises(RunStateError, match="does not have: x"):
+        studio.run_branch("pier", "dusk", backends=scripted_backends())
+    monkeypatch.setitem(patches.LOOP_PATCHES, "x", "a behaviour change")
+    seen.clear()
+    assert studio.run_branch("pier", "dusk", backends=scripted_backends()).completed
+    assert seen and all(p for _, p in seen) and [t for t, _ in seen] == [2, 3]
+    assert not studio.log("pier", "dusk", types=["RunSegmentStarted"])
+    assert studio.replay("pier", "dusk").identical

@@ -121,8 +121,7 @@ def test_a_failed_first_try_is_continued_or_forgotten(tmp_path: Path) -> None:
         studio.run(story, config=cfg, backends=scripted_backends(), progress=CtrlCAtFirstCall())
     assert [s.id for s in studio.stories()] == ["pier"]
     partial = studio.log("pier")
-    assert [e.type for e in partial] == ["StoryCreated", "RunSegmentStarted", "ShotPlanned", "ShotPlanned",
-                                         "ShotStarted"]
+    assert [e.type for e in partial] == ["StoryCreated", "ShotPlanned", "ShotPlanned", "ShotStarted"]
 
     out = runner.invoke(app, ["--home", home, "forget", "pier"])
     assert out.exit_code == 0, out.output

@@ -232,9 +232,11 @@ def test_every_event_of_the_committed_home_of_2026_12_07_seals_the_same() -> Non
 # became typed (events.specs), so this corpus samples them differently; records written before re-seal byte for
 # byte (test_records_written_before_the_payloads_were_typed_seal_the_same, and every event of the committed
 # home in test_every_event_of_the_committed_home_of_2026_12_07_seals_the_same). RunSegmentStarted added.
+# Re-pinned 2026-12-07 (#24): StoryCreated and BranchCreated gained the optional ``codirector`` / ``loop_patches``
+# (the release that created a branch), left out of the record when unset, so the records above still re-seal.
 PINNED = {
     "AgentOutputRejected": "fed7fecfed3dbefe6b7010405ebbab43baa93fb83385dfd5ecf99f956637fc21",
-    "BranchCreated": "059507b2913e5af3747417b9c768f532497e05b348bd7d302ff59856528d6efd",
+    "BranchCreated": "0055b9151ae02460a4b43ba64acb107823599901cf981d026c6c88962e450b4c",
     "BranchRanked": "8a8a00b882ac352261d7781b794ff68042cfe799c156c795745d43ab484d3285",
     "BudgetReached": "bd67ff26ac1e19c397b33e3b1fe8fce4449f3a97a85ab8866fa8a6c61363947d",
     "DirectionChosen": "22ae56343a389b9b4f031f6d4723eb8b635cda86216d42a0f4ff28b6696a9319",
@@ -255,7 +257,7 @@ PINNED = {
     "ShotPlanned": "f11d05b41c490a1d408e1da5428c8ce888fd2192347a86c6fe0eee557fd93c88",
     "ShotStarted": "5adb8c930cad953ea6d93741e095273e9d9ff0fdb9872845ae90b5d867ae7939",
     "StoryCompleted": "b3ed6394eae3ed70133dfda881adb1b259f7965a3601aa54c06ddddfd84968f4",
-    "StoryCreated": "f4ca7f2c56642311bdd23aa60cf34326f56d474c7034da0b2fe26c534f719c94",
+    "StoryCreated": "e511442d24b98def4b05b860ef0175a582f92052e4c894c879cd92dbf0ab8c97",
     "StoryForgotten": "8ed29c9908ccca7346e06addd9c838314f5a5491ab5362b2a5930f889511b655",
     "StoryJudged": "d0c6c88e058c4de850a2ace0fa350cbc64ec42989e65b48e9bd4a82d9591f966",
     "VideoAnalyzed": "19c620b39bc612a67d6033b1d8dd87695401742308a12366663ed0f7a20cc9d5",
