@@ -167,9 +167,20 @@ def info(kind: str, name: str) -> BackendInfo:
         ) from None
 
 
+def find(kind: str, name: str) -> BackendInfo | None:
+    """The registration of ``kind``/``name``, or ``None`` when there is none."""
+    _load()
+    return _REGISTRY.get((kind, name))
+
+
 def _resolve(path: str) -> Any:
     module, _, attr = path.partition(":")
     return getattr(importlib.import_module(module), attr)
+
+
+def load_factory(path: str) -> Any:
+    """The callable a registration's ``factory`` names (``"module:callable"``); importing its module only."""
+    return _resolve(path)
 
 
 def create(kind: str, name: str, options: dict[str, Any] | None = None) -> Any:
