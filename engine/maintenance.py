@@ -86,10 +86,10 @@ def backends_report(profile: str | None = None, config: str | os.PathLike[str] |
         options: dict[str, Any] = {}
         selected = False
         if cfg is not None:
-            table = cfg.table(b.kind)
-            if table.get("backend") == b.name:
+            table = cfg.backend(b.kind)
+            if table.backend == b.name:
                 selected = True
-                options = {k: v for k, v in table.items() if k != "backend"}
+                options = table.options
         ok, why = registry.usable(b.kind, b.name, options)
         rows.append(BackendStatus(b.kind, b.name, b.summary, b.needs, ok, why, selected,
                                   registry.capabilities(b.kind, b.name, options)))

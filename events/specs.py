@@ -14,7 +14,7 @@ covers its canonical JSON, and rows are never rewritten):
 - values are taken as stored (``strict``: no coercion), and a number that was recorded as an int
   or a float (``Number``) keeps its form;
 - backend option tables and the ``[run]`` table stay plain mappings: their keys belong to the
-  backends and to ``generators.profiles.RunTable`` (read typed through ``RunSettings.from_table``).
+  backends and to ``generators.config_tables.RecordedRun`` (read typed through ``RunSettings.from_table``).
 New payloads are built from the same values the code wrote before this module existed, so a run
 records the same bytes it did. ``tests/events/test_seal_records.py`` re-seals a committed home and
 records of every kind written before.

@@ -27,8 +27,8 @@ def build_backends(config: RunConfig, *, today: date | None = None) -> Backends:
     notes: list[str] = [f"{n.message}: {n.fix}" for n in model_notices(config, today) if not n.gone]
     made: dict[str, Any] = {}
     for kind in ("vlm", "image", "video", "embedder"):
-        options = config.table(kind)
-        name = options.pop("backend", None)
+        table = config.backend(kind)
+        name, options = table.backend, table.options
         if not name:
             raise ConfigError(f"[{kind}] has no backend", hint="set backend = \"...\" (see `codirector backends`)")
         if kind == "video" and name == "diffusers":

@@ -186,10 +186,10 @@ def fits_run_size(found: Check, cfg: RunConfig) -> Check:
         return found
     from codirector.generators.jobs import aspect_ratio
 
-    options = cfg.table(found.kind)
-    caps = registry.capabilities(found.kind, str(options.pop("backend", "")), options)
+    table = cfg.backend(found.kind)
+    caps = registry.capabilities(found.kind, table.backend, table.options)
     allowed = tuple(getattr(caps, "aspect_ratios", ()) or ())
-    width, height = int(cfg.run.get("width", 0) or 0), int(cfg.run.get("height", 0) or 0)
+    width, height = cfg.run.width, cfg.run.height
     if not allowed or "auto" in allowed or width <= 0 or height <= 0 or aspect_ratio(width, height, allowed):
         return found
     return replace(found, ready=False,

@@ -29,8 +29,10 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from codirector.errors import ConfigError, did_you_mean
+from codirector.errors import ConfigError
 from codirector.generators import datafiles
+from codirector.generators.config_errors import shown, toml_key
+from codirector.generators.config_tables import PriceOverride, read_table
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,8 @@ def _read_builtin() -> dict[str, Price]:
         where = f"generators/data/prices.toml [models.{model!r}]"
         origin = datafiles.provenance(entry, where)
         rates = {k: v for k, v in entry.items() if k not in ("checked", "source", "note")}
-        prices[model] = replace(parse_price(rates, where), source=f"built-in, {origin.describe()}")
+        price = parse_price(rates, source="generators/data/prices.toml", name=f"models.{toml_key(model)}")
+        prices[model] = replace(price, source=f"built-in, {origin.describe()}")
     return prices
 
 
@@ -211,7 +214,7 @@ class PriceTable:
         """The built-ins with ``tables`` (a TOML ``[prices]`` table: model -> keys) replacing them."""
         prices = dict(builtin_prices())
         for model, table in (tables or {}).items():
-            prices[str(model)] = parse_price(table, f"{where}: [prices.{model!r}]")
+            prices[str(model)] = parse_price(table, source=where, name=f"prices.{toml_key(str(model))}")
         return cls(prices)
 
     @classmethod
@@ -246,16 +249,14 @@ class PriceTable:
         return None if price is None else call_cost(price, usage)
 
 
-def parse_price(table: Any, where: str) -> Price:
-    """One ``[prices."MODEL"]`` table as a ``Price`` (non-negative numbers, known keys only)."""
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where} must be a table, got {table!r}", hint="e.g. input_per_million = 2.0")
-    for key, value in table.items():
-        if key not in PRICE_KEYS:
-            raise ConfigError(f"{where}: unknown price key {key!r}", hint=did_you_mean(key, PRICE_KEYS, "key"))
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or not math.isfinite(value):
-            raise ConfigError(f"{where}: {key} must be a number of USD, 0 or more, got {value!r}")
-    values: dict[str, Any] = {k: float(v) for k, v in table.items()}
+def parse_price(table: Any, *, source: str, name: str) -> Price:
+    """The ``[NAME]`` table of ``source`` (``prices."MODEL"``) as a ``Price``: its rates checked as a
+    ``config_tables.PriceOverride`` (numbers of USD, 0 or more; known keys only)."""
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{source}: [{name}] must be a table, got {shown(table)}",
+                          hint=f"write [{name}] on a line of its own, its rates below it (input_per_million = 2.0)")
+    rates = read_table(PriceOverride, table, source=source, table=name).given()
+    values: dict[str, Any] = {k: float(v) for k, v in rates.items()}
     return replace(Price(source="config"), **values)
 
 

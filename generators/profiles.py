@@ -5,9 +5,14 @@ overrides any part. The keys of docs/architecture.md §9 are a contract (``profi
 base_url``, ``[image]``, ``[video]``, ``[embedder] backend/model/pretrained``); other keys of a
 table are passed to that backend as options. ``[run]`` holds the loop's own settings.
 ``[prices."MODEL"]`` overrides a model's price (``generators.prices``); prices are not settings:
-they are read when a cost is asked for, never recorded in the log.
+they are read when a cost is asked for, never recorded in the log. Every table is a pydantic model
+(``generators.config_tables``), checked when the file is read: ``RunConfig`` holds them typed.
 
 Invariants:
+- A bad file is refused by ``resolve`` before anything runs or is recorded: one ``ConfigError`` naming the
+  file, the table, the key, the bad value and the fix (``generators.config_errors``).
+- ``RunConfig.to_settings`` records each table as it was given (``given``) and ``from_settings`` reads a
+  record back into the same tables, so a story records the bytes it did before the tables were models.
 - A resolved config never holds a secret. API keys come from the environment (``OPENAI_API_KEY``,
   or the variable named by ``api_key_env``); a config that contains one is refused, because configs
   are recorded in the log.
@@ -24,7 +29,7 @@ import functools
 import os
 import re
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,8 +37,18 @@ from typing import TYPE_CHECKING, Any
 from codirector.errors import ConfigError, did_you_mean
 from codirector.events.specs import RecordedSettings
 from codirector.generators import datafiles
+from codirector.generators.config_tables import (
+    RUN_DEFAULTS,
+    BackendTable,
+    ConfigFile,
+    PriceOverride,
+    RecordedRun,
+    check_backend_table,
+    check_recorded,
+    read_table,
+)
 from codirector.generators.openai_client import is_openai_host, resolve_base_url
-from codirector.generators.prices import PriceTable
+from codirector.generators.registry import KINDS
 
 _PREVIEW_EMBEDDER = {"backend": "open_clip", "model": "ViT-B-32", "pretrained": "laion2b_s34b_b79k",
                      "offline": True, "allow_random": True}
@@ -164,69 +179,59 @@ def model_notices(config: RunConfig, today: date | None = None) -> list[ModelNot
     return [n for n in found if n is not None]
 
 
-@dataclass(frozen=True)
-class RunTable:
-    """The ``[run]`` table: the loop's own settings and their defaults, written here only.
-
-    ``engine.loop.context.RunSettings`` extends it with the paper's ablation flags.
-    """
-
-    width: int = 512
-    height: int = 288
-    num_frames: int = 17
-    fps: float = 8.0
-    max_rounds: int = 3
-    shortlist: int = 12
-    duplicate_threshold: float = 0.93
-    agent_attempts: int = 3
-    frames_for_analysis: int = 8
-    # where an evolved state the memory controller proposes (a new entity with a base_entity) takes
-    # its first view from: "keyframe", the shot's selected keyframe (what the shot shows; the keyframe
-    # is drawn from its base's view), or "reference", an image generated before the keyframe. A story
-    # recorded without this key ran with "reference" (``RunSettings.from_table``).
-    evolved_view: str = "keyframe"
-
-
-RUN_DEFAULTS: dict[str, Any] = asdict(RunTable())
-
 SECRET_KEYS = ("api_key", "apikey", "token", "secret", "password", "authorization")
-SECTIONS = ("vlm", "image", "video", "embedder", "run")
+SECTIONS = (*KINDS, "run")
+
+
+def _default_run() -> RecordedRun:
+    return RecordedRun.model_validate(RUN_DEFAULTS)
 
 
 @dataclass
 class RunConfig:
-    """A resolved configuration: one table per backend kind plus the loop's settings."""
+    """A resolved configuration: one typed table per backend kind, the loop's settings, and the prices."""
 
     profile: str
-    vlm: dict[str, Any]
-    image: dict[str, Any]
-    video: dict[str, Any]
-    embedder: dict[str, Any]
-    run: dict[str, Any] = field(default_factory=lambda: dict(RUN_DEFAULTS))
+    vlm: BackendTable
+    image: BackendTable
+    video: BackendTable
+    embedder: BackendTable
+    run: RecordedRun = field(default_factory=_default_run)
     source: str | None = None
-    prices: dict[str, Any] = field(default_factory=dict)  # [prices."MODEL"]: read when asked, never recorded
+    prices: dict[str, PriceOverride] = field(default_factory=dict)  # [prices."MODEL"]: read when asked, never recorded
+
+    def backend(self, kind: str) -> BackendTable:
+        """The ``[kind]`` table (``vlm``, ``image``, ``video`` or ``embedder``)."""
+        if kind not in KINDS:
+            raise KeyError(f"no backend table {kind!r}; the tables are {', '.join(KINDS)}")
+        table: BackendTable = getattr(self, kind)
+        return table
 
     def table(self, kind: str) -> dict[str, Any]:
-        return dict(getattr(self, kind))
+        """The ``[kind]`` table as a plain mapping (a copy): the backend's name and its options."""
+        return self.backend(kind).given()
 
     def to_settings(self) -> RecordedSettings:
-        """What is recorded in ``StoryCreated.settings`` (checked to hold no secret)."""
-        data = {"profile": self.profile, **{k: copy.deepcopy(getattr(self, k)) for k in SECTIONS}}
+        """What is recorded in ``StoryCreated.settings`` (checked to hold no secret): each table as given."""
+        data = {"profile": self.profile, **{k: self.table(k) for k in KINDS}, "run": self.run.given()}
         _refuse_secrets(data, self.source or "settings")
         return RecordedSettings.model_validate(data)
 
     @classmethod
     def from_settings(cls, settings: RecordedSettings | dict[str, Any]) -> RunConfig:
         """Rebuild from what ``to_settings`` recorded (resume, replay, branch); a stored payload's dict is read
-        into ``RecordedSettings`` first."""
+        into ``RecordedSettings`` first. The backend tables are taken as stored (their backends may not be
+        installed here); ``[run]`` is read typed (``config_tables.check_recorded``)."""
         if not isinstance(settings, RecordedSettings):
             settings = RecordedSettings.model_validate(settings)
         missing = [k for k in ("profile", *SECTIONS) if k not in settings.model_fields_set]
         if missing:
             raise ConfigError(f"recorded settings lack {missing[0]!r}", hint="this story was written by an "
                               "incompatible version of codirector")
-        return cls(profile=settings.profile, vlm=dict(settings.vlm), image=dict(settings.image),
-                   video=dict(settings.video), embedder=dict(settings.embedder), run=dict(settings.run))
+        return cls(profile=settings.profile, vlm=BackendTable.recorded(settings.vlm),
+                   image=BackendTable.recorded(settings.image), video=BackendTable.recorded(settings.video),
+                   embedder=BackendTable.recorded(settings.embedder),
+                   run=check_recorded(RecordedRun, settings.run, "run"))
 
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -249,53 +254,55 @@ def _refuse_secrets(value: Any, where: str, path: str = "") -> None:
             _refuse_secrets(v, where, f"{path}{k}.")
 
 
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}", hint="see README, 'Switching to real models'") from e
+
+
+def read_config(path: str | os.PathLike[str]) -> ConfigFile:
+    """A config file read into its tables: refused (``ConfigError``) when it holds a secret, a key no table takes,
+    or a value of the wrong type, naming the file, the table and the key."""
+    path = Path(path)
+    data = _read_toml(path)
+    _refuse_secrets(data, str(path))
+    for section in ("image", "video"):  # a table's workflow file is relative to the config; recorded absolute
+        table = data.get(section)
+        if isinstance(table, dict) and isinstance(table.get("workflow"), str):
+            table["workflow"] = str((path.parent / Path(table["workflow"]).expanduser()).absolute())
+    return read_table(ConfigFile, data, source=str(path))
+
+
 def resolve(profile: str | None = None, config_path: str | os.PathLike[str] | None = None,
             overrides: dict[str, dict[str, Any]] | None = None) -> RunConfig:
-    """Profile defaults, then the config file, then explicit overrides (later wins)."""
-    data: dict[str, Any] = {}
-    source = None
+    """Profile defaults, then the config file, then explicit overrides (later wins); every table checked."""
+    file, source = ConfigFile(), None
     if config_path is not None:
-        path = Path(config_path)
-        source = str(path)
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path} is not valid TOML: {e}", hint="see README, 'Switching to real models'") from e
-        _refuse_secrets(data, str(path))
-        unknown = [k for k in data if k not in (*SECTIONS, "profile", "prices")]
-        if unknown:
-            raise ConfigError(f"{path}: unknown key {unknown[0]!r}",
-                              hint="top-level keys are profile, [vlm], [image], [video], [embedder], [run], [prices]")
-        PriceTable.from_file(path)  # a bad [prices] table is refused before anything runs
-        for section in ("image", "video"):  # a table's workflow file is relative to the config; recorded absolute
-            table = data.get(section)
-            if isinstance(table, dict) and isinstance(table.get("workflow"), str):
-                table["workflow"] = str((path.parent / Path(table["workflow"]).expanduser()).absolute())
-    name = profile or data.get("profile") or "preview"
+        file, source = read_config(config_path), str(Path(config_path))
+    name = profile or file.profile or "preview"
     if name not in PROFILES:
         raise ConfigError(f"unknown profile {name!r}", hint=did_you_mean(name, PROFILES, "profile"))
-    base = copy.deepcopy(PROFILES[name])
-    run = dict(RUN_DEFAULTS)
-    for section in SECTIONS:
-        table = data.get(section, {})
-        if not isinstance(table, dict):
-            raise ConfigError(f"{source}: [{section}] must be a table, got {table!r}")
-        if section == "run":
-            bad = [k for k in table if k not in RUN_DEFAULTS]
-            if bad:
-                hint = did_you_mean(bad[0], RUN_DEFAULTS, "key")
-                raise ConfigError(f"{source}: unknown [run] key {bad[0]!r}", hint=hint)
-            run.update(table)
-        elif table:
-            if "backend" in table and table["backend"] != base[section].get("backend"):
-                base[section] = {}  # another backend: the profile's options for the old one don't apply
-            base[section].update(table)
-    for section, table in (overrides or {}).items():
-        if section == "run":
-            run.update(table)
-        else:
-            base[section].update(table)
-    _refuse_secrets(base, source or "config")
-    return RunConfig(profile=name, run=run, source=source, prices=dict(data.get("prices", {})), **base)
+    overrides = overrides or {}
+    tables: dict[str, BackendTable] = {}
+    for kind in KINDS:
+        table = copy.deepcopy(PROFILES[name][kind])
+        mine = file.backend_table(kind).given()
+        if "backend" in mine and mine["backend"] != table.get("backend"):
+            table = {}  # another backend: the profile's options for the old one don't apply
+        table.update(mine)
+        table.update(overrides.get(kind, {}))
+        _refuse_secrets(table, source or "config", f"{kind}.")  # before any value could be quoted in a refusal
+        tables[kind] = read_table(BackendTable, table, source=source, table=kind)
+        check_backend_table(kind, tables[kind], source)
+    run = read_table(RecordedRun, {**RUN_DEFAULTS, **file.run.given(), **overrides.get("run", {})},
+                     source=source, table="run")
+    return RunConfig(profile=name, vlm=tables["vlm"], image=tables["image"], video=tables["video"],
+                     embedder=tables["embedder"], run=run, source=source, prices=dict(file.prices))
+
+
+__all__ = ["KINDS", "OPENAI_IMAGE_MODEL", "PROFILES", "RUN_DEFAULTS", "SECRET_KEYS", "SECTIONS", "ModelNotice",
+           "RunConfig", "Shutdown", "model_notice", "model_notices", "openai_shutdowns", "read_config", "resolve",
+           "utc_today"]

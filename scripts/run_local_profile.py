@@ -116,29 +116,27 @@ def missing_pieces(config: Any) -> list[str]:
     except ImportError:
         missing.append("torch is not installed")
     for kind in ("image", "video"):
-        table = config.table(kind)
-        if table.get("backend") != "diffusers":
+        table = config.backend(kind)
+        if table.backend != "diffusers":
             continue
-        weights = locate(str(table.get("model", "")))
+        weights = locate(str(table.model or ""))
         if weights.root is None:
-            missing.append(f"[{kind}] weights for {table.get('model')!r}: not on disk (looked in "
-                           f"{', '.join(weights.looked)}); `hf download {table.get('model')}` or set [{kind}] model "
+            missing.append(f"[{kind}] weights for {table.model!r}: not on disk (looked in "
+                           f"{', '.join(weights.looked)}); `hf download {table.model}` or set [{kind}] model "
                            "to a local folder")
-    emb = config.table("embedder")
-    name = emb.pop("backend")
-    ok, why = registry.usable("embedder", name, {**emb, "offline": True})  # measured runs download nothing
+    emb = config.backend("embedder")
+    ok, why = registry.usable("embedder", emb.backend, {**emb.options, "offline": True})  # measured: no download
     if not ok:
-        missing.append(f"[embedder] {emb.get('model')}/{emb.get('pretrained')}: {why}")
-    vlm = config.table("vlm")
-    if vlm.get("backend") == "openai":
-        name = vlm.pop("backend")
-        ok, why = registry.usable("vlm", name, vlm)
-        url = resolve_base_url(vlm.get("base_url"))
+        missing.append(f"[embedder] {emb.model}/{emb.options.get('pretrained')}: {why}")
+    vlm = config.backend("vlm")
+    if vlm.backend == "openai":
+        ok, why = registry.usable("vlm", vlm.backend, vlm.options)
+        url = resolve_base_url(vlm.base_url if isinstance(vlm.base_url, str) else None)
         if not ok:
             missing.append(f"[vlm] {why}")
         elif not _listening(url):
             missing.append(f"[vlm] nothing listens at {safe_url(url)} (start the server, e.g. `ollama serve` and "
-                           f"`ollama pull {vlm.get('model')}`)")
+                           f"`ollama pull {vlm.model}`)")
     return missing
 
 

@@ -8,6 +8,7 @@ about a memory or a plan the log does not hold, and never updates either by hand
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -17,10 +18,9 @@ from codirector.engine.recording.recorder import CallRecorder
 from codirector.engine.recording.writer import RunWriter
 from codirector.engine.views.memory import MemoryBank, mutate
 from codirector.engine.views.state import RUN_STATE, RunState
-from codirector.errors import ConfigError
 from codirector.events import RecordedEvent
 from codirector.generators.base import ImageInput
-from codirector.generators.profiles import RunTable
+from codirector.generators.config_tables import RecordedRun, check_recorded
 from codirector.store.blobs import BlobStore
 from codirector.store.vector_index import VectorIndex
 
@@ -49,26 +49,17 @@ class QuietProgress:
         pass
 
 
-@dataclass(frozen=True)
-class RunSettings(RunTable):
-    """The loop's own settings, recorded with the story: the ``[run]`` table (its fields and defaults
-    live in ``generators.profiles.RunTable``) plus the paper's ablation flags."""
-
-    no_memory: bool = False
-    no_synergy: bool = False
-    no_refine: bool = False
+class RunSettings(RecordedRun):
+    """The loop's own settings, recorded with the story: the ``[run]`` table and the paper's ablation flags (a
+    frozen model; its fields, types and defaults live in ``generators.config_tables.RecordedRun``)."""
 
     @classmethod
-    def from_table(cls, table: dict[str, Any]) -> RunSettings:
-        """The settings of a ``[run]`` table as recorded; a key the table lacks because the story was
-        recorded before the key existed takes the value it ran with then (``RECORDED_BEFORE``)."""
-        known = {**RECORDED_BEFORE, **{k: v for k, v in table.items() if k in cls.__dataclass_fields__}}
-        if known["evolved_view"] not in EVOLVED_VIEWS:
-            raise ConfigError(f"[run] evolved_view must be one of {', '.join(map(repr, EVOLVED_VIEWS))}, "
-                              f"got {known['evolved_view']!r}",
-                              hint="\"keyframe\": an evolved state's first view is the shot's selected keyframe; "
-                                   "\"reference\": an image generated before the keyframe")
-        return cls(**known)
+    def from_table(cls, table: RecordedRun | Mapping[str, Any]) -> RunSettings:
+        """The settings of a ``[run]`` table (a resolved config's, or as a story recorded it); a key the table
+        lacks because the story was recorded before the key existed takes the value it ran with then
+        (``RECORDED_BEFORE``). A recorded key this release no longer knows is left out, as it always was."""
+        given = table.given() if isinstance(table, RecordedRun) else dict(table)
+        return check_recorded(cls, {**RECORDED_BEFORE, **given}, "run")
 
 
 EVOLVED_VIEWS = ("keyframe", "reference")

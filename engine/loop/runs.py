@@ -139,7 +139,7 @@ def prepare_story(
     cfg = resolve(profile, config, overrides={"run": run_overrides})
     RunSettings.from_table(cfg.run)  # a bad [run] value is refused before anything is recorded
     plan_notes: list[str] = []
-    if needs_derived_plan(spec, cfg.vlm.get("backend")):
+    if needs_derived_plan(spec, cfg.vlm.backend):
         spec, plan_notes = derive_plan(spec, str(story.path))
     sid = story_id or default_story_id(story_file, spec)
     return sid, cfg, story_to_create(story, spec, plan_notes=plan_notes, seed=seed, settings=cfg.to_settings())

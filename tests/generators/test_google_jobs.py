@@ -211,6 +211,6 @@ def test_retired_models_a_bad_duration_and_a_missing_key_are_named_before_anythi
 
 def test_the_google_profile_reads_one_key() -> None:
     cfg = resolve("google")
-    assert cfg.vlm["base_url"] == "https://generativelanguage.googleapis.com/v1beta/openai/"
-    assert cfg.vlm["api_key_env"] == "GEMINI_API_KEY"
-    assert (cfg.image["backend"], cfg.video["backend"]) == ("google", "google")
+    assert cfg.vlm.base_url == "https://generativelanguage.googleapis.com/v1beta/openai/"
+    assert cfg.vlm.api_key_env == "GEMINI_API_KEY"
+    assert (cfg.image.backend, cfg.video.backend) == ("google", "google")

@@ -14,10 +14,10 @@ def test_profile_then_config_then_overrides(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text('profile = "openai"\n[vlm]\nmodel = "gpt-4.1-mini"\n[run]\nmax_rounds = 2\n')
     resolved = resolve(config_path=cfg, overrides={"run": {"max_rounds": 4}})
-    assert resolved.profile == "openai" and resolved.vlm == {"backend": "openai", "model": "gpt-4.1-mini"}
-    assert resolved.run["max_rounds"] == 4
+    assert resolved.profile == "openai" and resolved.table("vlm") == {"backend": "openai", "model": "gpt-4.1-mini"}
+    assert resolved.run.max_rounds == 4
     cfg.write_text('[image]\nbackend = "storyboard"\n')
-    assert resolve("openai", cfg).image == {"backend": "storyboard"}  # another backend: old options dropped
+    assert resolve("openai", cfg).table("image") == {"backend": "storyboard"}  # another backend: old options dropped
 
 
 @pytest.mark.parametrize("text, message", [
