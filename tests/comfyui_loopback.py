@@ -26,7 +26,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -34,7 +33,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 from PIL import Image
 
-from hosted_loopback import clip_from_image
+from hosted_loopback import LoopbackHTTP, clip_from_image
 from support import FAST_RUN
 
 CORE_CLASSES = frozenset({
@@ -66,7 +65,7 @@ class Seen:
     body: bytes = field(repr=False)
 
 
-class ComfyServer:
+class ComfyServer(LoopbackHTTP):
     """One ComfyUI-shaped server on 127.0.0.1 (``url``); ``seen`` holds every request it answered."""
 
     def __init__(self, job_seconds: float = 0.2, *, classes: frozenset[str] = CORE_CLASSES,
@@ -86,49 +85,21 @@ class ComfyServer:
         self.lock = threading.RLock()
         self._number = 0
         self._counter = 0
-        self._start(port)
+        self.serve(port)
+        self.up = True
 
     # -- life -------------------------------------------------------------------------
 
-    def _start(self, port: int) -> None:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _handle(self, method: str) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                body = self.rfile.read(length) if length else b""
-                with server.lock:
-                    server.seen.append(Seen(method, self.path, body))
-                    status, payload, ctype = server.route(method, self.path, body, self.headers.get("content-type", ""))
-                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("content-type", ctype)
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self) -> None:
-                self._handle("GET")
-
-            def do_POST(self) -> None:
-                self._handle("POST")
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self._thread.start()
-        self.up = True
+    def answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any, dict[str, str]]:
+        with self.lock:
+            self.seen.append(Seen(method, path, body))
+            status, payload, ctype = self.route(method, path, body, headers.get("content-type", ""))
+        return status, payload, {"content-type": ctype}
 
     def stop(self) -> None:
         """The server goes down: nothing listens on its port any more (its queue is gone with it)."""
         if self.up:
-            self.httpd.shutdown()
-            self.httpd.server_close()
+            self.shutdown()
             self.up = False
             with self.lock:
                 self.queue.clear()

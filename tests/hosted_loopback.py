@@ -11,7 +11,9 @@ test can compare bytes), every request seen, and faults a test switches on:
 - ``job_seconds``: how long a job runs; ``max_in_flight``: the most jobs running at once ever seen.
 
 ``FalServer`` speaks fal's queue API (``generators.hosted.fal``'s docstring). A subclass per provider
-adds its routes; the server never reads anything but the requests it is sent.
+adds its routes; the server never reads anything but the requests it is sent. ``LoopbackHTTP`` is the
+plumbing under every loopback server here and in tests/comfyui_loopback.py (a threaded HTTP server on
+127.0.0.1 answering GET and POST).
 """
 
 from __future__ import annotations
@@ -100,7 +102,57 @@ def png_from_images(images: list[bytes], prompt: str) -> bytes:
     return buf.getvalue()
 
 
-class JobServer:
+class LoopbackHTTP:
+    """A threaded HTTP server on 127.0.0.1 (``url``) whose GET and POST requests ``answer`` answers.
+
+    ``answer(method, path, headers, body)`` gets the headers with lower-case names and gives back a status,
+    a payload (bytes as they are, anything else as JSON) and the answer's headers (``content-type`` among
+    them, JSON when it is not given).
+    """
+
+    def serve(self, port: int = 0) -> None:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _handle(self, method: str) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                status, payload, answer_headers = server.answer(method, self.path, headers, body)
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("content-type", answer_headers.pop("content-type", "application/json"))
+                for k, v in answer_headers.items():
+                    self.send_header(k, v)
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                self._handle("GET")
+
+            def do_POST(self) -> None:
+                self._handle("POST")
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any, dict[str, str]]:
+        raise NotImplementedError
+
+    def shutdown(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class JobServer(LoopbackHTTP):
     """The provider-independent part: jobs, files, faults, and what was seen."""
 
     key_header = "authorization"
@@ -117,45 +169,17 @@ class JobServer:
         self.max_in_flight = 0
         self.frames = 9
         self.lock = threading.Lock()
-        server = self
+        self.serve()
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _handle(self, method: str) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                body = self.rfile.read(length) if length else b""
-                seen = Seen(method, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
-                try:
-                    seen.json = json.loads(body) if body and "json" in self.headers.get("content-type", "") else None
-                except ValueError:
-                    seen.json = None
-                with server.lock:
-                    server.seen.append(seen)
-                status, payload, headers = server.route(seen)
-                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-                self.send_response(status)
-                ctype = headers.pop("content-type", "application/json")
-                self.send_header("content-type", ctype)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self) -> None:
-                self._handle("GET")
-
-            def do_POST(self) -> None:
-                self._handle("POST")
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self._thread.start()
+    def answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any, dict[str, str]]:
+        seen = Seen(method, path, headers, body)
+        try:
+            seen.json = json.loads(body) if body and "json" in headers.get("content-type", "") else None
+        except ValueError:
+            seen.json = None
+        with self.lock:
+            self.seen.append(seen)
+        return self.route(seen)
 
     # -- bookkeeping a test reads ------------------------------------------------------
 
@@ -175,8 +199,7 @@ class JobServer:
         self.forgotten.update(self.jobs)
 
     def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.shutdown()
 
     # -- shared steps ------------------------------------------------------------------
 
