@@ -13,7 +13,7 @@ test can compare bytes), every request seen, and faults a test switches on:
 ``FalServer`` speaks fal's queue API (``generators.hosted.fal``'s docstring). A subclass per provider
 adds its routes; the server never reads anything but the requests it is sent. ``LoopbackHTTP`` is the
 plumbing under every loopback server here and in tests/comfyui_loopback.py (a threaded HTTP server on
-127.0.0.1 answering GET and POST).
+127.0.0.1 answering GET and POST); ``provider_config`` writes a config whose clips come from one of them.
 """
 
 from __future__ import annotations
@@ -192,6 +192,10 @@ class JobServer(LoopbackHTTP):
     def route(self, seen: Seen) -> tuple[int, Any, dict[str, str]]:
         raise NotImplementedError
 
+    def job_of(self, ticket_id: str) -> Job:
+        """The job a ticket's ``job_id`` names (its id here; a provider whose ids say more reads them)."""
+        return self.jobs[ticket_id]
+
     def forget(self, job_id: str) -> None:
         self.forgotten.add(job_id)
 
@@ -308,18 +312,27 @@ class FalServer(JobServer):
                      "cancel_url": f"{base}/cancel", "status": "IN_QUEUE", "queue_position": 0}, {}
 
 
-def fal_config(path: Path, server: JobServer, model: str = KLING, extra: str = "", **run: object) -> Path:
-    """A config whose clips come from ``server`` through fal; agents, keyframes and embedder are the counting
-    preview backends (tests/codirector_test_plugins.py), tiny frames (and any [run] overrides)."""
+def provider_config(path: Path, video: dict[str, object], image: dict[str, object] | None = None, extra: str = "",
+                    **run: object) -> Path:
+    """A config whose clips come from the ``[video]`` table ``video`` (a loopback server's backend, model and
+    URL, polled every 20 ms) and whose agents and embedder (and keyframes, unless ``image`` is given) are the
+    counting preview backends (tests/codirector_test_plugins.py); ``extra`` follows ``[video]``'s keys, and
+    ``[run]`` is tiny frames with any overrides."""
     from support import FAST_RUN
 
-    table = {**FAST_RUN, **run}
-    lines = ['profile = "preview"', '[vlm]', 'backend = "counting"', '[image]', 'backend = "counting"',
-             '[embedder]', 'backend = "counting"',
-             '[video]', 'backend = "fal"', f'model = "{model}"', f'base_url = "{server.url}"', "poll_seconds = 0.02",
-             extra, "[run]", *(f"{k} = {json.dumps(v)}" for k, v in table.items())]
+    def keys(table: dict[str, object]) -> list[str]:
+        return [f"{k} = {json.dumps(v)}" for k, v in table.items()]
+
+    lines = ['profile = "preview"', "[vlm]", 'backend = "counting"', "[image]",
+             *keys(image or {"backend": "counting"}), "[embedder]", 'backend = "counting"',
+             "[video]", *keys({**video, "poll_seconds": 0.02}), extra, "[run]", *keys({**FAST_RUN, **run})]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def fal_config(path: Path, server: JobServer, model: str = KLING, extra: str = "", **run: object) -> Path:
+    """A config whose clips come from ``server`` through fal (``provider_config``)."""
+    return provider_config(path, {"backend": "fal", "model": model, "base_url": server.url}, extra=extra, **run)
 
 
 # ---------------------------------------------------------------------------- /v1/videos gateways
@@ -433,6 +446,14 @@ class GoogleServer(JobServer):
 
     def is_submit(self, seen: Seen) -> bool:
         return seen.method == "POST" and seen.path.split("?", 1)[0].endswith(":predictLongRunning")
+
+    def job_of(self, ticket_id: str) -> Job:
+        """An operation's name, ``models/MODEL/operations/ID``, names the job ID of that model."""
+        match = re.match(r"^models/([^/]+)/operations/([0-9a-f]+)$", ticket_id)
+        assert match is not None, f"not an operation name: {ticket_id!r}"
+        job = self.jobs[match.group(2)]
+        assert job.model == match.group(1), (ticket_id, job.model)
+        return job
 
     def route(self, seen: Seen) -> tuple[int, Any, dict[str, str]]:
         if not self.authorised(seen):

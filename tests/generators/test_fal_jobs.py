@@ -5,7 +5,8 @@ the clips come from ``FalServer`` (tests/hosted_loopback.py), which makes each M
 request carried. What is asserted is what a user relies on: the recorded clip is the provider's file, the
 job's input is the accepted keyframe, the key is nowhere in the home, the ticket is in the log, a job is
 never submitted twice, faults are waited out or stop the run with the provider's words, costs and budget
-follow the configured price, and replay asks the provider nothing.
+follow the configured price, and replay asks the provider nothing. The flow every hosted provider goes
+through is tests/provider_flow.py's; this file runs it against ``FalServer`` and adds what only fal has.
 """
 
 from __future__ import annotations
@@ -17,156 +18,67 @@ from pathlib import Path
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
-from codirector.cli import app as cli
 from codirector.engine.studio import Studio
 
+import provider_flow as flow
 from hosted_loopback import FAL_TEST_KEY, KLING, FalServer, decode_data_uri, fal_config
 from support import png_bytes, write_story
 
 VIDU = "fal-ai/vidu/q1/reference-to-video"
-runner = CliRunner()
 
 
 @pytest.fixture
 def fal(monkeypatch: pytest.MonkeyPatch) -> Iterator[FalServer]:
-    server = FalServer(job_seconds=0.15)
-    monkeypatch.setenv("FAL_KEY", FAL_TEST_KEY)
-    monkeypatch.setenv("CODIRECTOR_PLUGINS", "codirector_test_plugins")
-    yield server
-    server.close()
-
-
-def invoke(*args: str) -> tuple[int, str]:
-    result = runner.invoke(cli, list(args))
-    return result.exit_code, result.output
-
-
-def home_bytes(home: Path) -> Iterator[tuple[Path, bytes]]:
-    for f in home.rglob("*"):
-        if f.is_file():
-            yield f, f.read_bytes()
+    yield from flow.serving(FalServer(job_seconds=0.15), monkeypatch, FAL_KEY=FAL_TEST_KEY)
 
 
 def test_a_story_runs_on_fal_and_records_the_providers_clips(tmp_path: Path, fal: FalServer,
                                                               _isolated_home: Path) -> None:
-    story = write_story(tmp_path / "pier.yaml", shots=3)
-    code, out = invoke("run", str(story), "--config", str(fal_config(tmp_path / "fal.toml", fal)))
-    assert code == 0, out
-    studio = Studio(_isolated_home)
-    log = studio.log("pier")
-    clips = [e for e in log if e.type == "VideoGenerated"]
-    selected = {e.shot: e.payload["blob"] for e in log if e.type == "KeyframeSelected"}
-    submitted = [e for e in log if e.type == "ProviderJobSubmitted"]
-    assert len(clips) == 3 and len(submitted) == 3 and len(fal.submits()) == 3
-    for clip, ticket in zip(clips, submitted, strict=True):
-        job = fal.jobs[ticket.payload["ticket"]["job_id"]]
-        assert studio.blobs.get(clip.payload["blob"]) == fal.output_of(job)  # the server's bytes, as recorded
-        assert job.image == studio.blobs.get(selected[clip.shot])  # its input was the accepted keyframe
-        assert job.body["duration"] == "5" and job.model == KLING
-        assert ticket.position < next(e.position for e in log if e.type == "ModelCalled" and e.shot == clip.shot
-                                      and e.payload["kind"] == "video")
+    config = fal_config(tmp_path / "fal.toml", fal)
+    recorded = flow.check_a_story_records_the_providers_clips(tmp_path, fal, config, _isolated_home, provider="fal",
+                                                              key=FAL_TEST_KEY)
+    for clip in recorded.clips:
+        assert clip.job.body["duration"] == "5" and clip.job.model == KLING
     for seen in fal.seen:
         if seen.path.startswith("/files/"):
             assert "authorization" not in seen.headers  # the key goes to the API only
-    for path, data in home_bytes(_isolated_home):
-        assert FAL_TEST_KEY.encode() not in data, f"the key is in {path}"
-    code, out = invoke("verify", "pier")
-    assert code == 0, out
 
 
 def test_a_429_on_submit_is_waited_out(tmp_path: Path, fal: FalServer, _isolated_home: Path) -> None:
-    fal.submit_statuses = [(429, {"Retry-After": "1"}), (503, {"Retry-After": "0"})]
-    story = write_story(tmp_path / "pier.yaml", shots=2)
-    code, out = invoke("run", str(story), "--config", str(fal_config(tmp_path / "fal.toml", fal)))
-    assert code == 0, out
-    posts = [s for s in fal.seen if s.method == "POST"]
-    assert len(posts) == 4 and len(fal.jobs) == 2  # two refused attempts, then one accepted job per clip
-    assert len([e for e in Studio(_isolated_home).log("pier") if e.type == "ProviderJobSubmitted"]) == 2
+    config = fal_config(tmp_path / "fal.toml", fal)
+    flow.check_refused_submits_are_waited_out(tmp_path, fal, config, _isolated_home,
+                                              [(429, {"Retry-After": "1"}), (503, {"Retry-After": "0"})])
 
 
 def test_a_moderated_job_stops_the_run_with_the_providers_reason_and_resume_continues(
         tmp_path: Path, fal: FalServer, _isolated_home: Path) -> None:
     reason = "The content was flagged by a content checker (violence)."
-    fal.moderate = lambda job: reason if len(fal.jobs) == 1 else None  # the second clip's first job
-    story = write_story(tmp_path / "pier.yaml", shots=3)
     config = fal_config(tmp_path / "fal.toml", fal)
-    code, out = invoke("run", str(story), "--config", str(config))
-    assert code == 8, out
-    assert reason in out and "content_policy_violation" in out
-    studio = Studio(_isolated_home)
-    log = studio.log("pier")
-    assert log[-1].type == "ModelCalled" and reason in log[-1].payload["error"]
-    assert [e.type for e in log[-2:]] == ["ProviderJobSubmitted", "ModelCalled"]
-    assert invoke("verify", "pier")[0] == 0
-    fal.moderate = lambda job: None  # the cause is fixed
-    code, out = invoke("resume", "pier")
-    assert code == 0, out
-    assert len(fal.submits()) == 4  # three clips, the moderated one submitted again once
-    assert [e.type for e in Studio(_isolated_home).log("pier")][-1] == "StoryCompleted"
-    assert invoke("verify", "pier")[0] == 0
+    flow.check_a_refused_job_stops_the_run_and_resume_continues(tmp_path, fal, config, _isolated_home, reason, reason,
+                                                                "content_policy_violation")
 
 
 def test_a_job_the_provider_lost_is_submitted_again_and_the_log_says_so(
         tmp_path: Path, fal: FalServer, _isolated_home: Path) -> None:
-    original = fal.new_job
-
-    def forget_first(*args, **kwargs):  # type: ignore[no-untyped-def]
-        job = original(*args, **kwargs)
-        if len(fal.jobs) == 1:
-            fal.forget(job.id)
-        return job
-
-    fal.new_job = forget_first  # type: ignore[method-assign]
-    fal.expire_urls = set()
-    story = write_story(tmp_path / "pier.yaml", shots=2)
-    code, out = invoke("run", str(story), "--config", str(fal_config(tmp_path / "fal.toml", fal)))
-    assert code == 0, out
-    log = Studio(_isolated_home).log("pier")
-    lost = [e for e in log if e.type == "ProviderJobLost"]
-    assert len(lost) == 1 and "no longer knows" in lost[0].payload["reason"]
-    assert [e.type for e in log if e.shot == 1 and e.type.startswith("ProviderJob")] == [
-        "ProviderJobSubmitted", "ProviderJobLost", "ProviderJobSubmitted"]
-    assert len(fal.submits()) == 3
+    flow.check_a_lost_job_is_submitted_again(tmp_path, fal, fal_config(tmp_path / "fal.toml", fal), _isolated_home)
 
 
 def test_an_expired_result_url_is_asked_for_again_not_resubmitted(
         tmp_path: Path, fal: FalServer, _isolated_home: Path) -> None:
-    original = fal.new_job
-
-    def expire(*args, **kwargs):  # type: ignore[no-untyped-def]
-        job = original(*args, **kwargs)
-        fal.expire_urls.add(job.id)
-        return job
-
-    fal.new_job = expire  # type: ignore[method-assign]
-    story = write_story(tmp_path / "pier.yaml", shots=2)
-    code, out = invoke("run", str(story), "--config", str(fal_config(tmp_path / "fal.toml", fal)))
-    assert code == 0, out
-    assert len(fal.submits()) == 2 and all(j.fetched == 1 for j in fal.jobs.values())
+    flow.check_an_expired_file_is_fetched_again(tmp_path, fal, fal_config(tmp_path / "fal.toml", fal), _isolated_home)
 
 
 def test_prices_budget_and_replay(tmp_path: Path, fal: FalServer, _isolated_home: Path) -> None:
-    story = write_story(tmp_path / "pier.yaml", shots=3)
-    free = "".join(f'[prices."{m}"]\nper_image = 0.0\n' for m in ("hash-16", "plan-driven", "storyboard-v1"))
-    config = fal_config(tmp_path / "fal.toml", fal, extra=f'[prices."{KLING}"]\nper_second = 0.1\n' + free)
-    code, out = invoke("run", str(story), "--config", str(config))
-    assert code == 0, out
-    code, out = invoke("cost", "pier", "--by", "model", "--json", "--prices", str(config))
-    assert code == 0, out
-    report = json.loads(out)
-    clip_rows = [r for r in report["rows"] if r.get("model") == KLING]
-    assert clip_rows and clip_rows[0]["usd"] == pytest.approx(3 * 5 * 0.1)
-
-    seen = len(fal.seen)
-    code, out = invoke("replay", "pier")
-    assert code == 0, out
-    assert len(fal.seen) == seen  # replay sends nothing to the provider
+    config = fal_config(tmp_path / "fal.toml", fal,
+                        extra=f'[prices."{KLING}"]\nper_second = 0.1\n' + flow.FREE_PREVIEW_PRICES)
+    flow.run_ok(tmp_path, config, shots=3)
+    assert flow.cost_by_model(config)[KLING]["usd"] == pytest.approx(3 * 5 * 0.1)
+    flow.check_replay_asks_nothing(fal)
 
     # a budget that holds two clips' worst case (5 s x $0.10 each) but not a third
     story2 = write_story(tmp_path / "pier2.yaml", shots=3, title="Pier Two")
-    code, out = invoke("run", str(story2), "--config", str(config), "--budget", "1.2")
+    code, out = flow.invoke("run", str(story2), "--config", str(config), "--budget", "1.2")
     assert code == 12, out
     assert len(fal.submits()) == 3 + 2  # the third clip was never submitted
 
@@ -175,7 +87,7 @@ def test_memory_views_go_to_a_reference_capable_model_and_into_the_key(
         tmp_path: Path, fal: FalServer, _isolated_home: Path) -> None:
     story = write_story(tmp_path / "pier.yaml", shots=2)
     config = fal_config(tmp_path / "vidu.toml", fal, model=VIDU, width=64, height=36)
-    code, out = invoke("run", str(story), "--config", str(config))
+    code, out = flow.invoke("run", str(story), "--config", str(config))
     assert code == 0, out
     studio = Studio(_isolated_home)
     log = studio.log("pier")
@@ -189,16 +101,16 @@ def test_memory_views_go_to_a_reference_capable_model_and_into_the_key(
         assert sent[1:] == [studio.blobs.get(r["blob"]) for r in refs]  # after the keyframe: memory's views
         call = next(e for e in log if e.type == "ModelCalled" and e.shot == clip.shot and e.payload["kind"] == "video")
         assert [r["blob"] for r in call.payload["request"]["references"]] == [r["blob"] for r in refs]
-    code, out = invoke("audit", "pier", "--json")
+    code, out = flow.invoke("audit", "pier", "--json")
     assert code == 0
     shots = {s["shot"]: s for s in json.loads(out)["shots"]}
     clip_events = {e.shot: e for e in log if e.type == "VideoGenerated"}
     for shot, clip in clip_events.items():
         assert shots[shot]["video"]["references"] == clip.payload["references"]  # the audit lists them
-    code, out = invoke("audit", "pier", "--verbose")
+    code, out = flow.invoke("audit", "pier", "--verbose")
     assert code == 0 and "clip references (memory's views sent with the keyframe): Ada" in out
     html = tmp_path / "audit.html"
-    assert invoke("audit", "pier", "--html", str(html))[0] == 0
+    assert flow.invoke("audit", "pier", "--html", str(html))[0] == 0
     assert html.read_text().count("class='refs clip-refs'") == len(clip_events)
 
     pytest.importorskip("fastapi")
@@ -216,7 +128,7 @@ def test_memory_views_go_to_a_reference_capable_model_and_into_the_key(
         data = yaml.safe_load(write_story(tmp_path / f"{name}.yaml", shots=1, title=name).read_text())
         data["cast"][0]["reference"] = f"{name}.png"  # Ada's given view
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(data))
-        assert invoke("run", str(tmp_path / f"{name}.yaml"), "--config", str(config))[0] == 0
+        assert flow.invoke("run", str(tmp_path / f"{name}.yaml"), "--config", str(config))[0] == 0
     first, other = (next(e for e in Studio(_isolated_home).log(sid) if e.type == "ModelCalled" and e.shot == 1
                          and e.payload["kind"] == "video") for sid in ("ada_blue", "ada_red"))
     first_refs = {r["label"]: r["blob"] for r in first.payload["request"]["references"]}
@@ -228,7 +140,7 @@ def test_a_frame_size_the_model_does_not_make_is_refused_before_anything_is_writ
         tmp_path: Path, fal: FalServer, _isolated_home: Path) -> None:
     story = write_story(tmp_path / "pier.yaml", shots=2)
     config = fal_config(tmp_path / "veo.toml", fal, model="fal-ai/veo3/image-to-video", width=64, height=48)
-    code, out = invoke("run", str(story), "--config", str(config))
+    code, out = flow.invoke("run", str(story), "--config", str(config))
     assert code == 13, out
     assert "64x48" in out and "16:9" in out and "[run] width and height" in out
     assert fal.seen == [] and not Studio(_isolated_home).store.stories()
