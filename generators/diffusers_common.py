@@ -23,7 +23,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from codirector.errors import BackendError, ConfigError
 from codirector.generators.hub import (
@@ -40,6 +40,8 @@ from codirector.generators.registry import Readiness
 __all__ = ["hub_cache", "offline_mode"]  # re-exported: the diffusers backends import them from here
 
 log = logging.getLogger(__name__)
+F = TypeVar("F")  # a backend's pipeline family
+Other = TypeVar("Other")  # what stands for no family
 
 DTYPES = {
     "float32": "float32", "fp32": "float32",
@@ -366,18 +368,32 @@ def availability(model: str, offline: bool | None, *, section: str, need_cuda: b
 
 
 class PipelineHolder:
-    """What both diffusers generators keep: where the weights are, the pipeline class, the loaded pipeline.
+    """What both diffusers generators keep and do: their common options, where the weights are, the pipeline
+    class, and loading the pipeline onto its device.
 
     Each is resolved on first need, so constructing a generator touches neither disk nor torch.
     """
 
-    model: str
-    pipeline: str | type | None
-    offline: bool | None = None
     section = "image"  # the config table named in messages
-    _weights: Weights | None = None
-    _cls: type | None = None
-    _pipe: Any = None
+
+    def __init__(self, model: str, pipeline: str | type | None, dtype: str, device: str | None, cpu_offload: bool,
+                 steps: int, guidance: float | None, negative_prompt: str | None, offline: bool | None,
+                 call_options: dict[str, Any] | None) -> None:
+        if steps < 1:
+            raise ConfigError(f"[{self.section}] steps must be at least 1, got {steps!r}")
+        self.model = model
+        self.pipeline = pipeline
+        self.dtype = check_dtype(dtype, self.section)
+        self.device = device
+        self.cpu_offload = cpu_offload
+        self.steps = int(steps)
+        self.guidance = guidance
+        self.negative_prompt = negative_prompt
+        self.offline = offline
+        self.call_options = dict(call_options or {})
+        self._weights: Weights | None = None
+        self._cls: type | None = None
+        self._pipe: Any = None
 
     @property
     def loaded(self) -> bool:
@@ -397,3 +413,32 @@ class PipelineHolder:
         if self._cls is None:  # a class named in the config needs no weights to be known
             self._cls = pipeline_class(self.pipeline, None if self.pipeline else self.weights().class_name())
         return self._cls
+
+    def family_in(self, table: dict[str, F], other: Other) -> tuple[str, F | Other]:
+        """The name and family (``family_of``) of the loaded pipeline's class, or before loading of the class it
+        will have; ``other`` for a class of no family in ``table``."""
+        cls = type(self._pipe) if self._pipe is not None else self.pipeline_class()
+        found = family_of(cls, table)
+        return found if found is not None else (cls.__name__, other)
+
+    def load_device(self) -> str:
+        """The device the pipeline is loaded for (a generator may refuse one here, before torch loads weights)."""
+        return default_device(self.device)
+
+    def prepare(self, pipe: Any, offline: bool) -> None:
+        """What a generator does to its loaded pipeline before it is placed on its device."""
+
+    def load(self) -> Any:
+        """The pipeline, loaded on first use (the weights found first, in seconds), prepared, on its device."""
+        if self._pipe is not None:
+            return self._pipe
+        offline = offline_mode(self.offline)
+        weights = self.weights()
+        source = require_weights(weights, offline, self.section)
+        device = self.load_device()
+        dtype = torch_dtype(self.dtype, device)
+        pipe = load_pipeline(self.pipeline_class(), source, dtype=dtype, weights=weights, section=self.section,
+                             offline=offline)
+        self.prepare(pipe, offline)
+        self._pipe = place(pipe, device=device, cpu_offload=self.cpu_offload, section=self.section)
+        return self._pipe

@@ -33,19 +33,11 @@ from codirector.errors import BackendError, ConfigError
 from codirector.generators.base import ImageRequest, ImageResult
 from codirector.generators.diffusers_common import (
     PipelineHolder,
-    Weights,
     availability,
     call_failed,
-    check_dtype,
     cpu_generator,
     default_device,
-    family_of,
-    load_pipeline,
     nearest_multiple,
-    offline_mode,
-    place,
-    require_weights,
-    torch_dtype,
 )
 from codirector.generators.imaging import check_frame_size, cover, png
 from codirector.generators.registry import Readiness
@@ -146,8 +138,8 @@ class DiffusersImageGenerator(PipelineHolder):
         offline: bool | None = None,
         call_options: dict[str, Any] | None = None,
     ) -> None:
-        if steps < 1:
-            raise ConfigError(f"[image] steps must be at least 1, got {steps!r}")
+        super().__init__(model, pipeline, dtype, device, cpu_offload, steps, guidance, negative_prompt, offline,
+                         call_options)
         if references is not None and references not in REFERENCE_MODES:
             raise ConfigError(f"[image] references must be one of {', '.join(REFERENCE_MODES)}, got {references!r}",
                               hint="leave it out to follow the pipeline family")
@@ -160,30 +152,14 @@ class DiffusersImageGenerator(PipelineHolder):
                     hint="e.g. ip_adapter = {repo = \"h94/IP-Adapter\", subfolder = \"sdxl_models\", "
                     "weight_name = \"ip-adapter_sdxl.bin\", scale = 0.6}",
                 )
-        self.model = model
-        self.pipeline = pipeline
-        self.dtype = check_dtype(dtype, "image")
-        self.device = device
-        self.cpu_offload = cpu_offload
-        self.steps = int(steps)
-        self.guidance = guidance
-        self.negative_prompt = negative_prompt
         self.ip_adapter = dict(ip_adapter) if ip_adapter else None
         self.references = references
-        self.offline = offline
-        self.call_options = dict(call_options or {})
         self.notes: list[str] = []
-        self._weights: Weights | None = None
-        self._cls: type | None = None
-        self._pipe: Any = None
 
     # -- phases ---------------------------------------------------------------------------
 
-
     def family(self) -> tuple[str, ImageFamily]:
-        cls = type(self._pipe) if self._pipe is not None else self.pipeline_class()
-        found = family_of(cls, FAMILIES)
-        return found if found is not None else (cls.__name__, OTHER)
+        return self.family_in(FAMILIES, OTHER)
 
     def reference_mode(self) -> str:
         if self.references is not None:
@@ -197,24 +173,11 @@ class DiffusersImageGenerator(PipelineHolder):
         name, fam = self.family()
         check_size(request.width, request.height, fam.multiple, name)
 
-    def load(self) -> Any:
-        """The pipeline, loaded on first use (with the IP-Adapter, if configured), on its device."""
-        if self._pipe is not None:
-            return self._pipe
-        offline = offline_mode(self.offline)
-        weights = self.weights()
-        source = require_weights(weights, offline, "image")
-        device = default_device(self.device)
-        dtype = torch_dtype(self.dtype, device)
-        pipe = load_pipeline(self.pipeline_class(), source, dtype=dtype, weights=weights, section="image",
-                             offline=offline)
-        if self.ip_adapter is not None:
-            self._load_ip_adapter(pipe, offline)
-        self._pipe = place(pipe, device=device, cpu_offload=self.cpu_offload, section="image")
-        return self._pipe
-
-    def _load_ip_adapter(self, pipe: Any, offline: bool) -> None:
-        ipa = self.ip_adapter or {}
+    def prepare(self, pipe: Any, offline: bool) -> None:
+        """The IP-Adapter, if configured, is loaded into the pipeline."""
+        if self.ip_adapter is None:
+            return
+        ipa = self.ip_adapter
         if not hasattr(pipe, "load_ip_adapter"):
             raise BackendError(f"{type(pipe).__name__} cannot load an IP-Adapter",
                                hint="remove [image] ip_adapter, or use an SD/SDXL/Flux pipeline")

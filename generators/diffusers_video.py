@@ -25,23 +25,15 @@ from typing import Any
 
 import numpy as np
 
-from codirector.errors import BackendError, ConfigError
+from codirector.errors import BackendError
 from codirector.generators.base import VideoRequest, VideoResult
 from codirector.generators.diffusers_common import (
     PipelineHolder,
-    Weights,
     availability,
     call_failed,
-    check_dtype,
     cpu_generator,
     default_device,
-    family_of,
-    load_pipeline,
     nearest_multiple,
-    offline_mode,
-    place,
-    require_weights,
-    torch_dtype,
 )
 from codirector.generators.imaging import check_frame_size, cover
 from codirector.generators.registry import Readiness
@@ -162,29 +154,13 @@ class DiffusersVideoGenerator(PipelineHolder):
         vae_tiling: bool = False,
         call_options: dict[str, Any] | None = None,
     ) -> None:
-        if steps < 1:
-            raise ConfigError(f"[video] steps must be at least 1, got {steps!r}")
-        self.model = model
-        self.pipeline = pipeline
-        self.dtype = check_dtype(dtype, "video")
-        self.device = device
-        self.cpu_offload = cpu_offload
-        self.steps = int(steps)
-        self.guidance = guidance
-        self.negative_prompt = negative_prompt
+        super().__init__(model, pipeline, dtype, device, cpu_offload, steps, guidance, negative_prompt, offline,
+                         call_options)
         self.allow_cpu = allow_cpu
-        self.offline = offline
         self.vae_tiling = vae_tiling
-        self.call_options = dict(call_options or {})
-        self._weights: Weights | None = None
-        self._cls: type | None = None
-        self._pipe: Any = None
-
 
     def family(self) -> VideoFamily | None:
-        cls = type(self._pipe) if self._pipe is not None else self.pipeline_class()
-        found = family_of(cls, FAMILIES)
-        return found[1] if found is not None else None
+        return self.family_in(FAMILIES, None)[1]
 
     def check_inputs(self, request: VideoRequest) -> None:
         check_frame_size(request.width, request.height, "image-to-video clip")
@@ -202,25 +178,19 @@ class DiffusersVideoGenerator(PipelineHolder):
                         hint=f"set [run] width = {need[0]} and height = {need[1]}, or use CogVideoX1.5",
                     )
 
-    def load(self) -> Any:
-        if self._pipe is not None:
-            return self._pipe
-        self.weights()  # weights that cannot be had fail first, in seconds, before torch is imported
+    def load_device(self) -> str:
+        """The device, refused when it is the CPU and ``allow_cpu`` is not set (after the weights are found)."""
         device = default_device(self.device)
         if device == "cpu" and not self.allow_cpu:
             raise BackendError("image-to-video on the CPU: no CUDA device here",
                                hint="run where a GPU is available, set [video] allow_cpu = true to wait for hours, "
                                "or use [video] backend = \"animatic\"")
-        offline = offline_mode(self.offline)
-        weights = self.weights()
-        source = require_weights(weights, offline, "video")
-        dtype = torch_dtype(self.dtype, device)
-        pipe = load_pipeline(self.pipeline_class(), source, dtype=dtype, weights=weights, section="video",
-                             offline=offline)
+        return device
+
+    def prepare(self, pipe: Any, offline: bool) -> None:
+        """VAE tiling, where asked for and the pipeline's VAE has it."""
         if self.vae_tiling and hasattr(getattr(pipe, "vae", None), "enable_tiling"):
             pipe.vae.enable_tiling()
-        self._pipe = place(pipe, device=device, cpu_offload=self.cpu_offload, section="video")
-        return self._pipe
 
     def call_kwargs(self, request: VideoRequest) -> dict[str, Any]:
         """What the pipeline is called with: the keyframe at the clip's size, the motion prompt, a fresh generator."""
