@@ -18,6 +18,14 @@ from support import PostgresServer, build_lineage_story, chromium, pg_bindir, re
 
 TESTS = Path(__file__).resolve().parent
 
+# Under pytest-xdist the workers are the parallelism: each gets its share of the cores for OpenMP and BLAS (torch,
+# numpy, faiss; inherited by the processes it starts) rather than a pool as wide as the machine, which with N workers
+# oversubscribes the cores N times and burns CPU in the pools' spin-waits. Set before anything imports them.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _threads = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_name, _threads)
+
 REQUIRE_PG = os.environ.get("CODIRECTOR_REQUIRE_PG") == "1"
 REQUIRE_BROWSER = os.environ.get("CODIRECTOR_REQUIRE_BROWSER") == "1"
 # CI (.ci/run) installs ".[test]", which brings gcsfs and the GCS emulator, and sets CODIRECTOR_REQUIRE_PG=1
