@@ -101,7 +101,9 @@ def test_a_story_that_exists_is_a_state_conflict_with_the_way_on(home: Path, tmp
           "a story with id 'pier' already exists", "codirector resume pier", "--story-id NEW_ID")
 
 
-def test_a_database_that_cannot_be_reached_names_the_url_and_the_fix(tmp_path: Path) -> None:
+def test_a_database_that_cannot_be_reached_names_the_url_and_the_fix(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CODIRECTOR_DB_RETRY_SECONDS", "0.3")  # tried again for 0.3 s, not 3, before it says so
     fails(["--db", "postgresql://nobody@127.0.0.1:1/none", "stories"], 6, "127.0.0.1", "fix:")
     fails(["--db", "mysql://x/y", "stories"], 6, "unsupported database URL 'mysql://x/y'", "postgresql://")
     fails(["--home", str(tmp_path / "nowhere"), "audit", "pier"], 6, "no codirector database", "codirector init")

@@ -26,9 +26,10 @@ def proxy(s3_server: str) -> Iterator[TcpProxy]:
 
 @pytest.fixture
 def proxied(s3_bucket: str, proxy: TcpProxy, monkeypatch: pytest.MonkeyPatch) -> FsspecBlobStore:
-    """The test's bucket, reached through the proxy, with 1 s timeouts so a blackhole is noticed fast."""
+    """The test's bucket, reached through the proxy, with 0.5 s timeouts (the least the store takes) so a blackhole is
+    noticed fast."""
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{proxy.port}")
-    monkeypatch.setenv("CODIRECTOR_BLOB_TIMEOUT", "1")
+    monkeypatch.setenv("CODIRECTOR_BLOB_TIMEOUT", "0.5")
     monkeypatch.setenv("CODIRECTOR_BLOB_RETRY_SECONDS", "30")
     store = open_blobs(s3_bucket)
     assert isinstance(store, FsspecBlobStore)
@@ -37,26 +38,26 @@ def proxied(s3_bucket: str, proxy: TcpProxy, monkeypatch: pytest.MonkeyPatch) ->
 
 def test_a_blackhole_shorter_than_the_bound_is_ridden_out(proxied: FsspecBlobStore, proxy: TcpProxy) -> None:
     first = proxied.put(b"before the stall")
-    proxy.blackhole(2)  # two request timeouts
+    proxy.blackhole(1)  # two request timeouts
     t = time.monotonic()
     digest = proxied.put(b"written during the stall")
-    assert time.monotonic() - t >= 1.5  # it did wait the stall out, then succeeded
+    assert time.monotonic() - t >= 0.75  # it did wait the stall out, then succeeded
     assert proxied.get(digest) == b"written during the stall"
-    proxy.blackhole(1.5)
+    proxy.blackhole(0.75)
     assert proxied.get(first) == b"before the stall" and proxied.exists(digest)
     assert proxied.check(digest) is None
 
 
 def test_past_the_bound_the_error_names_the_store_and_says_resume(proxied: FsspecBlobStore, proxy: TcpProxy,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CODIRECTOR_BLOB_RETRY_SECONDS", "1.5")
+    monkeypatch.setenv("CODIRECTOR_BLOB_RETRY_SECONDS", "0.75")
     proxied.put(b"warm")
     proxy.blackhole(30)
     t = time.monotonic()
     with pytest.raises(StoreError) as info:
         proxied.put(b"never lands")
     took = time.monotonic() - t
-    assert 1.0 <= took < 12, took  # bounded: the retry bound plus at most one request's timeouts
+    assert 0.5 <= took < 12, took  # bounded: the retry bound plus at most one request's timeouts
     assert info.value.exit_code == 6
     assert proxied.describe() in info.value.message and "did not answer" in info.value.message
     assert "codirector resume" in str(info.value.hint) and "CODIRECTOR_BLOB_RETRY_SECONDS" in str(info.value.hint)

@@ -50,6 +50,7 @@ def test_concurrency_keeps_stories_in_flight_within_the_providers_cap(
         assert len(server.submits()) == 8  # one job per clip
         together = Studio(_isolated_home)
 
+        server.job_seconds = 0.02  # the one-at-a-time runs are only the logs to compare with: no overlap to see
         alone_home = tmp_path / "alone"
         for i in range(4):
             code = runner.invoke(cli, ["--home", str(alone_home), "run", str(folder / f"s{i}.yaml"), "--config",
