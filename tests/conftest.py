@@ -4,6 +4,7 @@ the counting backends (tests/codirector_test_plugins.py) as a plugin."""
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import shutil
 import tempfile
@@ -25,6 +26,43 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     _threads = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
     for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(_name, _threads)
+
+# Tests that share an expensive fixture (fast-lane files only) run on one xdist worker, so it is built (and its
+# libraries imported) once, not once per worker: (node ids, as fnmatch patterns; the group).
+SHARED_FIXTURE_GROUPS = (
+    *((f"tests/serve/{f}::*", "studio") for f in ("test_pages.py", "test_limits.py", "test_security.py",
+                                                   "test_media.py")),  # studio_home
+    ("tests/generators/test_diffusers_backends.py::*", "diffusers"),  # tiny_pipelines, and diffusers itself
+    ("tests/generators/test_real_run.py::*", "diffusers"),
+    ("tests/generators/test_backend_contract.py::*-diffusers]", "diffusers"),
+    *((f"tests/{f}::*", "postgres") for f in ("store/test_event_store_contract.py", "store/test_leases.py",
+                                               "store/test_migrations.py", "faults/test_db_connection_loss.py",
+                                               "engine/test_postgres_run.py")),  # pg_server
+    ("tests/cli/test_queries.py::*", "lineage"),  # lineage_template
+    ("tests/store/test_verify.py::*", "lineage"),
+)
+
+
+def shared_fixture_group(nodeid: str) -> str | None:
+    return next((group for pattern, group in SHARED_FIXTURE_GROUPS if fnmatch.fnmatchcase(nodeid, pattern)), None)
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """xdist's ``load`` distribution (the default of `-n N`), except that the tests of one SHARED_FIXTURE_GROUPS
+    group go to the same worker: a work unit each (the largest first), every other test a unit of its own, given to
+    whichever worker is free. (``--dist loadgroup`` would do this from ``xdist_group`` marks, but with pytest 9.2
+    it silently stopped grouping: pytest-dev/pytest-xdist#1386.)"""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return shared_fixture_group(nodeid) or nodeid
+
+    return SharedFixtureScheduling(config, log)  # type: ignore[arg-type]
+
 
 REQUIRE_PG = os.environ.get("CODIRECTOR_REQUIRE_PG") == "1"
 REQUIRE_BROWSER = os.environ.get("CODIRECTOR_REQUIRE_BROWSER") == "1"

@@ -7,6 +7,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -100,6 +101,8 @@ def test_audit_json_has_every_field_for_every_shot(tmp_path: Path) -> None:
     assert not [u for s in data["shots"] for u in s["memory_updates"] if u["entity"] == "Mia_red_scarf"]
 
 
+@pytest.mark.slow  # two Chromium processes (the screenshot, the DOM): a browser is not the fast lane
+@pytest.mark.browser
 def test_html_report_renders_in_headless_chromium(tmp_path: Path, browser: str) -> None:
     home = run_story(tmp_path)
     page = tmp_path / "report" / "audit.html"
