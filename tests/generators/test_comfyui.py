@@ -33,7 +33,7 @@ runner = CliRunner()
 
 @pytest.fixture
 def comfy(monkeypatch: pytest.MonkeyPatch) -> Iterator[ComfyServer]:
-    server = ComfyServer(job_seconds=0.1)
+    server = ComfyServer(job_seconds=0.05)
     monkeypatch.setenv("CODIRECTOR_PLUGINS", "codirector_test_plugins")
     yield server
     server.close()

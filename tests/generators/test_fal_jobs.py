@@ -30,7 +30,7 @@ VIDU = "fal-ai/vidu/q1/reference-to-video"
 
 @pytest.fixture
 def fal(monkeypatch: pytest.MonkeyPatch) -> Iterator[FalServer]:
-    yield from flow.serving(FalServer(job_seconds=0.15), monkeypatch, FAL_KEY=FAL_TEST_KEY)
+    yield from flow.serving(FalServer(job_seconds=0.05), monkeypatch, FAL_KEY=FAL_TEST_KEY)
 
 
 def test_a_story_runs_on_fal_and_records_the_providers_clips(tmp_path: Path, fal: FalServer,

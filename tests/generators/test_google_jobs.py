@@ -33,7 +33,7 @@ WIDE = {"width": 64, "height": 36}  # 16:9, as Veo makes
 
 @pytest.fixture
 def gserver(monkeypatch: pytest.MonkeyPatch) -> Iterator[GoogleServer]:
-    yield from flow.serving(GoogleServer(job_seconds=0.15), monkeypatch, GEMINI_API_KEY=GEMINI_TEST_KEY)
+    yield from flow.serving(GoogleServer(job_seconds=0.05), monkeypatch, GEMINI_API_KEY=GEMINI_TEST_KEY)
 
 
 def google_config(path: Path, server: GoogleServer, model: str = VEO, image: str = "counting", extra: str = "",

@@ -29,7 +29,7 @@ MODEL = "veo-3.1-fast"  # whatever the gateway serves
 @pytest.fixture
 def gateway(monkeypatch: pytest.MonkeyPatch) -> Iterator[OpenAIVideosServer]:
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    yield from flow.serving(OpenAIVideosServer(job_seconds=0.15), monkeypatch, OPENAI_API_KEY=OPENAI_TEST_KEY)
+    yield from flow.serving(OpenAIVideosServer(job_seconds=0.05), monkeypatch, OPENAI_API_KEY=OPENAI_TEST_KEY)
 
 
 def videos_config(path: Path, server: OpenAIVideosServer, extra: str = "", base_url: str | None = None,
