@@ -12,6 +12,7 @@ import ast
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,9 +21,21 @@ ROOT = Path(__file__).resolve().parents[1]
 OUTSIDE = {"tests", "benchmarks", "scripts", "docs", "examples", "build", "dist"}
 
 
+def _sources() -> Iterator[Path]:
+    """The ``.py`` files under ROOT, not looking inside the top-level folders ``_modules`` leaves out (a virtual
+    environment in ``.venv`` alone holds tens of thousands of files)."""
+    for entry in ROOT.iterdir():
+        if entry.name in OUTSIDE or entry.name.startswith(".") or entry.name.endswith(".egg-info"):
+            continue
+        if entry.is_dir():
+            yield from entry.rglob("*.py")
+        elif entry.suffix == ".py":
+            yield entry
+
+
 def _modules() -> dict[str, Path]:
     found: dict[str, Path] = {}
-    for path in ROOT.rglob("*.py"):
+    for path in _sources():
         parts = path.relative_to(ROOT).parts
         if parts[0] in OUTSIDE or parts[0].startswith(".") or parts[0].endswith(".egg-info") or "migrations" in parts:
             continue
