@@ -55,6 +55,7 @@ def no_library_lines(text: str) -> bool:
     return not any(line.startswith(("WARNING:", "ERROR:", "INFO:", "Traceback")) for line in text.splitlines())
 
 
+@pytest.mark.slow  # two `codirector` processes, each paying the interpreter start-up: not the fast lane
 def test_run_without_key_or_weights_lists_both_problems_and_fixes_and_writes_nothing(tmp_path: Path) -> None:
     Studio(tmp_path / "home").run(write_story(tmp_path / "earlier.yaml", shots=1),
                                   config=fast_config(tmp_path / "fast.toml"), backends=scripted_backends())
@@ -84,6 +85,7 @@ def test_run_without_key_or_weights_lists_both_problems_and_fixes_and_writes_not
     assert event_count(tmp_path / "home") == before
 
 
+@pytest.mark.slow  # three `codirector` processes, each paying the interpreter start-up: not the fast lane
 def test_backends_check_prints_each_backends_readiness_and_fails_when_one_is_not_ready(tmp_path: Path) -> None:
     done, _ = codirector("backends", "--check", "--profile", "openai", env=user_env(tmp_path))
     assert done.returncode == 13

@@ -206,6 +206,7 @@ def test_codirector_serve_on_an_open_address_needs_the_token(studio_home, codire
         serving.proc.communicate(timeout=30)
 
 
+@pytest.mark.slow  # two `codirector serve` processes, one after the other: not the fast lane
 def test_an_open_address_without_a_token_gets_one_generated(studio_home, codirector_serve) -> None:  # type: ignore[no-untyped-def]
     """``--host 0.0.0.0`` alone: a fresh token, printed once in the address (as Jupyter does), is required."""
     tokens = []
@@ -226,6 +227,7 @@ def test_an_open_address_without_a_token_gets_one_generated(studio_home, codirec
     assert tokens[0] != tokens[1]
 
 
+@pytest.mark.slow  # two `codirector serve` processes, one after the other: not the fast lane
 def test_an_ipv6_address_is_printed_with_one_pair_of_brackets(studio_home, codirector_serve) -> None:  # type: ignore[no-untyped-def]
     for host in ("[::1]", "::1"):
         with codirector_serve(str(studio_home.root), "--host", host) as serving:
