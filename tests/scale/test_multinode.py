@@ -75,11 +75,17 @@ class TwoNodes:
     """The cluster of ``HOST``, started in a process of its own with its own HOME and Ray folder."""
 
     def __init__(self, env: dict[str, str], head_cpus: int = 2) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", HOST, str(head_cpus)], env=env, text=True,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        assert line, f"the cluster did not start (exit {self.proc.wait()})"
+        for attempt in (1, 2):
+            self.proc = subprocess.Popen([sys.executable, "-c", HOST, str(head_cpus)], env=env, text=True,
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            assert self.proc.stdout is not None
+            line = self.proc.stdout.readline()
+            if line:
+                break
+            # On a loaded machine Ray's GCS can miss its own start-up deadline ("Timed out waiting for file
+            # .../gcs_server_port_..."): that is Ray starting, not what these tests check, so start it once more.
+            code = self.proc.wait()
+            assert attempt == 1, f"the cluster did not start twice (exit {code}; Ray's own error is above)"
         info = json.loads(line)
         self.address: str = info["address"]
         self.raylet: int = info["raylet"]
