@@ -147,7 +147,9 @@ def ray_env(s3_bucket: str) -> Iterator[dict[str, str]]:
 
 @pytest.fixture
 def cluster(ray_env: dict[str, str]) -> Iterator[TwoNodes]:
-    nodes = TwoNodes({**os.environ, **ray_env})
+    # Ray waits 30 s for its GCS to write its port file; beside another worker's Ray on two cores that has run out
+    # (RAY_gcs_server_port_wait_time_s is Ray's own override, ray/_private/node.py start_gcs_server).
+    nodes = TwoNodes({**os.environ, "RAY_gcs_server_port_wait_time_s": "120", **ray_env})
     yield nodes
     nodes.close()
 
