@@ -130,9 +130,13 @@ class TwoNodes:
 
 
 @pytest.fixture
-def ray_env(s3_bucket: str) -> Iterator[dict[str, str]]:
+def ray_env(s3_bucket: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     """HOME and a Ray folder of their own (short: Ray's socket paths have a length limit), shared by the cluster
     and the driver; the cluster's workers inherit the AWS_* variables that reach the loopback bucket."""
+    # A worker that ran a local Ray earlier holds that Ray's RAY_* variables (its token auth among them): neither this
+    # cluster nor its driver may inherit them, or the cluster's GCS never comes up and the driver asks for a token.
+    for name in [k for k in os.environ if k.startswith("RAY_")]:
+        monkeypatch.delenv(name)
     tmp = Path(tempfile.mkdtemp(prefix="codirector-mn-"))
     (tmp / "home").mkdir()
     env = {"HOME": str(tmp / "home"), "RAY_TMPDIR": str(tmp / "r"),
