@@ -63,6 +63,15 @@ def segments(studio: Studio, story: str, branch: str = "main") -> list[dict[str,
     return out
 
 
+def interrupted_run(tmp_path: Path, *, at: int) -> tuple[Studio, Path, Path, int]:
+    """A 3-shot story ``pier`` run until Ctrl-C as shot ``at`` begins: the studio, story file, config and log head."""
+    studio = Studio(tmp_path / "home")
+    story, cfg = write_story(tmp_path / "pier.yaml", shots=3), fast_config(tmp_path / "f.toml")
+    with pytest.raises(KeyboardInterrupt):
+        studio.run(story, config=cfg, backends=scripted_backends(), progress=StopAtShot(at))
+    return studio, story, cfg, studio.log("pier")[-1].position
+
+
 def test_a_run_started_without_a_patch_resumes_without_it_on_code_that_has_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seen: list[tuple[int, bool]]) -> None:
     studio = Studio(tmp_path / "home")
@@ -91,11 +100,7 @@ def test_a_run_started_without_a_patch_resumes_without_it_on_code_that_has_it(
 def test_a_run_with_a_patch_keeps_it_and_a_new_release_is_recorded_where_it_takes_over(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seen: list[tuple[int, bool]]) -> None:
     monkeypatch.setitem(patches.LOOP_PATCHES, "x", "a behaviour change")
-    studio = Studio(tmp_path / "home")
-    story, cfg = write_story(tmp_path / "pier.yaml", shots=3), fast_config(tmp_path / "f.toml")
-    with pytest.raises(KeyboardInterrupt):
-        studio.run(story, config=cfg, backends=scripted_backends(), progress=StopAtShot(3))
-    head = studio.log("pier")[-1].position
+    studio, story, cfg, head = interrupted_run(tmp_path, at=3)
 
     monkeypatch.setattr(patches, "engine_version", lambda: "99.0")
     seen.clear()
@@ -134,11 +139,7 @@ def test_run_patches_reads_the_first_segment_and_a_log_from_before_segments_as_n
 
 def test_the_same_file_run_again_on_a_new_release_continues_the_story_and_records_where_it_took_over(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seen: list[tuple[int, bool]]) -> None:
-    studio = Studio(tmp_path / "home")
-    story, cfg = write_story(tmp_path / "pier.yaml", shots=3), fast_config(tmp_path / "f.toml")
-    with pytest.raises(KeyboardInterrupt):
-        studio.run(story, config=cfg, backends=scripted_backends(), progress=StopAtShot(2))
-    head = studio.log("pier")[-1].position
+    studio, story, cfg, head = interrupted_run(tmp_path, at=2)
 
     monkeypatch.setattr(patches, "engine_version", lambda: "99.0")
     monkeypatch.setitem(patches.LOOP_PATCHES, "x", "a behaviour change")  # the new release has x
